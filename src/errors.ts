@@ -1,0 +1,48 @@
+/**
+ * Every failure the tool can report carries a stable `reason` string. The same
+ * string is the `reason` label on metrics, the `reason` field in logs and in
+ * `--json` output, so an alert, a log search and a CLI message all agree.
+ */
+export type Reason =
+  | 'config-invalid'
+  | 'usage'
+  | 'lock-busy'
+  | 'preflight-unhealthy'
+  | 'preflight-no-quorum'
+  | 'preflight-no-leader'
+  | 'preflight-member-unreachable'
+  | 'preflight-disk-space'
+  | 'source-failed'
+  | 'source-timeout'
+  | 'source-missing-artifact'
+  | 'source-empty-artifact'
+  | 'snapshot-corrupt'
+  | 'bundle-failed'
+  | 'upload-failed'
+  | 'remote-verify-failed'
+  | 'store-unavailable'
+  | 'not-found'
+  | 'manifest-invalid'
+  | 'checksum-mismatch'
+  | 'unsafe-archive'
+  | 'internal';
+
+export class BackupError extends Error {
+  readonly reason: Reason;
+  /** What the operator should do about it; printed by the CLI under the message. */
+  readonly hint?: string;
+  constructor(reason: Reason, message: string, opts: { hint?: string; cause?: unknown } = {}) {
+    super(message, opts.cause !== undefined ? { cause: opts.cause } : undefined);
+    this.name = 'BackupError';
+    this.reason = reason;
+    this.hint = opts.hint;
+  }
+}
+
+export function reasonOf(err: unknown): Reason {
+  return err instanceof BackupError ? err.reason : 'internal';
+}
+
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
