@@ -1,0 +1,282 @@
+#!/usr/bin/env node
+import { writeSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { loadConfig, redactConfig, type Config } from './config/load.js';
+import { BackupError, messageOf, reasonOf } from './errors.js';
+import { inspectSnapshot } from './etcd/snapshot.js';
+import { createLogger, type Logger } from './log.js';
+import { runBackup, type RunResult } from './run/backup.js';
+import { findBackup, loadCatalog } from './run/catalog.js';
+import { fetchBackup, verifyBackup } from './run/fetch.js';
+import { createSource } from './source/index.js';
+import { createStores, type Store } from './storage/index.js';
+import { fmtBytes } from './etcd/health.js';
+import { stringify as yamlStringify } from 'yaml';
+import { VERSION } from './version.js';
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane nodes
+
+Usage:
+  etcd-backupd backup    --config F [--label L] [--reason T] [--pin] [--force] [--json]
+  etcd-backupd list      --config F [--store S] [--json]
+  etcd-backupd verify    --config F [--store S] ID|latest [--json]
+  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--json]
+  etcd-backupd inspect   SNAPSHOT.db [--json]
+  etcd-backupd check-config --config F
+  etcd-backupd --version
+
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or config.
+`;
+
+function out(text: string): void {
+  writeSync(1, text.endsWith('\n') ? text : text + '\n');
+}
+function err(text: string): void {
+  writeSync(2, text.endsWith('\n') ? text : text + '\n');
+}
+function printJson(v: unknown): void {
+  out(JSON.stringify(v, null, 2));
+}
+
+class UsageError extends BackupError {
+  constructor(msg: string) {
+    super('usage', msg, { hint: 'run `etcd-backupd --help` for usage' });
+  }
+}
+
+type Opts = NonNullable<ParseArgsConfig['options']>;
+const common: Opts = { config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, store: { type: 'string' } };
+
+function parse(argv: string[], options: Opts, positionals: number) {
+  let r;
+  try {
+    r = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (e) {
+    throw new UsageError(messageOf(e));
+  }
+  if (r.positionals.length !== positionals) {
+    throw new UsageError(positionals === 0 ? `unexpected argument ${r.positionals[0]}` : `expected ${positionals} argument(s), got ${r.positionals.length}`);
+  }
+  return { values: r.values as Record<string, string | boolean | undefined>, positionals: r.positionals };
+}
+
+function configFrom(values: Record<string, unknown>): Config {
+  const file = values.config ?? process.env.ETCD_BACKUPD_CONFIG;
+  if (typeof file !== 'string' || !file) throw new UsageError('--config FILE is required (or set ETCD_BACKUPD_CONFIG)');
+  return loadConfig(file);
+}
+
+function pickStore(cfg: Config, stores: Store[], name: unknown): Store {
+  if (name === undefined) return stores[0]!;
+  const s = stores.find((x) => x.name === name);
+  if (!s) throw new UsageError(`no store named ${String(name)}; configured: ${cfg.stores.map((x) => x.name).join(', ')}`);
+  return s;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const sep = widths.map((w) => '-'.repeat(w)).join('  ');
+  return [line(rows[0]!), sep, ...rows.slice(1).map(line), sep].join('\n');
+}
+
+async function withStores<T>(cfg: Config, fn: (stores: Store[]) => Promise<T>): Promise<T> {
+  const stores = createStores(cfg.stores);
+  try {
+    return await fn(stores);
+  } finally {
+    await Promise.all(stores.map((s) => s.close?.()));
+  }
+}
+
+async function cmdBackup(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, { ...common, label: { type: 'string' }, reason: { type: 'string' }, pin: { type: 'boolean' }, force: { type: 'boolean' } }, 0);
+  const cfg = configFrom(values);
+  if (values.label !== undefined && !/^[A-Za-z0-9._-]{1,63}$/.test(String(values.label))) {
+    throw new UsageError('--label: expected 1-63 characters of letters, digits, ".", "_" or "-"');
+  }
+  const result = await withStores(cfg, (stores) =>
+    runBackup(cfg, { source: createSource(cfg), stores, log }, {
+      trigger: 'manual',
+      label: values.label as string | undefined,
+      reason: values.reason as string | undefined,
+      pin: values.pin === true,
+      force: values.force === true,
+    }),
+  );
+  if (values.json) printJson(backupJson(result));
+  else printBackupHuman(result);
+  return result.result === 'success' ? EXIT_OK : EXIT_FAILED;
+}
+
+export function backupJson(r: RunResult): unknown {
+  return {
+    id: r.id,
+    result: r.result,
+    ...(r.reason ? { reason: r.reason, error: r.error } : {}),
+    ...(r.hint ? { hint: r.hint } : {}),
+    trigger: r.trigger,
+    startedAt: r.startedAt,
+    finishedAt: r.finishedAt,
+    phases: r.phases,
+    stores: r.stores,
+    ...(r.preflight ? { preflight: r.preflight } : {}),
+    ...(r.manifest ? { revision: r.manifest.etcd.revision, totalKey: r.manifest.etcd.totalKey, size: r.manifest.object?.size } : {}),
+  };
+}
+
+function printBackupHuman(r: RunResult): void {
+  if (r.result === 'success') {
+    out(`backup ${r.id} succeeded: ${fmtBytes(r.manifest?.object?.size ?? 0)}, etcd revision ${r.manifest?.etcd.revision}, ${r.manifest?.etcd.totalKey} keys`);
+  } else {
+    err(`backup ${r.id} FAILED (${r.reason}): ${r.error}`);
+    if (r.hint) err(`  what to do: ${r.hint}`);
+  }
+  for (const [name, o] of Object.entries(r.stores)) {
+    if (o.result === 'success') out(`  store ${name}: verified ${o.key}`);
+    else err(`  store ${name}: failed (${o.reason}): ${o.error}`);
+  }
+  for (const c of r.preflight?.checks ?? []) if (!c.ok) err(`  preflight ${c.name}: ${c.detail}${r.preflight?.forced ? ' (forced)' : ''}`);
+}
+
+async function cmdList(argv: string[]): Promise<number> {
+  const { values } = parse(argv, common, 0);
+  const cfg = configFrom(values);
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const cat = await loadCatalog(store, cfg.cluster);
+    for (const p of cat.problems) err(`warning: skipping unreadable manifest ${p.key}: ${p.error}`);
+    if (values.json) {
+      printJson({
+        store: store.name,
+        backups: cat.backups.map((m) => ({
+          id: m.id,
+          createdAt: m.createdAt,
+          node: m.node,
+          size: m.object?.size ?? 0,
+          revision: m.etcd.revision,
+          totalKey: m.etcd.totalKey,
+          label: m.label ?? null,
+          pinned: m.pinned,
+          trigger: m.trigger,
+          encrypted: m.object?.encrypted ?? false,
+          forced: m.preflight.forced,
+        })),
+        incomplete: cat.incomplete.map((i) => i.id),
+        problems: cat.problems,
+      });
+      return EXIT_OK;
+    }
+    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned']];
+    for (const m of cat.backups) {
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '']);
+    }
+    out(table(rows));
+    out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
+    return EXIT_OK;
+  });
+}
+
+async function cmdVerify(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' } }, 1);
+  const cfg = configFrom(values);
+  if (values.restore) throw new UsageError('verify --restore is not available in this version');
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const m = findBackup(await loadCatalog(store, cfg.cluster), positionals[0]!, store.name);
+    try {
+      const r = await verifyBackup(store, m, resolve(cfg.workDir, 'tmp'));
+      if (values.json) printJson({ ...r, result: 'ok', store: store.name });
+      else out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
+      return EXIT_OK;
+    } catch (e) {
+      if (values.json) printJson({ id: m.id, result: 'failed', store: store.name, reason: reasonOf(e), error: messageOf(e) });
+      throw e;
+    }
+  });
+}
+
+async function cmdFetch(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' } }, 1);
+  if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
+  const cfg = configFrom(values);
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const m = findBackup(await loadCatalog(store, cfg.cluster), positionals[0]!, store.name);
+    const r = await fetchBackup(store, m, resolve(String(values.to)));
+    if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
+    else {
+      out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}) into ${r.dir}; every sha256 matches the manifest:`);
+      for (const f of r.files) out(`  ${f}`);
+      out(`restore: on OpenShift run /usr/local/bin/cluster-restore.sh ${r.dir} on the recovery host; elsewhere: etcdctl snapshot restore ${r.snapshot} ...`);
+    }
+    return EXIT_OK;
+  });
+}
+
+async function cmdInspect(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 1);
+  const r = await inspectSnapshot(positionals[0]!);
+  if (values.json) printJson({ hash: r.hash, revision: r.revision, totalKey: r.totalKey, totalSize: r.totalSize, trailer: r.trailer });
+  else {
+    out(table([['HASH', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+  }
+  return r.trailer === 'mismatch' ? EXIT_FAILED : EXIT_OK;
+}
+
+async function cmdCheckConfig(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } }, 0);
+  const cfg = configFrom(values);
+  if (values.json) printJson(redactConfig(cfg));
+  else out(`# ${cfg.configPath} is valid; effective configuration:\n${yamlStringify(redactConfig(cfg))}`);
+  return EXIT_OK;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  const log = createLogger();
+  try {
+    switch (cmd) {
+      case '--version':
+      case 'version':
+        out(VERSION);
+        return EXIT_OK;
+      case undefined:
+      case '-h':
+      case '--help':
+      case 'help':
+        (cmd === undefined ? err : out)(USAGE);
+        return cmd === undefined ? EXIT_USAGE : EXIT_OK;
+      case 'backup':
+        return await cmdBackup(rest, log);
+      case 'list':
+        return await cmdList(rest);
+      case 'verify':
+        return await cmdVerify(rest);
+      case 'fetch':
+        return await cmdFetch(rest);
+      case 'inspect':
+        return await cmdInspect(rest);
+      case 'check-config':
+        return await cmdCheckConfig(rest);
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
+    }
+  } catch (e) {
+    const reason = reasonOf(e);
+    err(`error: ${messageOf(e)}`);
+    if (e instanceof BackupError && e.hint) err(`  what to do: ${e.hint}`);
+    if (reason === 'internal') log.error({ err: e }, 'unexpected error');
+    else err(`  reason: ${reason}`);
+    return reason === 'usage' || reason === 'config-invalid' ? EXIT_USAGE : EXIT_FAILED;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,128 @@
+import { z } from 'zod';
+import { parseDurationSeconds } from './duration.js';
+
+const duration = z.string().superRefine((v, ctx) => {
+  try {
+    parseDurationSeconds(v);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+  }
+});
+
+/** Names end up in object keys and metric labels: keep them boring. */
+const name = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected 1-63 characters of letters, digits, ".", "_" or "-"');
+
+const count = z.number().int().min(0);
+
+const localStore = z
+  .object({
+    name,
+    type: z.literal('local'),
+    path: z.string().min(1),
+    verify: z.enum(['readback', 'size']).default('readback'),
+  })
+  .strict();
+
+export const storeSchema = z.discriminatedUnion('type', [localStore]);
+
+const clusterBackupSource = z
+  .object({
+    type: z.literal('cluster-backup'),
+    script: z.string().min(1).default('/usr/local/bin/cluster-backup.sh'),
+    timeout: duration.default('30m'),
+    /** Extra environment for the script, e.g. KUBECONFIG. Values are not secrets. */
+    env: z.record(z.string()).default({}),
+  })
+  .strict();
+
+const etcdctlSource = z
+  .object({
+    type: z.literal('etcdctl'),
+    etcdctl: z.string().min(1).default('etcdctl'),
+    staticPodDir: z.string().min(1).default('/etc/kubernetes/manifests'),
+    timeout: duration.default('30m'),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    cluster: name,
+    node: name.optional(),
+    workDir: z.string().min(1).default('/var/lib/etcd-backupd'),
+    schedule: z.string().min(1).default('0 2 * * *'),
+    timezone: z
+      .string()
+      .default('UTC')
+      .refine((tz) => {
+        try {
+          new Intl.DateTimeFormat('en-US', { timeZone: tz });
+          return true;
+        } catch {
+          return false;
+        }
+      }, 'expected an IANA time zone such as UTC or Europe/Berlin'),
+    source: z.discriminatedUnion('type', [clusterBackupSource, etcdctlSource]),
+    etcd: z
+      .object({
+        endpoints: z
+          .array(z.string().url().regex(/^https?:\/\//, 'expected an http:// or https:// URL'))
+          .min(1)
+          .default(['https://127.0.0.1:2379']),
+        caFile: z.string().min(1).optional(),
+        certFile: z.string().min(1).optional(),
+        keyFile: z.string().min(1).optional(),
+        timeout: duration.default('10s'),
+      })
+      .strict()
+      .default({}),
+    preflight: z
+      .object({
+        requireHealthy: z.boolean().default(true),
+        freeSpaceFactor: z.number().min(0).default(2),
+      })
+      .strict()
+      .default({}),
+    stores: z.array(storeSchema).min(1, 'expected at least one store'),
+    retention: z
+      .object({
+        keepLast: count.default(3),
+        hourly: count.default(0),
+        daily: count.default(7),
+        weekly: count.default(4),
+        monthly: count.default(12),
+        yearly: count.default(0),
+        keepWithin: duration.default('0s'),
+      })
+      .strict()
+      .default({}),
+    local: z.object({ keep: count.default(1) }).strict().default({}),
+    encryption: z
+      .object({ recipients: z.array(z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, 'expected an age X25519 recipient (age1...)')).default([]) })
+      .strict()
+      .default({}),
+    metrics: z
+      .object({ listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT').default('127.0.0.1:9979') })
+      .strict()
+      .default({}),
+    control: z.object({ socket: z.string().min(1).default('/run/etcd-backupd/control.sock') }).strict().default({}),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const seen = new Set<string>();
+    cfg.stores.forEach((s, i) => {
+      if (seen.has(s.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['stores', i, 'name'], message: `duplicate store name "${s.name}"` });
+      seen.add(s.name);
+    });
+    const tls = cfg.etcd.endpoints.some((e) => e.startsWith('https://'));
+    if (tls) {
+      for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
+        if (!cfg.etcd[k]) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['etcd', k], message: 'required when an etcd endpoint uses https://' });
+      }
+    }
+  });
+
+export type RawConfig = z.infer<typeof configSchema>;
+export type StoreConfig = z.infer<typeof storeSchema>;
+export type SourceConfig = RawConfig['source'];

@@ -1,0 +1,108 @@
+/**
+ * Positioned, bounded-memory page access to a bbolt file.
+ *
+ * Snapshots are 1-10 GiB, so the file is never read whole: pages come from
+ * fixed-size blocks read with FileHandle.read at an offset and kept in a
+ * small LRU cache. bbolt (and especially a defragmented or freshly written
+ * snapshot) lays sibling leaves out close together, so one block read
+ * usually serves many pages; with a random layout each page costs one
+ * block read, which is still fast for data in the OS page cache.
+ * Memory is bounded by the cache (blockSize * maxBlocks) plus the largest
+ * single page span (a leaf holding a big value, with its overflow pages).
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { BboltFormatError, readPageHeader } from './bbolt.js';
+
+const DEFAULT_BLOCK_BYTES = 64 * 1024;
+const DEFAULT_MAX_BLOCKS = 256; // 16 MiB of cache with 64 KiB blocks
+
+export class PageReader {
+  private readonly blockSize: number;
+  private readonly cache = new Map<number, Buffer>();
+
+  /**
+   * @param highWater pages [0, highWater) exist; any reference beyond is corruption.
+   *   The caller has already checked highWater * pageSize <= the file's data length.
+   */
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly pageSize: number,
+    private readonly highWater: number,
+    private readonly maxBlocks = DEFAULT_MAX_BLOCKS,
+  ) {
+    this.blockSize = Math.max(pageSize, Math.floor(DEFAULT_BLOCK_BYTES / pageSize) * pageSize);
+  }
+
+  /**
+   * The page `id` with its overflow pages: a buffer of (1 + overflow) * pageSize
+   * bytes. Checks that the page and its overflow lie below the high-water
+   * mark and that the header names the page itself (a pointer to the wrong
+   * page, or garbage, does not carry its own id).
+   */
+  async page(id: number): Promise<Buffer> {
+    if (!Number.isSafeInteger(id) || id < 0 || id >= this.highWater) {
+      throw new BboltFormatError(`page id ${id} is beyond the high-water mark ${this.highWater}`);
+    }
+    const first = await this.span(id * this.pageSize, this.pageSize);
+    const hdr = readPageHeader(first);
+    if (hdr.id !== id) {
+      throw new BboltFormatError(`page ${id}: header says it is page ${hdr.id}`);
+    }
+    if (hdr.overflow === 0) return first;
+    if (id + hdr.overflow >= this.highWater) {
+      throw new BboltFormatError(
+        `page ${id}: ${hdr.overflow} overflow pages run past the high-water mark ${this.highWater}`,
+      );
+    }
+    return this.span(id * this.pageSize, (1 + hdr.overflow) * this.pageSize);
+  }
+
+  /** Bytes [off, off + len); served from one cached block when it fits in one. */
+  private async span(off: number, len: number): Promise<Buffer> {
+    const blockNo = Math.floor(off / this.blockSize);
+    const inBlock = off - blockNo * this.blockSize;
+    if (inBlock + len <= this.blockSize) {
+      const block = await this.block(blockNo);
+      if (inBlock + len > block.length) {
+        throw new BboltFormatError(`bytes [${off}, +${len}) lie beyond the end of the file`);
+      }
+      return block.subarray(inBlock, inBlock + len);
+    }
+    // Multi-page span crossing a block edge (large values): read it directly, uncached.
+    return this.readExactly(off, len);
+  }
+
+  private async block(blockNo: number): Promise<Buffer> {
+    const hit = this.cache.get(blockNo);
+    if (hit) {
+      // Move to the most-recently-used end.
+      this.cache.delete(blockNo);
+      this.cache.set(blockNo, hit);
+      return hit;
+    }
+    const start = blockNo * this.blockSize;
+    const end = Math.min(start + this.blockSize, this.highWater * this.pageSize);
+    const buf = await this.readExactly(start, end - start);
+    if (this.cache.size >= this.maxBlocks) {
+      const oldest = this.cache.keys().next().value;
+      if (oldest !== undefined) this.cache.delete(oldest);
+    }
+    this.cache.set(blockNo, buf);
+    return buf;
+  }
+
+  private async readExactly(off: number, len: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(len);
+    let done = 0;
+    while (done < len) {
+      const { bytesRead } = await this.fh.read(buf, done, len - done, off + done);
+      if (bytesRead === 0) {
+        throw new BboltFormatError(
+          `unexpected end of file reading bytes [${off}, +${len}) (the file is shorter than its pages say)`,
+        );
+      }
+      done += bytesRead;
+    }
+    return buf;
+  }
+}

@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import { constants, createWriteStream } from 'node:fs';
+import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
+import { dirname, join, basename } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+
+/** Backups hold every Secret of the cluster: directories we create are 0700. */
+export async function mkdirPrivate(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  await chmod(dir, 0o700);
+}
+
+export async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, constants.O_RDONLY);
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export function tempNameFor(path: string): string {
+  return join(dirname(path), `.${basename(path)}.tmp-${randomBytes(6).toString('hex')}`);
+}
+
+/**
+ * Writes a stream to `path` so that a reader sees either nothing or the whole
+ * file: temp name in the same directory, fsync, rename, fsync the directory.
+ * Files are 0600. Returns the number of bytes written.
+ */
+export async function writeFileAtomic(path: string, body: Readable | Buffer | string): Promise<number> {
+  await mkdirPrivate(dirname(path));
+  const tmp = tempNameFor(path);
+  try {
+    let size: number;
+    if (typeof body === 'string' || Buffer.isBuffer(body)) {
+      const fh = await open(tmp, 'wx', 0o600);
+      try {
+        const buf = typeof body === 'string' ? Buffer.from(body) : body;
+        await fh.writeFile(buf);
+        await fh.sync();
+        size = buf.length;
+      } finally {
+        await fh.close();
+      }
+    } else {
+      const out = createWriteStream(tmp, { flags: 'wx', mode: 0o600, highWaterMark: 1 << 20 });
+      await pipeline(body, out);
+      size = out.bytesWritten;
+      await fsyncPath(tmp);
+    }
+    await rename(tmp, path);
+    await fsyncPath(dirname(path));
+    return size;
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}

@@ -1,0 +1,238 @@
+import { access, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BUNDLE_NAME, MANIFEST_FORMAT, MANIFEST_NAME, backupId, objectKeys, serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { writeBundle } from '../bundle/write.js';
+import type { Config } from '../config/load.js';
+import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
+import { inspectSnapshot } from '../etcd/snapshot.js';
+import { mkdirPrivate, writeFileAtomic } from '../fsutil.js';
+import type { Logger } from '../log.js';
+import type { Source } from '../source/source.js';
+import type { Store } from '../storage/store.js';
+import { TOOL_NAME, VERSION } from '../version.js';
+import { deliverToStore, type StoreOutcome } from './deliver.js';
+import { acquireRunLock } from './lock.js';
+import { preflightError, runPreflight, type PreflightOutcome } from './preflight.js';
+
+export type Trigger = 'schedule' | 'manual' | 'catch-up';
+
+export interface BackupRequest {
+  trigger: Trigger;
+  label?: string;
+  reason?: string;
+  pin?: boolean;
+  force?: boolean;
+}
+
+export interface RunResult {
+  id: string;
+  result: 'success' | 'failed';
+  reason?: Reason;
+  error?: string;
+  hint?: string;
+  trigger: Trigger;
+  startedAt: string;
+  finishedAt: string;
+  /** Seconds per phase: preflight, source, verify-local, bundle, upload, verify-remote. */
+  phases: Record<string, number>;
+  stores: Record<string, StoreOutcome>;
+  preflight?: { checks: PreflightOutcome['checks']; forced: boolean };
+  manifest?: Manifest;
+}
+
+export interface RunDeps {
+  source: Source;
+  stores: Store[];
+  log: Logger;
+  now?: () => Date;
+  signal?: AbortSignal;
+}
+
+export function outboxDir(cfg: Config): string {
+  return join(cfg.workDir, 'outbox');
+}
+
+/** Ids must stay unique even if two runs fall in one second or the clock went back. */
+async function uniqueId(cfg: Config, at: Date): Promise<{ id: string; at: Date }> {
+  let t = new Date(Math.floor(at.getTime() / 1000) * 1000);
+  for (;;) {
+    const id = backupId(t, cfg.node);
+    const taken = await access(join(outboxDir(cfg), id)).then(
+      () => true,
+      () => false,
+    );
+    if (!taken) return { id, at: t };
+    t = new Date(t.getTime() + 1000);
+  }
+}
+
+/**
+ * One backup run, start to end. It never throws for a failed backup: the
+ * result says what failed and why, so the CLI, the daemon and the metrics
+ * report the same reason. Nothing unproven is ever committed to a store.
+ */
+export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest): Promise<RunResult> {
+  const now = deps.now ?? (() => new Date());
+  const startedAt = now();
+  const phases: Record<string, number> = {};
+  const stores: Record<string, StoreOutcome> = {};
+  const { id, at } = await uniqueId(cfg, startedAt);
+  const log = deps.log.child({ runId: id, trigger: req.trigger });
+  const result: RunResult = { id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores };
+  const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    try {
+      return await fn();
+    } finally {
+      phases[name] = (performance.now() - t0) / 1000;
+      log.info({ phase: name, seconds: phases[name] }, `phase ${name} done`);
+    }
+  };
+
+  const runDir = join(cfg.workDir, 'runs', id);
+  const boxDir = join(outboxDir(cfg), id);
+  let lock;
+  try {
+    lock = await acquireRunLock(cfg.workDir, `${req.trigger} backup ${id}`);
+  } catch (e) {
+    return fail(result, e, log, now);
+  }
+  try {
+    log.info({ label: req.label, pin: req.pin ?? false, force: req.force ?? false }, 'backup run started');
+    const pre = await phase('preflight', () => runPreflight(cfg));
+    result.preflight = { checks: pre.checks, forced: req.force === true && pre.blocking.length > 0 };
+    for (const c of pre.checks) if (!c.ok) log.warn({ check: c.name, detail: c.detail }, 'preflight check failed');
+    if (pre.blocking.length > 0) {
+      if (!req.force) throw preflightError(pre.blocking);
+      log.warn({ failed: pre.blocking.map((c) => c.name) }, 'preflight failed; going ahead because of --force');
+    }
+
+    await rm(runDir, { recursive: true, force: true });
+    await mkdirPrivate(runDir);
+    const artifacts = await phase('source', () => deps.source.produce({ runDir, log, force: req.force === true, signal: deps.signal }));
+
+    const snap = await phase('verify-local', () => inspectSnapshot(artifacts.snapshot));
+    if (snap.trailer !== 'ok') {
+      throw new BackupError('snapshot-corrupt', `snapshot ${artifacts.snapshot}: sha256 trailer ${snap.trailer}`, {
+        hint: 'the snapshot file is damaged; check the disk under workDir and etcd logs, then run the backup again',
+      });
+    }
+    log.info({ revision: snap.revision, totalKey: snap.totalKey, totalSize: snap.totalSize, hash: snap.hash }, 'snapshot verified');
+
+    const encrypted = false;
+    const keys = objectKeys(cfg.cluster, id, encrypted);
+    const base: Omit<Manifest, 'artifacts' | 'finishedAt'> = {
+      format: MANIFEST_FORMAT,
+      id,
+      cluster: cfg.cluster,
+      node: cfg.node,
+      trigger: req.trigger,
+      ...(req.label ? { label: req.label } : {}),
+      ...(req.reason ? { reason: req.reason } : {}),
+      pinned: req.pin === true,
+      createdAt: at.toISOString(),
+      startedAt: startedAt.toISOString(),
+      tool: { name: TOOL_NAME, version: VERSION },
+      source: { type: deps.source.type, possiblyDirty: artifacts.possiblyDirty },
+      preflight: { forced: result.preflight.forced, failedChecks: pre.checks.filter((c) => !c.ok).map((c) => ({ name: c.name, detail: c.detail })) },
+      etcd: {
+        version: pre.etcd.version,
+        clusterId: pre.etcd.clusterId,
+        memberId: pre.etcd.memberId,
+        leader: pre.etcd.leader,
+        revision: snap.revision,
+        totalKey: snap.totalKey,
+        hash: snap.hash,
+        totalSize: snap.totalSize,
+      },
+    };
+    stripUndefined(base.etcd);
+
+    await mkdirPrivate(boxDir);
+    const bundlePath = join(boxDir, BUNDLE_NAME);
+    let finishedAt = '';
+    const bundle = await phase('bundle', () =>
+      writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
+        finishedAt = now().toISOString();
+        return serializeManifest({ ...base, finishedAt, artifacts: list } as Manifest);
+      }),
+    );
+    const manifest: Manifest = {
+      ...(base as Manifest),
+      finishedAt,
+      artifacts: bundle.artifacts,
+      object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [] },
+    };
+    await writeFileAtomic(join(boxDir, MANIFEST_NAME), serializeManifest(manifest));
+    result.manifest = manifest;
+    await rm(runDir, { recursive: true, force: true });
+    log.info({ size: bundle.size, sha256: bundle.sha256 }, 'bundle sealed in the outbox');
+
+    const t0 = performance.now();
+    const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
+    for (const store of deps.stores) {
+      stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log);
+    }
+    phases['deliver'] = (performance.now() - t0) / 1000;
+    await writeFileAtomic(join(boxDir, 'status.json'), JSON.stringify({ stores }, null, 2));
+
+    const failed = Object.entries(stores).filter(([, o]) => o.result === 'failed');
+    if (failed.length > 0) {
+      const [name, o] = failed[0]!;
+      throw new BackupError(o.reason ?? 'upload-failed', `${failed.length} of ${deps.stores.length} stores failed; ${name}: ${o.error}`, {
+        hint: 'the verified bundle stays in the outbox under workDir; fix the store and run the backup again',
+      });
+    }
+    result.result = 'success';
+    result.finishedAt = now().toISOString();
+    await pruneOutbox(cfg, deps.stores.map((s) => s.name), log);
+    log.info({ result: 'success', seconds: (Date.parse(result.finishedAt) - startedAt.getTime()) / 1000, size: bundle.size }, 'backup run finished');
+    return result;
+  } catch (e) {
+    await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
+    // A bundle that never got sealed with its manifest is not a backup: leave no trace of it.
+    if (!result.manifest) await rm(boxDir, { recursive: true, force: true }).catch(() => undefined);
+    return fail(result, e, log, now);
+  } finally {
+    await lock.release();
+  }
+}
+
+function fail(result: RunResult, e: unknown, log: Logger, now: () => Date): RunResult {
+  result.result = 'failed';
+  result.reason = reasonOf(e);
+  result.error = messageOf(e);
+  if (e instanceof BackupError && e.hint) result.hint = e.hint;
+  result.finishedAt = now().toISOString();
+  log.error({ result: 'failed', reason: result.reason, err: result.error }, 'backup run failed');
+  return result;
+}
+
+function stripUndefined(o: Record<string, unknown>): void {
+  for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
+}
+
+/**
+ * Keeps `local.keep` delivered bundles on the node for a fast restore, and
+ * every bundle that some store does not hold yet: those are the outbox.
+ */
+export async function pruneOutbox(cfg: Config, storeNames: string[], log: Logger): Promise<void> {
+  const dir = outboxDir(cfg);
+  const ids = (await readdir(dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort().reverse();
+  let kept = 0;
+  for (const id of ids) {
+    const delivered = await readFile(join(dir, id, 'status.json'), 'utf8')
+      .then((t) => {
+        const s = JSON.parse(t) as { stores: Record<string, StoreOutcome> };
+        return storeNames.every((n) => s.stores[n]?.result === 'success');
+      })
+      .catch(() => false);
+    if (!delivered) continue;
+    if (kept < cfg.local.keep) {
+      kept++;
+      continue;
+    }
+    await rm(join(dir, id), { recursive: true, force: true });
+    log.info({ id }, 'removed delivered bundle from the outbox');
+  }
+}

@@ -1,0 +1,53 @@
+import { createReadStream } from 'node:fs';
+import type { Logger } from '../log.js';
+import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
+import { serializeManifest, type Manifest } from '../bundle/manifest.js';
+import type { Store } from '../storage/store.js';
+import { verifyRemoteCopy, type VerifyMode } from '../storage/verify.js';
+import { Readable } from 'node:stream';
+
+export interface StoreOutcome {
+  result: 'success' | 'failed';
+  reason?: Reason;
+  error?: string;
+  key?: string;
+  size?: number;
+  sha256?: string;
+  uploadSeconds?: number;
+  verifySeconds?: number;
+}
+
+/**
+ * Puts one sealed bundle into one store: object, proof of the remote copy,
+ * then the manifest as the commit marker. Until the manifest is written the
+ * backup does not exist for list, retention or fetch.
+ */
+export async function deliverToStore(store: Store, verify: VerifyMode, bundlePath: string, manifest: Manifest, log: Logger): Promise<StoreOutcome> {
+  const obj = manifest.object!;
+  const manifestKey = obj.key.replace(/[^/]+$/, 'manifest.json');
+  const t0 = performance.now();
+  try {
+    const put = await store.put(obj.key, createReadStream(bundlePath, { highWaterMark: 1 << 20 }), obj.size);
+    if (put.size !== obj.size) throw new BackupError('upload-failed', `store ${store.name} accepted ${put.size} bytes of ${obj.size}`);
+    const t1 = performance.now();
+    await verifyRemoteCopy(store, obj.key, obj.size, obj.sha256, verify);
+    const t2 = performance.now();
+    await store.put(manifestKey, Readable.from([serializeManifest(manifest)]));
+    const outcome: StoreOutcome = {
+      result: 'success',
+      key: obj.key,
+      size: obj.size,
+      sha256: obj.sha256,
+      uploadSeconds: (t1 - t0) / 1000,
+      verifySeconds: (t2 - t1) / 1000,
+    };
+    log.info({ store: store.name, key: obj.key, size: obj.size, uploadSeconds: outcome.uploadSeconds, verifySeconds: outcome.verifySeconds, verify }, 'remote copy verified and committed');
+    return outcome;
+  } catch (e) {
+    const reason = e instanceof BackupError ? e.reason : 'upload-failed';
+    log.error({ store: store.name, reason, err: messageOf(e) }, 'delivery to store failed');
+    // A half-written object without its manifest is not a backup; remove what we can so nothing is mistaken for one.
+    await store.delete([manifestKey, obj.key]).catch(() => undefined);
+    return { result: 'failed', reason: reasonOf(e) === 'internal' ? reason : reasonOf(e), error: messageOf(e), key: obj.key };
+  }
+}

@@ -1,0 +1,67 @@
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Manifest } from '../bundle/manifest.js';
+import { readBundle } from '../bundle/read.js';
+import { BackupError } from '../errors.js';
+import { inspectSnapshot } from '../etcd/snapshot.js';
+import { mkdirPrivate } from '../fsutil.js';
+import type { Store } from '../storage/store.js';
+
+export interface FetchResult {
+  id: string;
+  dir: string;
+  files: string[];
+  snapshot: string;
+}
+
+/**
+ * Streams a backup out of a store into `to`, checking the object's sha256 and
+ * every artifact's against the committed manifest. The directory then holds
+ * the files exactly as cluster-backup.sh wrote them, which is what
+ * OpenShift's cluster-restore.sh expects.
+ */
+export async function fetchBackup(store: Store, manifest: Manifest, to: string): Promise<FetchResult> {
+  if (!manifest.object) throw new BackupError('manifest-invalid', `manifest of ${manifest.id} lacks its object record`);
+  if (manifest.object.encrypted) {
+    throw new BackupError('manifest-invalid', `backup ${manifest.id} is encrypted; this version cannot decrypt it`);
+  }
+  await mkdirPrivate(to);
+  const clash = (await readdir(to)).filter((n) => manifest.artifacts.some((a) => a.name === n));
+  if (clash.length) {
+    throw new BackupError('usage', `${to} already holds ${clash.join(', ')}; fetch into an empty directory`);
+  }
+  const res = await readBundle(await store.get(manifest.object.key), manifest, to);
+  const snapshot = res.files.find((f) => /\/snapshot_[^/]*\.db$/.test(f));
+  if (!snapshot) throw new BackupError('manifest-invalid', `backup ${manifest.id} holds no snapshot_*.db`);
+  return { id: manifest.id, dir: to, files: res.files, snapshot };
+}
+
+export interface VerifyResult {
+  id: string;
+  objectSha256: string;
+  snapshot: { revision: number; totalKey: number; hash: number; totalSize: number; trailer: string };
+}
+
+/**
+ * Re-reads the stored object end to end: every sha256, then the snapshot's
+ * own trailer and bbolt structure, compared with what the manifest recorded
+ * when the backup was taken.
+ */
+export async function verifyBackup(store: Store, manifest: Manifest, scratchDir: string): Promise<VerifyResult> {
+  await mkdirPrivate(scratchDir);
+  const tmp = await mkdtemp(join(scratchDir, `verify-${manifest.id}-`));
+  try {
+    const f = await fetchBackup(store, manifest, tmp);
+    const snap = await inspectSnapshot(f.snapshot);
+    const e = manifest.etcd;
+    const diffs: string[] = [];
+    if (snap.trailer !== 'ok') diffs.push(`snapshot sha256 trailer ${snap.trailer}`);
+    for (const k of ['revision', 'totalKey', 'hash', 'totalSize'] as const) {
+      if (snap[k] !== e[k]) diffs.push(`${k} is ${snap[k]}, manifest says ${e[k]}`);
+    }
+    if (diffs.length) throw new BackupError('snapshot-corrupt', `backup ${manifest.id}: ${diffs.join('; ')}`);
+    return { id: manifest.id, objectSha256: manifest.object!.sha256, snapshot: snap };
+  } finally {
+    await rm(tmp, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,16 @@
+import type { StoreConfig } from '../config/load.js';
+import { LocalStore } from './local.js';
+import type { Store } from './store.js';
+
+export type { Store, ObjectInfo, PutResult } from './store.js';
+
+export function createStore(cfg: StoreConfig): Store {
+  switch (cfg.type) {
+    case 'local':
+      return new LocalStore(cfg.name, cfg.path);
+  }
+}
+
+export function createStores(cfgs: StoreConfig[]): Store[] {
+  return cfgs.map(createStore);
+}

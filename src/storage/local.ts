@@ -1,0 +1,116 @@
+import { createReadStream } from 'node:fs';
+import { opendir, rm, rmdir, stat } from 'node:fs/promises';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import type { Readable } from 'node:stream';
+import { BackupError } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import type { ObjectInfo, PutResult, Store } from './store.js';
+
+/**
+ * A directory on this node or a mounted NFS share. Objects are files under
+ * `root`; writes are temp-name + fsync + rename, so a crash leaves either the
+ * old state or the whole new file, plus at worst a dot-temp file that list
+ * ignores.
+ */
+export class LocalStore implements Store {
+  readonly type = 'local';
+  constructor(
+    readonly name: string,
+    private readonly root: string,
+  ) {}
+
+  private pathOf(key: string): string {
+    const p = resolve(this.root, key);
+    if (key.startsWith('/') || key.split('/').some((seg) => seg === '..' || seg === '.' || seg === '') || !p.startsWith(resolve(this.root) + sep)) {
+      throw new BackupError('internal', `refusing object key outside the store: ${JSON.stringify(key)}`);
+    }
+    return p;
+  }
+
+  async put(key: string, body: Readable): Promise<PutResult> {
+    const path = this.pathOf(key);
+    try {
+      const size = await writeFileAtomic(path, body);
+      return { key, size };
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new BackupError('upload-failed', `store ${this.name}: writing ${path} failed: ${code ?? (e as Error).message}`, {
+        cause: e,
+        hint: code === 'ENOSPC' ? 'the store is full: free space or prune' : code === 'EACCES' || code === 'EROFS' ? 'the store directory is not writable' : undefined,
+      });
+    }
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await stat(this.pathOf(key));
+      return st.isFile() ? { key, size: st.size, modifiedAt: st.mtime } : undefined;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    const path = this.pathOf(key);
+    // Open eagerly so a missing object fails here, not on the first read.
+    await stat(path).catch((e: NodeJS.ErrnoException) => {
+      throw new BackupError(e.code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${e.code}`);
+    });
+    return createReadStream(path, { highWaterMark: 1 << 20 });
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const start = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const root = resolve(this.root);
+    const walk = async function* (dir: string): AsyncIterable<ObjectInfo> {
+      let handle;
+      try {
+        handle = await opendir(dir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+        throw e;
+      }
+      const entries: string[] = [];
+      for await (const d of handle) {
+        if (d.name.startsWith('.')) continue; // temp files of unfinished writes
+        entries.push(d.name);
+        if (d.isDirectory()) entries[entries.length - 1] += '/';
+      }
+      entries.sort();
+      for (const name of entries) {
+        const full = join(dir, name);
+        if (name.endsWith('/')) {
+          yield* walk(full);
+          continue;
+        }
+        const key = relative(root, full).split(sep).join('/');
+        if (!key.startsWith(prefix)) continue;
+        const st = await stat(full).catch(() => undefined);
+        if (st?.isFile()) yield { key, size: st.size, modifiedAt: st.mtime };
+      }
+    };
+    yield* walk(start ? join(root, start) : root);
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    const dirs = new Set<string>();
+    for (const key of keys) {
+      const p = this.pathOf(key);
+      await rm(p, { force: true });
+      dirs.add(dirname(p));
+    }
+    // Remove directories left empty, so a pruned backup leaves no trace.
+    for (const d of dirs) {
+      let dir = d;
+      while (dir.startsWith(resolve(this.root) + sep)) {
+        try {
+          await rmdir(dir);
+        } catch {
+          break;
+        }
+        dir = dirname(dir);
+      }
+    }
+  }
+}
