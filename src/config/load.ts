@@ -78,7 +78,26 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
       timeoutSeconds: parseDurationSeconds(raw.etcd.timeout),
     },
     retention: { ...raw.retention, keepWithinSeconds: parseDurationSeconds(raw.retention.keepWithin) },
-    stores: raw.stores.map((s) => ({ ...s, path: abs(s.path) })),
+    stores: raw.stores.map((s) => {
+      switch (s.type) {
+        case 'local':
+          return { ...s, path: abs(s.path) };
+        case 's3':
+          return {
+            ...s,
+            accessKeyIdFile: s.accessKeyIdFile && abs(s.accessKeyIdFile),
+            secretAccessKeyFile: s.secretAccessKeyFile && abs(s.secretAccessKeyFile),
+            sessionTokenFile: s.sessionTokenFile && abs(s.sessionTokenFile),
+          };
+        case 'sftp':
+          return {
+            ...s,
+            privateKeyFile: abs(s.privateKeyFile),
+            passphraseFile: s.passphraseFile && abs(s.passphraseFile),
+            knownHostsFile: s.knownHostsFile && abs(s.knownHostsFile),
+          };
+      }
+    }),
     control: { socket: abs(raw.control.socket) },
   };
   const problems = missingFiles(cfg);
@@ -93,6 +112,13 @@ function missingFiles(cfg: Config): string[] {
     ['etcd.certFile', cfg.etcd.certFile, 'file'],
     ['etcd.keyFile', cfg.etcd.keyFile, 'file'],
   ];
+  cfg.stores.forEach((s, i) => {
+    if (s.type === 's3') {
+      want.push([`stores[${i}].accessKeyIdFile`, s.accessKeyIdFile, 'file'], [`stores[${i}].secretAccessKeyFile`, s.secretAccessKeyFile, 'file'], [`stores[${i}].sessionTokenFile`, s.sessionTokenFile, 'file']);
+    } else if (s.type === 'sftp') {
+      want.push([`stores[${i}].privateKeyFile`, s.privateKeyFile, 'file'], [`stores[${i}].passphraseFile`, s.passphraseFile, 'file'], [`stores[${i}].knownHostsFile`, s.knownHostsFile, 'file']);
+    }
+  });
   if (cfg.source.type === 'cluster-backup') want.push(['source.script', cfg.source.script, 'file']);
   else want.push(['source.staticPodDir', cfg.source.staticPodDir, 'dir']);
   const problems: string[] = [];

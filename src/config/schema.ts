@@ -22,10 +22,57 @@ const localStore = z
     type: z.literal('local'),
     path: z.string().min(1),
     verify: z.enum(['readback', 'size']).default('readback'),
+    incompleteGrace: duration.default('24h'),
   })
   .strict();
 
-export const storeSchema = z.discriminatedUnion('type', [localStore]);
+const s3Store = z
+  .object({
+    name,
+    type: z.literal('s3'),
+    bucket: z.string().min(3),
+    prefix: z.string().default('').transform((p) => p.replace(/^\/+|\/+$/g, '')),
+    region: z.string().min(1).default('us-east-1'),
+    /** S3-compatible servers (MinIO, Ceph RGW, ODF/NooBaa); http:// only for loopback tests and labs. */
+    endpoint: z.string().url().optional(),
+    forcePathStyle: z.boolean().default(false),
+    /** Mounted Secret files; without them the AWS default chain (env, web identity, instance role) applies. */
+    accessKeyIdFile: z.string().min(1).optional(),
+    secretAccessKeyFile: z.string().min(1).optional(),
+    sessionTokenFile: z.string().min(1).optional(),
+    sse: z.enum(['AES256', 'aws:kms']).optional(),
+    kmsKeyId: z.string().min(1).optional(),
+    storageClass: z.string().min(1).optional(),
+    /** The SDK's newer default (aws-chunked with trailers) breaks many S3-compatible servers. */
+    checksum: z.enum(['WHEN_REQUIRED', 'WHEN_SUPPORTED']).default('WHEN_REQUIRED'),
+    partSize: z.number().int().min(5 * 1024 * 1024).default(16 * 1024 * 1024),
+    queueSize: z.number().int().min(1).max(16).default(4),
+    verify: z.enum(['readback', 'size']).default('readback'),
+    /** Incomplete uploads and manifest-less backups older than this are removed by prune. */
+    incompleteGrace: duration.default('24h'),
+  })
+  .strict();
+
+const sftpStore = z
+  .object({
+    name,
+    type: z.literal('sftp'),
+    host: z.string().min(1),
+    port: z.number().int().min(1).max(65535).default(22),
+    username: z.string().min(1),
+    privateKeyFile: z.string().min(1),
+    passphraseFile: z.string().min(1).optional(),
+    /** Pinned host key: `SHA256:<base64>` as `ssh-keygen -lf` prints it, or a known_hosts file. */
+    hostKey: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'expected a SHA256:... fingerprint as printed by ssh-keygen -lf').optional(),
+    knownHostsFile: z.string().min(1).optional(),
+    path: z.string().min(1),
+    timeout: duration.default('30s'),
+    verify: z.enum(['readback', 'size']).default('readback'),
+    incompleteGrace: duration.default('24h'),
+  })
+  .strict();
+
+export const storeSchema = z.discriminatedUnion('type', [localStore, s3Store, sftpStore]);
 
 const clusterBackupSource = z
   .object({
@@ -114,6 +161,16 @@ export const configSchema = z
     cfg.stores.forEach((s, i) => {
       if (seen.has(s.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['stores', i, 'name'], message: `duplicate store name "${s.name}"` });
       seen.add(s.name);
+      const at = (k: string) => ['stores', i, k];
+      if (s.type === 's3') {
+        if (!!s.accessKeyIdFile !== !!s.secretAccessKeyFile) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, path: at(s.accessKeyIdFile ? 'secretAccessKeyFile' : 'accessKeyIdFile'), message: 'accessKeyIdFile and secretAccessKeyFile go together' });
+        }
+        if (s.kmsKeyId && s.sse !== 'aws:kms') ctx.addIssue({ code: z.ZodIssueCode.custom, path: at('kmsKeyId'), message: 'only valid with sse: aws:kms' });
+      }
+      if (s.type === 'sftp' && !s.hostKey && !s.knownHostsFile) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: at('hostKey'), message: 'required (or knownHostsFile): the server host key must be pinned' });
+      }
     });
     const tls = cfg.etcd.endpoints.some((e) => e.startsWith('https://'));
     if (tls) {

@@ -1,4 +1,5 @@
 import type { StoreConfig } from '../config/load.js';
+import { BackupError } from '../errors.js';
 import { LocalStore } from './local.js';
 import type { Store } from './store.js';
 
@@ -8,6 +9,8 @@ export function createStore(cfg: StoreConfig): Store {
   switch (cfg.type) {
     case 'local':
       return new LocalStore(cfg.name, cfg.path);
+    default:
+      throw new BackupError('config-invalid', `store ${cfg.name}: type ${cfg.type} is not available in this build`);
   }
 }
 
