@@ -23,6 +23,14 @@ export interface Store {
   head(key: string): Promise<ObjectInfo | undefined>;
   get(key: string): Promise<Readable>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** Removes missing keys silently. */
   delete(keys: string[]): Promise<void>;
+  /**
+   * Removes leftovers of interrupted writes older than `olderThan` under
+   * `prefix`: unfinished multipart uploads (where the server can list
+   * them), temp files of an SFTP/local rename that never happened. Returns
+   * a description of each removed item, for the log.
+   */
+  cleanupIncomplete?(prefix: string, olderThan: Date): Promise<string[]>;
   close?(): Promise<void>;
 }
