@@ -6,7 +6,15 @@ import { loadConfig, redactConfig, type Config } from './config/load.js';
 import { BackupError, messageOf, reasonOf } from './errors.js';
 import { inspectSnapshot } from './etcd/snapshot.js';
 import { createLogger, type Logger } from './log.js';
-import { runBackup, type RunResult } from './run/backup.js';
+import type { RunResult } from './run/backup.js';
+import { runCycle } from './run/cycle.js';
+import { backupJson } from './run/report.js';
+import { callDaemon } from './control/client.js';
+import type { ControlEvent, ControlRequest } from './control/protocol.js';
+import { setPinned } from './run/pin.js';
+import { pruneStore } from './retention/apply.js';
+import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from './retention/plan.js';
+import { readFileSync } from 'node:fs';
 import { findBackup, loadCatalog } from './run/catalog.js';
 import { fetchBackup, verifyBackup } from './run/fetch.js';
 import { createSource } from './source/index.js';
@@ -26,6 +34,10 @@ Usage:
   etcd-backupd list      --config F [--store S] [--json]
   etcd-backupd verify    --config F [--store S] ID|latest [--json]
   etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--json]
+  etcd-backupd prune     --config F [--store S] [--dry-run] [--json]
+  etcd-backupd retention --config F --simulate FILE [--now ISO] [--json]
+  etcd-backupd pin|unpin --config F ID [--reason T]
+  etcd-backupd run       --config F                  # the daemon
   etcd-backupd inspect   SNAPSHOT.db [--json]
   etcd-backupd check-config --config F
   etcd-backupd --version
@@ -100,44 +112,48 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
   if (values.label !== undefined && !/^[A-Za-z0-9._-]{1,63}$/.test(String(values.label))) {
     throw new UsageError('--label: expected 1-63 characters of letters, digits, ".", "_" or "-"');
   }
-  const result = await withStores(cfg, (stores) =>
-    runBackup(cfg, { source: createSource(cfg), stores, log }, {
-      trigger: 'manual',
-      label: values.label as string | undefined,
-      reason: values.reason as string | undefined,
-      pin: values.pin === true,
-      force: values.force === true,
-    }),
-  );
-  if (values.json) printJson(backupJson(result));
-  else printBackupHuman(result);
+  const req = {
+    label: values.label as string | undefined,
+    reason: values.reason as string | undefined,
+    pin: values.pin === true,
+    force: values.force === true,
+  };
+  // A running daemon does the work itself: same lock, state and metrics.
+  const viaDaemon = await daemonCall(cfg, { op: 'backup', ...req }, values.json === true);
+  if (viaDaemon) {
+    if (viaDaemon.type === 'error') throw new BackupError(viaDaemon.reason as never, viaDaemon.message, { hint: viaDaemon.hint });
+    if (viaDaemon.type !== 'result') return EXIT_FAILED;
+    const doc = viaDaemon.data as BackupDoc;
+    if (values.json) printJson(doc);
+    else printBackupHuman(doc);
+    return viaDaemon.exitCode;
+  }
+  const result = await withStores(cfg, async (stores) => (await runCycle(cfg, { source: createSource(cfg), stores, log }, { trigger: 'manual', ...req })).run);
+  const doc = backupJson(result) as BackupDoc;
+  if (values.json) printJson(doc);
+  else printBackupHuman(doc);
   return result.result === 'success' ? EXIT_OK : EXIT_FAILED;
 }
 
-export function backupJson(r: RunResult): unknown {
-  return {
-    id: r.id,
-    result: r.result,
-    ...(r.reason ? { reason: r.reason, error: r.error } : {}),
-    ...(r.hint ? { hint: r.hint } : {}),
-    trigger: r.trigger,
-    startedAt: r.startedAt,
-    finishedAt: r.finishedAt,
-    phases: r.phases,
-    stores: r.stores,
-    ...(r.preflight ? { preflight: r.preflight } : {}),
-    ...(r.manifest ? { revision: r.manifest.etcd.revision, totalKey: r.manifest.etcd.totalKey, size: r.manifest.object?.size } : {}),
-  };
+/** Sends a request to the daemon when one listens; its log lines are echoed to stderr as they come. */
+async function daemonCall(cfg: Config, req: ControlRequest, quiet: boolean): Promise<ControlEvent | undefined> {
+  if (process.env.ETCD_BACKUPD_NO_DAEMON === '1') return undefined;
+  return callDaemon(cfg.control.socket, req, (e) => {
+    if (e.type === 'log' && !quiet) err(`[daemon] ${String(e.msg)}${e.reason ? ` (${String(e.reason)})` : ''}`);
+    else if (e.type === 'log') err(JSON.stringify(e));
+  });
 }
 
-function printBackupHuman(r: RunResult): void {
+type BackupDoc = Pick<RunResult, 'id' | 'result' | 'reason' | 'error' | 'hint' | 'stores' | 'preflight'> & { size?: number; revision?: number; totalKey?: number };
+
+function printBackupHuman(r: BackupDoc): void {
   if (r.result === 'success') {
-    out(`backup ${r.id} succeeded: ${fmtBytes(r.manifest?.object?.size ?? 0)}, etcd revision ${r.manifest?.etcd.revision}, ${r.manifest?.etcd.totalKey} keys`);
+    out(`backup ${r.id} succeeded: ${fmtBytes(r.size ?? 0)}, etcd revision ${r.revision}, ${r.totalKey} keys`);
   } else {
     err(`backup ${r.id} FAILED (${r.reason}): ${r.error}`);
     if (r.hint) err(`  what to do: ${r.hint}`);
   }
-  for (const [name, o] of Object.entries(r.stores)) {
+  for (const [name, o] of Object.entries(r.stores ?? {})) {
     if (o.result === 'success') out(`  store ${name}: verified ${o.key}`);
     else err(`  store ${name}: failed (${o.reason}): ${o.error}`);
   }
@@ -219,6 +235,81 @@ async function cmdFetch(argv: string[]): Promise<number> {
   });
 }
 
+async function cmdPrune(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, { ...common, 'dry-run': { type: 'boolean' } }, 0);
+  const cfg = configFrom(values);
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true });
+    if (values.json) {
+      printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, errors: r.errors });
+    } else {
+      out(`${values['dry-run'] ? 'plan (dry run, nothing deleted)' : 'pruned'} for node ${cfg.node} in store ${store.name}:`);
+      out(formatPlanTable(r.plan));
+      if (r.incomplete.length) out(`incomplete backups (no manifest, older than the grace period) ${values['dry-run'] ? 'to remove' : 'removed'}: ${r.incomplete.join(', ')}`);
+      for (const e of r.errors) err(`error: ${e}`);
+    }
+    return r.errors.length ? EXIT_FAILED : EXIT_OK;
+  });
+}
+
+async function cmdRetention(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, simulate: { type: 'string' }, now: { type: 'string' } }, 0);
+  const cfg = configFrom(values);
+  if (typeof values.simulate !== 'string') throw new UsageError('--simulate FILE is required (one ISO-8601 time per line)');
+  let text: string;
+  try {
+    text = readFileSync(values.simulate, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${values.simulate}: ${(e as NodeJS.ErrnoException).code ?? messageOf(e)}`);
+  }
+  let items;
+  try {
+    items = parseSimulationInput(text);
+  } catch (e) {
+    throw new UsageError(`${values.simulate}: ${messageOf(e)}`);
+  }
+  const now = values.now === undefined ? new Date() : new Date(String(values.now));
+  if (Number.isNaN(now.getTime())) throw new UsageError(`--now: "${values.now}" is not an ISO-8601 time`);
+  const plan = planRetention(items, cfg.retention, now, cfg.timezone);
+  if (values.json) printJson(planToJson(plan));
+  else out(formatPlanTable(plan));
+  return EXIT_OK;
+}
+
+async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, reason: { type: 'string' } }, 1);
+  const cfg = configFrom(values);
+  const id = positionals[0]!;
+  const req: ControlRequest = pinned ? { op: 'pin', id, reason: values.reason as string | undefined } : { op: 'unpin', id };
+  const viaDaemon = await daemonCall(cfg, req, true);
+  let data: unknown;
+  if (viaDaemon) {
+    if (viaDaemon.type === 'error') throw new BackupError(viaDaemon.reason as never, viaDaemon.message, { hint: viaDaemon.hint });
+    data = viaDaemon.type === 'result' ? viaDaemon.data : undefined;
+  } else {
+    data = await withStores(cfg, (stores) => setPinned(cfg, stores, id, pinned, values.reason as string | undefined));
+  }
+  if (values.json) printJson(data);
+  else out(`${pinned ? 'pinned' : 'unpinned'} ${id}${pinned ? ': retention keeps it until you unpin it' : ': retention may now prune it'}`);
+  return EXIT_OK;
+}
+
+async function cmdRun(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, { config: { type: 'string', short: 'c' } }, 0);
+  const cfg = configFrom(values);
+  const { startDaemon } = await import('./daemon.js');
+  const d = await startDaemon(cfg, log);
+  const onSignal = (sig: string) => {
+    log.info({ signal: sig }, 'shutting down');
+    void d.stop();
+  };
+  process.once('SIGTERM', () => onSignal('SIGTERM'));
+  process.once('SIGINT', () => onSignal('SIGINT'));
+  await d.done;
+  return EXIT_OK;
+}
+
 async function cmdInspect(argv: string[]): Promise<number> {
   const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 1);
   const r = await inspectSnapshot(positionals[0]!);
@@ -264,6 +355,16 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdInspect(rest);
       case 'check-config':
         return await cmdCheckConfig(rest);
+      case 'prune':
+        return await cmdPrune(rest, log);
+      case 'retention':
+        return await cmdRetention(rest);
+      case 'pin':
+        return await cmdPin(rest, true);
+      case 'unpin':
+        return await cmdPin(rest, false);
+      case 'run':
+        return await cmdRun(rest, log);
       default:
         throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }

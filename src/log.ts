@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 
@@ -9,7 +10,7 @@ export type { Logger };
  * Paths that could ever hold credentials are redacted by pino itself, so a
  * careless `log.info({ config })` cannot leak them.
  */
-export function createLogger(opts: { level?: string; pretty?: boolean } = {}): Logger {
+export function createLogger(opts: { level?: string; pretty?: boolean; /** Also receives every JSON line (control-socket clients watch a run this way). */ tee?: (line: string) => void } = {}): Logger {
   const level = opts.level ?? process.env.ETCD_BACKUPD_LOG_LEVEL ?? 'info';
   const usePretty = opts.pretty ?? process.stderr.isTTY === true;
   const options: pino.LoggerOptions = {
@@ -21,10 +22,18 @@ export function createLogger(opts: { level?: string; pretty?: boolean } = {}): L
       censor: '<redacted>',
     },
   };
-  if (usePretty) {
-    return pino(options, pretty({ destination: 2, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' }));
-  }
-  return pino(options, pino.destination({ dest: 2, sync: true }));
+  const main = usePretty
+    ? pretty({ destination: 2, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' })
+    : pino.destination({ dest: 2, sync: true });
+  if (!opts.tee) return pino(options, main);
+  const tee = opts.tee;
+  const side = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) tee(line);
+      cb();
+    },
+  });
+  return pino(options, pino.multistream([{ stream: main, level: 'trace' as pino.Level }, { stream: side, level: 'trace' as pino.Level }]));
 }
 
 export const silentLogger: Logger = pino({ level: 'silent' });

@@ -5,6 +5,7 @@ import { parseDocument } from 'yaml';
 import type { ZodIssue } from 'zod';
 import { BackupError } from '../errors.js';
 import { parseDurationSeconds } from './duration.js';
+import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
 import { configSchema, type RawConfig, type SourceConfig, type StoreConfig } from './schema.js';
 
 export type { StoreConfig, SourceConfig };
@@ -77,7 +78,7 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
       keyFile: raw.etcd.keyFile && abs(raw.etcd.keyFile),
       timeoutSeconds: parseDurationSeconds(raw.etcd.timeout),
     },
-    retention: { ...raw.retention, keepWithinSeconds: parseDurationSeconds(raw.retention.keepWithin) },
+    retention: { ...raw.retention, keepWithinSeconds: parseRetentionDuration(raw.retention.keepWithin) },
     stores: raw.stores.map((s) => {
       switch (s.type) {
         case 'local':

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
+import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
 
 const duration = z.string().superRefine((v, ctx) => {
   try {
@@ -140,11 +141,38 @@ export const configSchema = z
         weekly: count.default(4),
         monthly: count.default(12),
         yearly: count.default(0),
-        keepWithin: duration.default('0s'),
+        /** restic-style (1y2mo3d4h); a bare `m` is refused because restic reads it as months. */
+        keepWithin: z
+          .string()
+          .default('0s')
+          .superRefine((v, ctx) => {
+            try {
+              parseRetentionDuration(v);
+            } catch (e) {
+              ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+            }
+          }),
       })
       .strict()
       .default({}),
-    local: z.object({ keep: count.default(1) }).strict().default({}),
+    local: z
+      .object({
+        /** Delivered bundles kept on the node for a fast restore. */
+        keep: count.default(1),
+        /** Undelivered bundles the outbox may hold; past it the oldest is dropped with an error and a metric. */
+        maxPending: z.number().int().min(1).default(5),
+        /** Backoff between delivery retries of an outbox bundle, doubling from min to max. */
+        retryMin: duration.default('1m'),
+        retryMax: duration.default('1h'),
+      })
+      .strict()
+      .default({}),
+    /** Random delay before a scheduled run, to spread the masters of one cluster. */
+    jitter: duration.default('0s'),
+    /** How long SIGTERM waits for a run in progress before aborting it. */
+    shutdownTimeout: duration.default('60s'),
+    /** /readyz fails after this many consecutive failed runs. */
+    readyFailureThreshold: z.number().int().min(1).default(3),
     encryption: z
       .object({ recipients: z.array(z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, 'expected an age X25519 recipient (age1...)')).default([]) })
       .strict()

@@ -18,7 +18,10 @@ const DEFAULT_MAX_BLOCKS = 256; // 16 MiB of cache with 64 KiB blocks
 
 export class PageReader {
   private readonly blockSize: number;
-  private readonly cache = new Map<number, Buffer>();
+  /** LRU of block reads (settled or in flight), keyed by block number. */
+  private readonly cache = new Map<number, Promise<Buffer>>();
+  private readonly dataEnd: number;
+  private lastMiss = -2;
 
   /**
    * @param highWater pages [0, highWater) exist; any reference beyond is corruption.
@@ -31,6 +34,7 @@ export class PageReader {
     private readonly maxBlocks = DEFAULT_MAX_BLOCKS,
   ) {
     this.blockSize = Math.max(pageSize, Math.floor(DEFAULT_BLOCK_BYTES / pageSize) * pageSize);
+    this.dataEnd = highWater * pageSize;
   }
 
   /**
@@ -72,7 +76,7 @@ export class PageReader {
     return this.readExactly(off, len);
   }
 
-  private async block(blockNo: number): Promise<Buffer> {
+  private block(blockNo: number): Promise<Buffer> {
     const hit = this.cache.get(blockNo);
     if (hit) {
       // Move to the most-recently-used end.
@@ -80,15 +84,26 @@ export class PageReader {
       this.cache.set(blockNo, hit);
       return hit;
     }
+    const p = this.load(blockNo);
+    // Sequential access (the common case: bbolt spills sibling leaves into
+    // consecutive pages) gets one block of read-ahead, so the next read is
+    // under way while this block is parsed and hashed.
+    if (blockNo === this.lastMiss + 1 && (blockNo + 1) * this.blockSize < this.dataEnd && !this.cache.has(blockNo + 1)) {
+      this.load(blockNo + 1).catch(() => undefined); // a failure resurfaces when the block is used
+    }
+    this.lastMiss = blockNo;
+    return p;
+  }
+
+  private load(blockNo: number): Promise<Buffer> {
     const start = blockNo * this.blockSize;
-    const end = Math.min(start + this.blockSize, this.highWater * this.pageSize);
-    const buf = await this.readExactly(start, end - start);
+    const p = this.readExactly(start, Math.min(this.blockSize, this.dataEnd - start));
     if (this.cache.size >= this.maxBlocks) {
       const oldest = this.cache.keys().next().value;
       if (oldest !== undefined) this.cache.delete(oldest);
     }
-    this.cache.set(blockNo, buf);
-    return buf;
+    this.cache.set(blockNo, p);
+    return p;
   }
 
   private async readExactly(off: number, len: number): Promise<Buffer> {

@@ -16,15 +16,19 @@
  *   of each of the N newest buckets that contain items. Every rule runs
  *   independently over the whole list: one item may satisfy several rules and
  *   then counts toward each of them.
- * - `-1` means "unlimited" for a count (restic >= 0.15; restic 0.14 treats
- *   -1 as "keep nothing" for that rule, which we consider a bug). Other
- *   negative numbers are rejected.
+ * - `-1` means "unlimited" for a count: that is how restic >= 0.16 represents
+ *   `--keep-daily unlimited` internally. (restic 0.14 accepts -1 but then
+ *   keeps nothing for that rule - with `--keep-daily -1` alone it removes
+ *   every snapshot.) Other negative numbers are rejected.
  * - keepWithinSeconds keeps every item strictly newer than
  *   (reference - duration), where the reference is the NEWEST ITEM's time, not
  *   `now` (restic: "all snapshots within X of the newest"). So a series whose
  *   backups stopped a month ago does not lose everything to keepWithin. As in
- *   restic >= 0.16, items later than `now` (clock skew) are ignored when
- *   picking the reference; if every item is in the future all are "within".
+ *   newer restic (not 0.14), items later than `now` (clock skew) are ignored
+ *   when picking the reference; if every item is in the future all are
+ *   "within". The duration is exact elapsed seconds; restic subtracts
+ *   calendar years/months/days (Go AddDate) in the snapshot's zone, which
+ *   differs for `y`/`mo` (see duration.ts) and for days spanning a DST change.
  * - Buckets use the wall clock of `timeZone` (default UTC). restic uses the
  *   zone recorded in each snapshot (normally the host's local zone).
  * - An all-zero policy (every count 0 and keepWithinSeconds 0) is "no policy":
@@ -50,7 +54,7 @@
  *   backups; in-flight or half-written ones must not be passed in at all.
  *
  * Not implemented from newer restic: keep-within-hourly/daily/..., keep-tag
- * (see `pinned`), and restic 0.17's "also keep the oldest snapshot when a rule
+ * (see `pinned`), and newer restic's "also keep the oldest snapshot when a rule
  * has counts left" (restic 0.14, our oracle, does not do it).
  */
 

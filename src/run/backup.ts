@@ -1,4 +1,4 @@
-import { access, readFile, readdir, rm } from 'node:fs/promises';
+import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BUNDLE_NAME, MANIFEST_FORMAT, MANIFEST_NAME, backupId, objectKeys, serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { writeBundle } from '../bundle/write.js';
@@ -12,6 +12,7 @@ import type { Store } from '../storage/store.js';
 import { TOOL_NAME, VERSION } from '../version.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
 import { acquireRunLock } from './lock.js';
+import { backoffSeconds, outboxDir, writeStatus, type DeliveryStatus } from './outbox.js';
 import { preflightError, runPreflight, type PreflightOutcome } from './preflight.js';
 
 export type Trigger = 'schedule' | 'manual' | 'catch-up';
@@ -46,10 +47,6 @@ export interface RunDeps {
   log: Logger;
   now?: () => Date;
   signal?: AbortSignal;
-}
-
-export function outboxDir(cfg: Config): string {
-  return join(cfg.workDir, 'outbox');
 }
 
 /** Ids must stay unique even if two runs fall in one second or the clock went back. */
@@ -174,7 +171,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
       stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log);
     }
     phases['deliver'] = (performance.now() - t0) / 1000;
-    await writeFileAtomic(join(boxDir, 'status.json'), JSON.stringify({ stores }, null, 2));
+    await writeStatus(boxDir, stampFailures(cfg, stores, now()));
 
     const failed = Object.entries(stores).filter(([, o]) => o.result === 'failed');
     if (failed.length > 0) {
@@ -185,7 +182,6 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     }
     result.result = 'success';
     result.finishedAt = now().toISOString();
-    await pruneOutbox(cfg, deps.stores.map((s) => s.name), log);
     log.info({ result: 'success', seconds: (Date.parse(result.finishedAt) - startedAt.getTime()) / 1000, size: bundle.size }, 'backup run finished');
     return result;
   } catch (e) {
@@ -212,27 +208,10 @@ function stripUndefined(o: Record<string, unknown>): void {
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
 }
 
-/**
- * Keeps `local.keep` delivered bundles on the node for a fast restore, and
- * every bundle that some store does not hold yet: those are the outbox.
- */
-export async function pruneOutbox(cfg: Config, storeNames: string[], log: Logger): Promise<void> {
-  const dir = outboxDir(cfg);
-  const ids = (await readdir(dir).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort().reverse();
-  let kept = 0;
-  for (const id of ids) {
-    const delivered = await readFile(join(dir, id, 'status.json'), 'utf8')
-      .then((t) => {
-        const s = JSON.parse(t) as { stores: Record<string, StoreOutcome> };
-        return storeNames.every((n) => s.stores[n]?.result === 'success');
-      })
-      .catch(() => false);
-    if (!delivered) continue;
-    if (kept < cfg.local.keep) {
-      kept++;
-      continue;
-    }
-    await rm(join(dir, id), { recursive: true, force: true });
-    log.info({ id }, 'removed delivered bundle from the outbox');
+function stampFailures(cfg: Config, stores: Record<string, StoreOutcome>, at: Date): Record<string, DeliveryStatus> {
+  const out: Record<string, DeliveryStatus> = {};
+  for (const [name, o] of Object.entries(stores)) {
+    out[name] = o.result === 'success' ? { ...o, attempts: 1 } : { ...o, attempts: 1, lastAttemptAt: at.toISOString(), nextAttemptAt: new Date(at.getTime() + backoffSeconds(cfg, 1) * 1000).toISOString() };
   }
+  return out;
 }

@@ -72,7 +72,11 @@ export interface EtcdCluster {
   etcdctl(args: string[], opts?: EtcdctlOptions): Promise<EtcdctlResult>;
   /** PUT through the v3 JSON gateway (`POST /v3/kv/put`, base64). */
   put(key: string | Buffer, value: string | Buffer): Promise<void>;
-  /** Many puts, `concurrency` at a time (default 16). */
+  /**
+   * Many puts, batched into `/v3/kv/txn` transactions of <= 128 puts and
+   * ~1 MiB each (one revision per transaction), `concurrency` (default 16)
+   * transactions in flight. For the same key twice, the last entry wins.
+   */
   putMany(entries: Array<[string | Buffer, string | Buffer]>, concurrency?: number): Promise<void>;
   /** All keys under `prefix` ('' = whole keyspace) at one revision; keys decoded as UTF-8. */
   getAll(prefix?: string): Promise<Map<string, Buffer>>;
@@ -80,9 +84,13 @@ export interface EtcdCluster {
   revision(): Promise<number>;
   /** SIGTERM the member and wait for it to exit (SIGKILL after 10 s). */
   stopMember(i: number): Promise<void>;
-  /** Restart a stopped member with the same data dir, ports and flags; waits until it serves. */
+  /**
+   * Restart a stopped member with the same data dir, ports and flags. Waits
+   * for its /health when a quorum is running with it; otherwise (e.g. the
+   * first of three stopped members) only until it listens on its peer URL.
+   */
   startMember(i: number): Promise<void>;
-  /** Stop every member and remove `dir` (kept when ETCD_TEST_KEEP=1). Idempotent. */
+  /** Kill every member (SIGKILL) and remove `dir` (kept when ETCD_TEST_KEEP=1). Idempotent. */
   stop(): Promise<void>;
 }
 
@@ -595,15 +603,47 @@ class Client {
     await this.call('/v3/kv/put', { key: toBuf(key).toString('base64'), value: toBuf(value).toString('base64') });
   }
 
+  /**
+   * Puts in transactions (`POST /v3/kv/txn`) of at most 128 puts (etcd's
+   * default --max-txn-ops) and ~1 MiB of keys+values (under the default
+   * --max-request-bytes 1.5 MiB); `concurrency` transactions in flight.
+   * Each transaction is one revision. A later entry for the same key wins.
+   */
   async putMany(entries: Array<[string | Buffer, string | Buffer]>, concurrency = 16): Promise<void> {
+    const MAX_OPS = 128;
+    const MAX_BYTES = 1024 * 1024;
+    // Duplicate keys inside one txn are rejected by etcd; keep the last value.
+    const dedup = new Map<string, [Buffer, Buffer]>();
+    for (const [k, v] of entries) {
+      const kb = toBuf(k);
+      const key = kb.toString('base64');
+      dedup.delete(key);
+      dedup.set(key, [kb, toBuf(v)]);
+    }
+    const batches: Array<Array<[Buffer, Buffer]>> = [];
+    let cur: Array<[Buffer, Buffer]> = [];
+    let bytes = 0;
+    for (const kv of dedup.values()) {
+      const size = kv[0].length + kv[1].length;
+      if (cur.length > 0 && (cur.length >= MAX_OPS || bytes + size > MAX_BYTES)) {
+        batches.push(cur);
+        cur = [];
+        bytes = 0;
+      }
+      cur.push(kv);
+      bytes += size;
+    }
+    if (cur.length > 0) batches.push(cur);
     let next = 0;
     const worker = async () => {
-      while (next < entries.length) {
-        const [k, v] = entries[next++]!;
-        await this.put(k, v);
+      while (next < batches.length) {
+        const batch = batches[next++]!;
+        await this.call('/v3/kv/txn', {
+          success: batch.map(([k, v]) => ({ request_put: { key: k.toString('base64'), value: v.toString('base64') } })),
+        });
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, entries.length)) }, worker));
+    await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, batches.length)) }, worker));
   }
 
   async getAll(prefix = ''): Promise<Map<string, Buffer>> {
@@ -680,11 +720,29 @@ async function probe(url: string, tls: TlsMaterial | undefined): Promise<HttpRes
   return httpCall(url, 'GET', undefined, tls, undefined, 2_000);
 }
 
-/** Waits until the member answers /health {"health":"true"} (or only /version when `serving` is enough). */
+function tcpConnects(url: string): Promise<boolean> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const sock = net.connect({ host: u.hostname, port: Number(u.port) });
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(1_000, () => done(false));
+    sock.once('connect', () => done(true));
+    sock.once('error', () => done(false));
+  });
+}
+
+/**
+ * Waits until the member answers /health {"health":"true"}, or, for
+ * 'listening', only until it accepts connections on its peer URL (etcd 3.4
+ * serves clients, even /version, only once a quorum has elected a leader).
+ */
 async function waitMemberReady(
   st: MemberState,
   tls: TlsMaterial | undefined,
-  want: 'healthy' | 'serving',
+  want: 'healthy' | 'listening',
   timeoutMs: number,
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -704,9 +762,8 @@ async function waitMemberReady(
         last = `/health ${res.status} ${res.body.trim()}`;
         if (res.status === 200 && (JSON.parse(res.body) as { health?: string }).health === 'true') return;
       } else {
-        const res = await probe(`${m.clientUrl}/version`, tls);
-        last = `/version ${res.status} ${res.body.trim()}`;
-        if (res.status === 200) return;
+        last = `no TCP connection to peer URL ${m.peerUrl}`;
+        if (await tcpConnects(m.peerUrl)) return;
       }
     } catch (err) {
       last = (err as Error).message;
@@ -823,8 +880,17 @@ export async function startEtcdCluster(opts: StartEtcdClusterOptions = {}): Prom
     tlsFiles,
   );
   let stopped = false;
+  // Tear-down kills outright: SIGTERM on all members at once makes etcd 3.4
+  // try leader transfers to members that are going away (~7 s).
   const stopAll = async () => {
-    await Promise.all(states.map(async (st) => (st.child ? terminate(st.child) : undefined)));
+    await Promise.all(
+      states.map(async (st) => {
+        if (st.child && !hasExited(st.child)) {
+          st.child.kill('SIGKILL');
+          await waitExit(st.child, 5_000);
+        }
+      }),
+    );
     for (const st of states) st.member.running = false;
   };
 
@@ -863,7 +929,7 @@ export async function startEtcdCluster(opts: StartEtcdClusterOptions = {}): Prom
       spawnMember(st);
       const running = members.filter((m) => m.running).length;
       // /health needs a leader, which needs a quorum of running members.
-      const want = running > n / 2 ? 'healthy' : 'serving';
+      const want = running > n / 2 ? 'healthy' : 'listening';
       await waitMemberReady(st, tlsMat, want, timeoutMs);
     },
     async stop() {

@@ -363,7 +363,7 @@ describe('inspectSnapshot on hand-built bbolt files', () => {
 
   it('survives every single-byte corruption of the crafted file without non-BackupErrors', async () => {
     const db = sampleDb();
-    for (let off = 0; off < db.length; off += 7) {
+    for (let off = 0; off < db.length; off += 11) {
       const b = Buffer.from(db);
       b[off]! ^= 0x5a;
       const f = await file(b);

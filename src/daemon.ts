@@ -1,0 +1,228 @@
+import type { Config } from './config/load.js';
+import { parseDurationSeconds } from './config/duration.js';
+import { startControlServer } from './control/server.js';
+import type { ControlEvent, ControlRequest } from './control/protocol.js';
+import { BackupError, messageOf } from './errors.js';
+import { createLogger, type Logger } from './log.js';
+import { BackupMetrics } from './metrics/metrics.js';
+import { startMetricsServer } from './metrics/server.js';
+import type { BackupRequest, Trigger } from './run/backup.js';
+import { loadCatalog } from './run/catalog.js';
+import { deliverOutbox, runCycle, type CycleResult } from './run/cycle.js';
+import { listOutbox, summarizeOutbox, trimOutbox } from './run/outbox.js';
+import { setPinned } from './run/pin.js';
+import { backupJson } from './run/report.js';
+import { applyRun, loadState, saveState, type DaemonState } from './run/state.js';
+import { createCronSchedule } from './schedule/cron.js';
+import { createSource } from './source/index.js';
+import { createStores } from './storage/index.js';
+import { VERSION } from './version.js';
+
+export interface DaemonHandle {
+  /** Resolves when the daemon has shut down. */
+  done: Promise<void>;
+  stop(): Promise<void>;
+  metricsPort: number;
+}
+
+/**
+ * The long-running service: schedule + catch-up, one run at a time, the
+ * outbox retry loop, metrics, the control socket, and a clean shutdown.
+ */
+export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandle> {
+  const stores = createStores(cfg.stores);
+  const storeNames = stores.map((s) => s.name);
+  const source = createSource(cfg);
+  const metrics = new BackupMetrics({ cluster: cfg.cluster, node: cfg.node });
+  metrics.initStores(storeNames);
+  let state: DaemonState = await loadState(cfg.workDir);
+  metrics.restoreState(state);
+  const abort = new AbortController();
+  let current: Promise<CycleResult> | undefined;
+  let stopping = false;
+
+  const refreshInventory = async () => {
+    for (const store of stores) {
+      try {
+        const cat = await loadCatalog(store, cfg.cluster);
+        const mine = cat.backups.filter((m) => m.node === cfg.node);
+        metrics.setInventory(store.name, {
+          count: mine.length,
+          pinned: mine.filter((m) => m.pinned).length,
+          oldest: mine.length ? new Date(mine[mine.length - 1]!.createdAt) : undefined,
+          newest: mine.length ? new Date(mine[0]!.createdAt) : undefined,
+        });
+      } catch (e) {
+        log.warn({ store: store.name, err: messageOf(e) }, 'cannot list store for the inventory metrics');
+      }
+    }
+  };
+  const refreshOutbox = async () => metrics.setOutbox(summarizeOutbox(await listOutbox(cfg), storeNames));
+
+  const trigger = (req: BackupRequest, runLog: Logger = log): Promise<CycleResult> | undefined => {
+    if (current || stopping) return undefined;
+    current = (async () => {
+      metrics.setNextRun(schedule.next());
+      const cyc = await runCycle(cfg, { source, stores, log: runLog, signal: abort.signal }, req);
+      state = applyRun(state, cyc.run);
+      await saveState(cfg.workDir, state).catch((e) => log.error({ err: messageOf(e) }, 'cannot save state'));
+      metrics.recordRun(cyc.run);
+      for (const p of cyc.pruned) metrics.recordPrune(p.store, p.deleted.length);
+      for (const _ of cyc.dropped) metrics.recordOutboxDropped();
+      recordRetries(cyc);
+      metrics.setOutbox(cyc.outbox);
+      await refreshInventory();
+      return cyc;
+    })().finally(() => {
+      current = undefined;
+      metrics.setNextRun(schedule.next());
+    });
+    return current;
+  };
+
+  const recordRetries = (cyc: Pick<CycleResult, 'retried'>) => {
+    let changed = false;
+    for (const r of cyc.retried) {
+      if (r.outcome.result !== 'success') continue;
+      const at = new Date().toISOString();
+      state.stores[r.store] = { ...state.stores[r.store], lastSuccess: at };
+      changed = true;
+      log.info({ id: r.id, store: r.store }, 'outbox backlog delivered');
+    }
+    if (changed) {
+      metrics.restoreState(state);
+      void saveState(cfg.workDir, state).catch(() => undefined);
+    }
+  };
+
+  const jitterSeconds = parseDurationSeconds(cfg.jitter);
+  const onSlot = (slot: Date) => {
+    if (stopping) return;
+    if (current) {
+      metrics.recordSkippedTick('busy');
+      log.warn({ slot: slot.toISOString() }, 'schedule tick skipped: a run is still in progress');
+      metrics.setNextRun(schedule.next());
+      return;
+    }
+    const delay = jitterSeconds > 0 ? Math.random() * jitterSeconds * 1000 : 0;
+    setTimeout(() => void trigger({ trigger: 'schedule' })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed')), delay).unref();
+  };
+  const schedule = createCronSchedule(cfg.schedule, cfg.timezone, onSlot);
+  schedule.start();
+  const interval = schedule.intervalSeconds();
+  metrics.setScheduleInterval(interval);
+  metrics.setNextRun(schedule.next());
+
+  const control = await startControlServer(cfg.control.socket, (req, emit) => handleControl(req, emit));
+  const server = await startMetricsServer({
+    listen: cfg.metrics.listen,
+    metrics,
+    readiness: () =>
+      stopping
+        ? { ready: false, reason: 'shutting down' }
+        : state.consecutiveFailures >= cfg.readyFailureThreshold
+          ? { ready: false, reason: `last ${state.consecutiveFailures} runs failed (${state.lastReason ?? 'unknown'})` }
+          : { ready: true },
+  });
+  log.info(
+    { version: VERSION, cluster: cfg.cluster, node: cfg.node, schedule: cfg.schedule, timezone: cfg.timezone, next: schedule.next()?.toISOString(), metrics: `${server.address}:${server.port}`, control: cfg.control.socket, stores: storeNames },
+    'etcd-backupd daemon started',
+  );
+
+  async function handleControl(req: ControlRequest, emit: (e: ControlEvent) => void): Promise<{ data: unknown; exitCode: number }> {
+    switch (req.op) {
+      case 'backup': {
+        const runLog = createLogger({ tee: (line) => emit({ type: 'log', ...(safeParse(line) as { level: string; msg: string }) }) });
+        const p = trigger({ trigger: 'manual', label: req.label, reason: req.reason, pin: req.pin, force: req.force }, runLog);
+        if (!p) {
+          throw new BackupError('lock-busy', stopping ? 'the daemon is shutting down' : 'a backup is already running in the daemon', {
+            hint: 'wait for it to finish (its result shows in the log and in etcd_backup_last_attempt_timestamp_seconds), then try again',
+          });
+        }
+        const cyc = await p;
+        return { data: backupJson(cyc.run), exitCode: cyc.run.result === 'success' ? 0 : 1 };
+      }
+      case 'pin':
+      case 'unpin': {
+        const r = await setPinned(cfg, stores, req.id, req.op === 'pin', req.op === 'pin' ? req.reason : undefined);
+        await refreshInventory();
+        return { data: r, exitCode: 0 };
+      }
+      case 'status':
+        return {
+          data: { version: VERSION, running: current !== undefined, next: schedule.next()?.toISOString(), state, outbox: summarizeOutbox(await listOutbox(cfg), storeNames) },
+          exitCode: 0,
+        };
+      default:
+        throw new BackupError('usage', `unknown control op ${JSON.stringify((req as { op: unknown }).op)}`);
+    }
+  }
+
+  // The outbox retry loop: every retryMin, deliver what stores still lack (each pair keeps its own backoff).
+  const retryEvery = Math.max(1, parseDurationSeconds(cfg.local.retryMin)) * 1000;
+  const retryTimer = setInterval(() => {
+    if (current || stopping) return;
+    void deliverOutbox(cfg, stores, log)
+      .then(async (retried) => {
+        if (retried.length === 0) return;
+        recordRetries({ retried });
+        const { dropped } = await trimOutbox(cfg, storeNames, log);
+        for (const _ of dropped) metrics.recordOutboxDropped();
+        await refreshOutbox();
+        await refreshInventory();
+      })
+      .catch((e) => log.error({ err: messageOf(e) }, 'outbox delivery failed'));
+  }, retryEvery);
+  retryTimer.unref();
+
+  // Start-up: deliver what a previous life left behind, then catch up a missed slot.
+  await refreshOutbox().catch(() => undefined);
+  void refreshInventory();
+  const last = state.lastSuccess ? Date.parse(state.lastSuccess) : undefined;
+  const catchUp = last === undefined || Date.now() - last > interval * 1000;
+  if (catchUp) {
+    log.info({ lastSuccess: state.lastSuccess ?? 'never', intervalSeconds: interval }, 'no success within one schedule interval: running a catch-up backup now');
+    void trigger({ trigger: 'catch-up' as Trigger })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed'));
+  } else {
+    void deliverOutbox(cfg, stores, log, { force: true })
+      .then((retried) => {
+        recordRetries({ retried });
+        return refreshOutbox();
+      })
+      .catch((e) => log.error({ err: messageOf(e) }, 'outbox delivery failed'));
+  }
+
+  let resolveDone!: () => void;
+  const done = new Promise<void>((r) => (resolveDone = r));
+  const stop = async () => {
+    if (stopping) return done;
+    stopping = true;
+    schedule.stop();
+    clearInterval(retryTimer);
+    if (current) {
+      const timeout = parseDurationSeconds(cfg.shutdownTimeout) * 1000;
+      log.info({ timeoutSeconds: timeout / 1000 }, 'shutdown: waiting for the run in progress');
+      const timer = setTimeout(() => {
+        log.warn('shutdown: run did not finish in time; aborting it (nothing unverified is committed)');
+        abort.abort();
+      }, timeout);
+      await current.catch(() => undefined);
+      clearTimeout(timer);
+    }
+    await control.close().catch(() => undefined);
+    await server.close().catch(() => undefined);
+    await Promise.all(stores.map((s) => s.close?.().catch(() => undefined)));
+    log.info('etcd-backupd daemon stopped');
+    resolveDone();
+    return done;
+  };
+  return { done, stop, metricsPort: server.port };
+}
+
+function safeParse(line: string): Record<string, unknown> {
+  try {
+    return JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return { level: 'info', msg: line };
+  }
+}

@@ -1,0 +1,86 @@
+import type { Manifest } from '../bundle/manifest.js';
+import type { Config } from '../config/load.js';
+import { parseDurationSeconds } from '../config/duration.js';
+import { messageOf } from '../errors.js';
+import type { Logger } from '../log.js';
+import { loadCatalog, type Catalog } from '../run/catalog.js';
+import type { Store } from '../storage/store.js';
+import { planRetention, type RetentionPlan } from './plan.js';
+
+export interface PruneOutcome {
+  store: string;
+  plan: RetentionPlan;
+  /** Ids whose objects were deleted (empty on a dry run). */
+  deleted: string[];
+  /** Manifest-less leftovers removed (or, on a dry run, that would be). */
+  incomplete: string[];
+  errors: string[];
+  catalog: Catalog;
+}
+
+function storeGraceSeconds(cfg: Config, storeName: string): number {
+  const s = cfg.stores.find((x) => x.name === storeName);
+  return parseDurationSeconds(s?.incompleteGrace ?? '24h');
+}
+
+/** The retention plan for this node's series in one store: only committed (verified) backups count. */
+export function planForCatalog(cfg: Config, backups: Manifest[], now: Date): RetentionPlan {
+  const series = backups.filter((m) => m.node === cfg.node);
+  return planRetention(
+    series.map((m) => ({ id: m.id, time: new Date(m.createdAt), pinned: m.pinned, verified: true })),
+    { ...cfg.retention, keepWithinSeconds: cfg.retention.keepWithinSeconds },
+    now,
+    cfg.timezone,
+  );
+}
+
+/**
+ * Applies the retention plan to one store. The manifest goes first: if we die
+ * between the two deletes, what is left is an incomplete backup that a later
+ * prune removes, never a committed manifest pointing at nothing.
+ */
+export async function pruneStore(cfg: Config, store: Store, log: Logger, opts: { dryRun: boolean; now?: Date }): Promise<PruneOutcome> {
+  const now = opts.now ?? new Date();
+  const catalog = await loadCatalog(store, cfg.cluster);
+  const plan = planForCatalog(cfg, catalog.backups, now);
+  const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], catalog };
+  const byId = new Map(catalog.backups.map((m) => [m.id, m]));
+  for (const p of plan.prune) {
+    const m = byId.get(p.id)!;
+    if (opts.dryRun) continue;
+    try {
+      await store.delete([`${cfg.cluster}/${m.id}/manifest.json`]);
+      await store.delete([m.object?.key ?? `${cfg.cluster}/${m.id}/backup.tar`]);
+      out.deleted.push(m.id);
+      log.info({ store: store.name, id: m.id }, 'pruned backup');
+    } catch (e) {
+      out.errors.push(`${m.id}: ${messageOf(e)}`);
+      log.error({ store: store.name, id: m.id, err: messageOf(e) }, 'prune failed');
+    }
+  }
+  // Leftovers of failed or interrupted uploads: only this node's, only after the grace period,
+  // so an upload in progress on this node (or another) is never touched.
+  const cutoff = new Date(now.getTime() - storeGraceSeconds(cfg, store.name) * 1000);
+  for (const inc of catalog.incomplete) {
+    if (!inc.id.endsWith(`-${cfg.node}`)) continue;
+    if (inc.newest && inc.newest > cutoff) continue;
+    out.incomplete.push(inc.id);
+    if (opts.dryRun) continue;
+    try {
+      await store.delete(inc.keys);
+      log.warn({ store: store.name, id: inc.id, keys: inc.keys.length }, 'removed incomplete backup (no manifest)');
+    } catch (e) {
+      out.errors.push(`${inc.id}: ${messageOf(e)}`);
+    }
+  }
+  if (!opts.dryRun && store.cleanupIncomplete) {
+    try {
+      for (const what of await store.cleanupIncomplete(`${cfg.cluster}/`, cutoff)) {
+        log.warn({ store: store.name, what }, 'removed leftover of an interrupted upload');
+      }
+    } catch (e) {
+      out.errors.push(`cleanup: ${messageOf(e)}`);
+    }
+  }
+  return out;
+}

@@ -1,0 +1,156 @@
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BUNDLE_NAME, MANIFEST_NAME, parseManifest, type Manifest } from '../bundle/manifest.js';
+import type { Config } from '../config/load.js';
+import { parseDurationSeconds } from '../config/duration.js';
+import { messageOf } from '../errors.js';
+import { writeFileAtomic } from '../fsutil.js';
+import type { Logger } from '../log.js';
+import type { Store } from '../storage/store.js';
+import { deliverToStore, type StoreOutcome } from './deliver.js';
+
+export function outboxDir(cfg: Config): string {
+  return join(cfg.workDir, 'outbox');
+}
+
+export interface DeliveryStatus extends StoreOutcome {
+  attempts?: number;
+  lastAttemptAt?: string;
+  nextAttemptAt?: string;
+}
+
+export interface OutboxEntry {
+  id: string;
+  dir: string;
+  manifest: Manifest;
+  size: number;
+  stores: Record<string, DeliveryStatus>;
+}
+
+export interface OutboxSummary {
+  count: number; // bundles some store does not hold yet
+  bytes: number;
+  oldest?: Date;
+}
+
+async function readStatus(dir: string): Promise<Record<string, DeliveryStatus>> {
+  try {
+    return (JSON.parse(await readFile(join(dir, 'status.json'), 'utf8')) as { stores: Record<string, DeliveryStatus> }).stores ?? {};
+  } catch {
+    return {};
+  }
+}
+
+export async function writeStatus(dir: string, stores: Record<string, DeliveryStatus>): Promise<void> {
+  await writeFileAtomic(join(dir, 'status.json'), JSON.stringify({ stores }, null, 2) + '\n');
+}
+
+/** Sealed bundles on this node, oldest first. A directory without a sealed manifest is debris of a crash. */
+export async function listOutbox(cfg: Config, log?: Logger): Promise<OutboxEntry[]> {
+  const root = outboxDir(cfg);
+  const ids = (await readdir(root).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
+  const out: OutboxEntry[] = [];
+  for (const id of ids) {
+    const dir = join(root, id);
+    try {
+      const manifest = parseManifest(await readFile(join(dir, MANIFEST_NAME)), `outbox ${id}`);
+      const st = await stat(join(dir, BUNDLE_NAME));
+      if (st.size !== manifest.object?.size) throw new Error(`bundle is ${st.size} bytes, manifest says ${manifest.object?.size}`);
+      out.push({ id, dir, manifest, size: st.size, stores: await readStatus(dir) });
+    } catch (e) {
+      log?.warn({ id, err: messageOf(e) }, 'removing unusable outbox entry (crash debris)');
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  return out;
+}
+
+export function pendingStores(e: OutboxEntry, storeNames: string[]): string[] {
+  return storeNames.filter((n) => e.stores[n]?.result !== 'success');
+}
+
+export function summarizeOutbox(entries: OutboxEntry[], storeNames: string[]): OutboxSummary {
+  const pending = entries.filter((e) => pendingStores(e, storeNames).length > 0);
+  return {
+    count: pending.length,
+    bytes: pending.reduce((a, e) => a + e.size, 0),
+    oldest: pending[0] ? new Date(pending[0].manifest.createdAt) : undefined,
+  };
+}
+
+export function backoffSeconds(cfg: Config, attempts: number): number {
+  const min = parseDurationSeconds(cfg.local.retryMin);
+  const max = parseDurationSeconds(cfg.local.retryMax);
+  return Math.min(max, min * 2 ** Math.max(0, attempts - 1));
+}
+
+export interface RetryDelivery {
+  id: string;
+  store: string;
+  outcome: StoreOutcome;
+}
+
+/**
+ * Delivers what the outbox still owes, oldest first, each (bundle, store)
+ * pair on its own backoff. Must run under the run lock. When a store comes
+ * back, its backlog drains in order.
+ */
+export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opts: { now?: Date; force?: boolean } = {}): Promise<RetryDelivery[]> {
+  const now = opts.now ?? new Date();
+  const names = stores.map((s) => s.name);
+  const done: RetryDelivery[] = [];
+  const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
+  for (const e of await listOutbox(cfg, log)) {
+    let changed = false;
+    for (const name of pendingStores(e, names)) {
+      const prev = e.stores[name];
+      if (!opts.force && prev?.nextAttemptAt && Date.parse(prev.nextAttemptAt) > now.getTime()) continue;
+      const store = stores.find((s) => s.name === name)!;
+      log.info({ id: e.id, store: name, attempt: (prev?.attempts ?? 1) + 1 }, 'retrying delivery from the outbox');
+      const outcome = await deliverToStore(store, verifyOf.get(name) ?? 'readback', join(e.dir, BUNDLE_NAME), e.manifest, log);
+      const attempts = (prev?.attempts ?? 1) + 1;
+      e.stores[name] =
+        outcome.result === 'success'
+          ? { ...outcome, attempts, lastAttemptAt: now.toISOString() }
+          : { ...outcome, attempts, lastAttemptAt: now.toISOString(), nextAttemptAt: new Date(now.getTime() + backoffSeconds(cfg, attempts) * 1000).toISOString() };
+      changed = true;
+      done.push({ id: e.id, store: name, outcome });
+      // A store that fails now will fail for the younger bundles too: keep order, try again later.
+      if (outcome.result === 'failed') break;
+    }
+    if (changed) await writeStatus(e.dir, e.stores);
+  }
+  return done;
+}
+
+/**
+ * Keeps `local.keep` delivered bundles for a fast restore and every bundle a
+ * store still lacks, up to `local.maxPending`. Past that bound the oldest
+ * undelivered bundle is dropped: loudly (error log, metric via the return
+ * value), because a node whose disk fills up takes etcd down with it.
+ */
+export async function trimOutbox(cfg: Config, storeNames: string[], log: Logger): Promise<{ removed: string[]; dropped: string[] }> {
+  const entries = (await listOutbox(cfg, log)).reverse(); // newest first
+  const removed: string[] = [];
+  const dropped: string[] = [];
+  let keptDelivered = 0;
+  let keptPending = 0;
+  for (const e of entries) {
+    const pending = pendingStores(e, storeNames);
+    if (pending.length === 0) {
+      if (keptDelivered++ < cfg.local.keep) continue;
+      await rm(e.dir, { recursive: true, force: true });
+      removed.push(e.id);
+      log.info({ id: e.id }, 'removed delivered bundle from the outbox');
+    } else {
+      if (keptPending++ < cfg.local.maxPending) continue;
+      await rm(e.dir, { recursive: true, force: true });
+      dropped.push(e.id);
+      log.error(
+        { id: e.id, stores: pending, maxPending: cfg.local.maxPending },
+        'DROPPED an undelivered backup from the outbox: stores have been failing for too long; fix them (see earlier errors) or raise local.maxPending',
+      );
+    }
+  }
+  return { removed, dropped };
+}

@@ -1,0 +1,45 @@
+import { Readable } from 'node:stream';
+import { serializeManifest } from '../bundle/manifest.js';
+import type { Config } from '../config/load.js';
+import { BackupError, messageOf } from '../errors.js';
+import type { Store } from '../storage/store.js';
+import { readManifest } from './catalog.js';
+
+export interface PinOutcome {
+  id: string;
+  pinned: boolean;
+  stores: Record<string, { result: 'success' | 'failed' | 'absent'; error?: string }>;
+}
+
+/**
+ * Pins live in the manifest, so a pin travels with the backup and any node
+ * or CLI sees it. Every store holding the backup gets the rewritten manifest.
+ */
+export async function setPinned(cfg: Config, stores: Store[], id: string, pinned: boolean, reason?: string): Promise<PinOutcome> {
+  const out: PinOutcome = { id, pinned, stores: {} };
+  const key = `${cfg.cluster}/${id}/manifest.json`;
+  for (const store of stores) {
+    try {
+      if (!(await store.head(key))) {
+        out.stores[store.name] = { result: 'absent' };
+        continue;
+      }
+      const m = await readManifest(store, key);
+      m.pinned = pinned;
+      if (pinned && reason) m.reason = reason;
+      await store.put(key, Readable.from([serializeManifest(m)]));
+      out.stores[store.name] = { result: 'success' };
+    } catch (e) {
+      out.stores[store.name] = { result: 'failed', error: messageOf(e) };
+    }
+  }
+  const results = Object.values(out.stores);
+  if (results.every((r) => r.result === 'absent')) {
+    throw new BackupError('not-found', `no store holds a committed backup with id ${id}`, { hint: 'run `etcd-backupd list` for the ids' });
+  }
+  if (results.some((r) => r.result === 'failed')) {
+    const failed = Object.entries(out.stores).filter(([, r]) => r.result === 'failed');
+    throw new BackupError('store-unavailable', `could not ${pinned ? 'pin' : 'unpin'} ${id} in ${failed.map(([n, r]) => `${n} (${r.error})`).join(', ')}`);
+  }
+  return out;
+}

@@ -1,0 +1,81 @@
+import cron, { type ScheduledTask } from 'node-cron';
+
+/**
+ * Cron semantics we expose: standard (Vixie) cron. When both day-of-month and
+ * day-of-week are restricted, a day matches if EITHER matches ("0 2 1 * 1" =
+ * 02:00 on the 1st and on every Monday). node-cron ANDs them, so such an
+ * expression is split into two node-cron patterns whose ticks are merged.
+ * A 6-field expression has seconds first, as in node-cron.
+ */
+export function toNodeCronPatterns(expr: string): string[] {
+  const fields = expr.trim().split(/\s+/);
+  if (fields.length !== 5 && fields.length !== 6) {
+    throw new Error(`"${expr}" is not a cron expression: expected 5 fields (min hour day-of-month month day-of-week) or 6 with seconds first`);
+  }
+  const off = fields.length - 5;
+  const dom = fields[off + 2]!;
+  const dow = fields[off + 4]!;
+  const restricted = (f: string) => f !== '*' && f !== '?';
+  const patterns =
+    restricted(dom) && restricted(dow)
+      ? [withField(fields, off + 4, '*'), withField(fields, off + 2, '*')]
+      : [fields.join(' ')];
+  for (const p of patterns) {
+    if (!cron.validate(p)) throw new Error(`"${expr}" is not a valid cron expression`);
+  }
+  return patterns;
+}
+
+function withField(fields: string[], i: number, v: string): string {
+  const copy = [...fields];
+  copy[i] = v;
+  return copy.join(' ');
+}
+
+export interface CronSchedule {
+  /** The next slot, or undefined when stopped. */
+  next(): Date | undefined;
+  /** The next `n` slots after now, merged across patterns. */
+  nextRuns(n: number): Date[];
+  /** Shortest gap between upcoming slots: what "one interval" means for catch-up and alerts. */
+  intervalSeconds(): number;
+  start(): void;
+  stop(): void;
+}
+
+/** Calls `onSlot` once per slot, even when both split patterns match the same instant. */
+export function createCronSchedule(expr: string, timezone: string, onSlot: (slot: Date) => void): CronSchedule {
+  let lastSlot = 0;
+  const fire = (date: Date) => {
+    const t = Math.floor(date.getTime() / 1000) * 1000;
+    if (t === lastSlot) return;
+    lastSlot = t;
+    onSlot(new Date(t));
+  };
+  const tasks: ScheduledTask[] = toNodeCronPatterns(expr).map((p) =>
+    cron.createTask(p, (ctx) => fire(ctx.date), { timezone, noOverlap: false, suppressMissedWarning: true }),
+  );
+  let running = false;
+  const nextRuns = (n: number) => {
+    const all = tasks.flatMap((t) => t.getNextRuns(n)).map((d) => d.getTime());
+    return [...new Set(all)].sort((a, b) => a - b).slice(0, n).map((t) => new Date(t));
+  };
+  return {
+    next: () => (running ? nextRuns(1)[0] : undefined),
+    nextRuns,
+    intervalSeconds: () => {
+      const runs = nextRuns(16);
+      let min = Infinity;
+      for (let i = 1; i < runs.length; i++) min = Math.min(min, runs[i]!.getTime() - runs[i - 1]!.getTime());
+      return Number.isFinite(min) ? min / 1000 : 86400;
+    },
+    start: () => {
+      running = true;
+      for (const t of tasks) void t.start();
+    },
+    stop: () => {
+      running = false;
+      for (const t of tasks) void t.destroy();
+    },
+  };
+}

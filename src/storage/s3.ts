@@ -1,0 +1,430 @@
+import { readFile } from 'node:fs/promises';
+import { Readable, Transform, pipeline } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListMultipartUploadsCommand,
+  ListObjectsV2Command,
+  S3Client,
+  type PutObjectCommandInput,
+  type S3ClientConfig,
+  type StorageClass,
+} from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { StoreConfig } from '../config/load.js';
+import { BackupError, type Reason } from '../errors.js';
+import type { ObjectInfo, PutResult, Store } from './store.js';
+
+export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
+
+/** S3 refuses more parts than this in one multipart upload. */
+const MAX_PARTS = 10_000;
+/** One DeleteObjects request takes at most this many keys. */
+const DELETE_BATCH = 1000;
+
+/** Timeouts of one HTTP request; retries (maxAttempts) multiply them. */
+export const S3_TIMEOUTS = {
+  /** TCP (+TLS) connect. A dead endpoint fails in seconds, not minutes. */
+  connectionMs: 5_000,
+  /** From sending a request until the response headers arrive: covers uploading one part on a slow link. */
+  requestMs: 10 * 60_000,
+  /** A socket with no traffic at all for this long is given up (also while streaming a download). */
+  idleMs: 2 * 60_000,
+};
+export const S3_MAX_ATTEMPTS = 3;
+
+/** Error codes that mean "the credentials or the policy are wrong", as S3 and S3-compatible servers name them. */
+const AUTH_CODES = new Set([
+  'AccessDenied',
+  'Forbidden',
+  'InvalidAccessKeyId',
+  'SignatureDoesNotMatch',
+  'ExpiredToken',
+  'InvalidToken',
+  'TokenRefreshRequired',
+  'CredentialsProviderError',
+]);
+/** Node/SDK error codes of a server that cannot be reached at all. */
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'EPIPE',
+  'ETIMEDOUT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ECONNABORTED',
+  'TimeoutError',
+  'RequestTimeout',
+]);
+/** What a server says when it lacks an operation (s3rver, some gateways). */
+const UNSUPPORTED_CODES = new Set(['NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
+
+interface ErrorFacts {
+  code: string;
+  status?: number;
+  detail?: string;
+}
+
+function facts(e: unknown): ErrorFacts {
+  const err = e as { name?: string; code?: unknown; message?: string; errors?: unknown[]; $metadata?: { httpStatusCode?: number } };
+  const status = err?.$metadata?.httpStatusCode;
+  let code: string;
+  if (status !== undefined && err.name && err.name !== 'Error') {
+    code = err.name; // S3ServiceException: name is the S3 error code
+  } else if (typeof err?.code === 'string') {
+    code = err.code; // ECONNREFUSED and friends
+  } else if (Array.isArray(err?.errors) && typeof (err.errors[0] as { code?: unknown })?.code === 'string') {
+    code = (err.errors[0] as { code: string }).code; // AggregateError of happy-eyeballs connects
+  } else {
+    code = err?.name && err.name !== 'Error' ? err.name : 'Error';
+  }
+  let detail = err?.message && err.message !== code ? err.message : undefined;
+  if (!detail && Array.isArray(err?.errors)) {
+    detail = err.errors.map((x) => (x as Error)?.message).filter(Boolean).join('; ') || undefined;
+  }
+  if (detail === 'UnknownError' || detail === 'Unknown') detail = undefined;
+  return { code, status, detail };
+}
+
+function isNotFound(f: ErrorFacts): boolean {
+  return f.status === 404 || f.code === 'NotFound' || f.code === 'NoSuchKey';
+}
+
+function isUnsupported(f: ErrorFacts): boolean {
+  return UNSUPPORTED_CODES.has(f.code) || f.status === 501 || f.status === 405;
+}
+
+function isNetwork(f: ErrorFacts): boolean {
+  return NETWORK_CODES.has(f.code) || (f.status !== undefined && f.status >= 500);
+}
+
+/** Reads one mounted Secret file; whitespace (the newline `kubectl create secret --from-file` keeps) is trimmed. */
+async function readSecretFile(storeName: string, what: string, path: string): Promise<string> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    throw new BackupError('store-unavailable', `store ${storeName}: cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
+      hint: `check that the Secret holding the S3 credentials is mounted at ${path} and readable by the daemon`,
+    });
+  }
+  const value = text.trim();
+  if (!value) {
+    throw new BackupError('store-unavailable', `store ${storeName}: ${what} ${path} is empty`, { hint: 'put the credential into the file (the Secret key may be misnamed)' });
+  }
+  return value;
+}
+
+/**
+ * The client the store uses, built from the store config alone. Exported so
+ * tests and diagnostics talk to the server exactly as the store does.
+ *
+ * Credentials come from the configured files (re-read every few minutes, so a
+ * rotated Secret is picked up without a restart) or, without files, from the
+ * SDK's default chain (env, web identity / IRSA, instance profile...).
+ * `onSecret` sees every secret value read, so error messages can be scrubbed.
+ */
+export function createS3Client(cfg: S3StoreConfig, onSecret?: (value: string) => void): S3Client {
+  const config: S3ClientConfig = {
+    region: cfg.region,
+    forcePathStyle: cfg.forcePathStyle,
+    // The SDK's own default (WHEN_SUPPORTED) sends streamed bodies aws-chunked with
+    // trailing checksums, which many S3-compatible servers store verbatim: corrupt objects.
+    requestChecksumCalculation: cfg.checksum,
+    responseChecksumValidation: cfg.checksum,
+    maxAttempts: S3_MAX_ATTEMPTS,
+    followRegionRedirects: cfg.endpoint === undefined,
+    requestHandler: {
+      connectionTimeout: S3_TIMEOUTS.connectionMs,
+      requestTimeout: S3_TIMEOUTS.requestMs,
+      throwOnRequestTimeout: true,
+      socketTimeout: S3_TIMEOUTS.idleMs,
+    },
+  };
+  if (cfg.endpoint) config.endpoint = cfg.endpoint;
+  if (cfg.accessKeyIdFile && cfg.secretAccessKeyFile) {
+    const { accessKeyIdFile, secretAccessKeyFile, sessionTokenFile } = cfg;
+    config.credentials = async () => {
+      const [accessKeyId, secretAccessKey, sessionToken] = await Promise.all([
+        readSecretFile(cfg.name, 'accessKeyIdFile', accessKeyIdFile),
+        readSecretFile(cfg.name, 'secretAccessKeyFile', secretAccessKeyFile),
+        sessionTokenFile ? readSecretFile(cfg.name, 'sessionTokenFile', sessionTokenFile) : Promise.resolve(undefined),
+      ]);
+      onSecret?.(secretAccessKey);
+      if (sessionToken) onSecret?.(sessionToken);
+      // The SDK refreshes credentials 5 minutes before `expiration`: re-read the files about every 5 minutes.
+      return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}), expiration: new Date(Date.now() + 10 * 60_000) };
+    };
+  }
+  return new S3Client(config);
+}
+
+/**
+ * An S3 bucket (AWS or an S3-compatible server: MinIO, Ceph RGW, ODF/NooBaa).
+ * Objects live under `prefix/`; keys handed in and out are relative to it.
+ *
+ * `put` streams through `@aws-sdk/lib-storage`: bodies smaller than one part
+ * go as one PutObject, larger ones as a multipart upload. Memory stays at
+ * about partSize x (queueSize + 1) whatever the object size, and because every
+ * request body is a Buffer, each part can be retried and no aws-chunked
+ * framing is ever sent. An object appears only when the upload completes, so
+ * readers see it absent or whole.
+ */
+export class S3Store implements Store {
+  readonly type = 's3';
+  readonly name: string;
+  /** The SDK client, for diagnostics and tests; the store owns it (close() destroys it). */
+  readonly client: S3Client;
+  private readonly secrets = new Set<string>();
+  /** Cleared when the server turns out not to implement DeleteObjects. */
+  private bulkDelete = true;
+
+  constructor(private readonly cfg: S3StoreConfig) {
+    this.name = cfg.name;
+    this.client = createS3Client(cfg, (s) => {
+      if (s.length >= 4) this.secrets.add(s);
+    });
+  }
+
+  /** `prefix/key`, refusing keys that would mean something else on another store. */
+  private objectKey(key: string): string {
+    if (!key || key.startsWith('/') || key.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) {
+      throw new BackupError('internal', `store ${this.name}: refusing object key ${JSON.stringify(key)}`);
+    }
+    return this.cfg.prefix ? `${this.cfg.prefix}/${key}` : key;
+  }
+
+  private get base(): string {
+    return this.cfg.prefix ? `${this.cfg.prefix}/` : '';
+  }
+
+  private url(objectKey: string): string {
+    return `s3://${this.cfg.bucket}/${objectKey}`;
+  }
+
+  private scrub(text: string): string {
+    let out = text;
+    for (const s of this.secrets) out = out.split(s).join('<redacted>');
+    return out;
+  }
+
+  /** One BackupError for any SDK/network failure: store, bucket, key, S3 code; never a credential. */
+  private fail(action: string, objectKey: string, e: unknown, reason?: Reason): BackupError {
+    if (e instanceof BackupError) return e;
+    const f = facts(e);
+    const network = isNetwork(f);
+    const r: Reason = reason ?? (network ? 'store-unavailable' : 'upload-failed');
+    let hint: string | undefined;
+    if (AUTH_CODES.has(f.code) || f.status === 403) {
+      hint = this.cfg.accessKeyIdFile
+        ? `the credentials in ${this.cfg.accessKeyIdFile} / ${this.cfg.secretAccessKeyFile} are wrong or lack permission on bucket ${this.cfg.bucket} (s3:PutObject, GetObject, ListBucket, DeleteObject, AbortMultipartUpload, ListBucketMultipartUploads)`
+        : `the credentials of the AWS default chain (env, web identity, instance profile) are missing, wrong, or lack permission on bucket ${this.cfg.bucket}`;
+    } else if (f.code === 'NoSuchBucket') {
+      hint = `bucket ${this.cfg.bucket} does not exist${this.cfg.endpoint ? ` at ${this.cfg.endpoint}` : ` in ${this.cfg.region}`}: create it or fix stores[].bucket`;
+    } else if (f.code === 'ECONNREFUSED' || f.code === 'ENOTFOUND' || f.code === 'EAI_AGAIN' || f.code === 'EHOSTUNREACH' || f.code === 'ENETUNREACH') {
+      hint = `cannot reach ${this.cfg.endpoint ?? `S3 in ${this.cfg.region}`}: check the endpoint, DNS, proxies and network policy; the local copy stays in the outbox and is retried`;
+    } else if (network) {
+      hint = 'the store is slow or failing; the local copy stays in the outbox and is retried';
+    } else if (f.code === 'PermanentRedirect' || f.code === 'AuthorizationHeaderMalformed' || f.code === 'IllegalLocationConstraintException') {
+      hint = `bucket ${this.cfg.bucket} is not in region ${this.cfg.region}: fix stores[].region`;
+    } else if (f.code === 'InvalidStorageClass') {
+      hint = 'fix stores[].storageClass';
+    } else if (f.code === 'KMS.NotFoundException' || f.code === 'KMSAccessDenied' || f.code.startsWith('KMS')) {
+      hint = 'the KMS key (stores[].kmsKeyId) is missing or the credentials may not use it';
+    }
+    const message = `store ${this.name}: ${action} ${this.url(objectKey)} failed: ${f.code}${f.status ? ` (HTTP ${f.status})` : ''}${f.detail ? `: ${f.detail}` : ''}`;
+    return new BackupError(r, this.scrub(message), { hint, cause: e });
+  }
+
+  async put(key: string, body: Readable, size?: number): Promise<PutResult> {
+    const Key = this.objectKey(key);
+    let sent = 0;
+    let bodyError: unknown;
+    body.once('error', (e) => (bodyError ??= e));
+    // Counts what goes out; `pipeline` carries a body failure into the upload (and a failed upload back to the body).
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        sent += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    pipeline(body, counter, () => {});
+    // Keep within S3's 10,000 parts when the size is known (a 160 GiB object at 16 MiB parts).
+    const mib = 1024 * 1024;
+    const partSize = size && size / this.cfg.partSize > MAX_PARTS - 1 ? Math.ceil(size / (MAX_PARTS - 1) / mib) * mib : this.cfg.partSize;
+    const params: PutObjectCommandInput = { Bucket: this.cfg.bucket, Key, Body: counter };
+    if (this.cfg.sse) params.ServerSideEncryption = this.cfg.sse;
+    if (this.cfg.kmsKeyId) params.SSEKMSKeyId = this.cfg.kmsKeyId;
+    if (this.cfg.storageClass) params.StorageClass = this.cfg.storageClass as StorageClass;
+    // leavePartsOnError: lib-storage's own abort would replace the real error with the
+    // abort's error on servers without AbortMultipartUpload; we abort ourselves below.
+    const upload = new Upload({ client: this.client, params, partSize, queueSize: this.cfg.queueSize, leavePartsOnError: true });
+    try {
+      await upload.done();
+    } catch (e) {
+      counter.destroy();
+      const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
+      if (uploadId) {
+        // Servers without AbortMultipartUpload (s3rver) answer with an error: the
+        // prune-time cleanupIncomplete (or a bucket lifecycle rule) removes the parts.
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId })).catch(() => undefined);
+      }
+      if (bodyError !== undefined) {
+        if (bodyError instanceof BackupError) throw bodyError; // the producer's own reason (bundle-failed, ...)
+        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the data to upload failed: ${(bodyError as Error)?.message ?? String(bodyError)}`, {
+          cause: bodyError,
+        });
+      }
+      throw this.fail('uploading', Key, e);
+    }
+    return { key, size: sent };
+  }
+
+  async head(key: string): Promise<ObjectInfo | undefined> {
+    const Key = this.objectKey(key);
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key }));
+      return { key, size: r.ContentLength ?? 0, ...(r.LastModified ? { modifiedAt: r.LastModified } : {}) };
+    } catch (e) {
+      if (isNotFound(facts(e))) return undefined;
+      throw this.fail('reading metadata of', Key, e, 'store-unavailable');
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    const Key = this.objectKey(key);
+    let body: Readable;
+    let expected: number | undefined;
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key }));
+      body = r.Body as Readable;
+      expected = r.ContentLength;
+    } catch (e) {
+      const f = facts(e);
+      if (isNotFound(f)) throw new BackupError('not-found', `store ${this.name}: ${this.url(Key)} does not exist`, { cause: e });
+      throw this.fail('reading', Key, e, 'store-unavailable');
+    }
+    // A connection lost mid-download ends as a BackupError naming the store, and a
+    // short body (server closed early) is an error, not a silently shorter stream.
+    let got = 0;
+    const out = new Transform({
+      highWaterMark: 1 << 20,
+      transform(chunk: Buffer, _enc, cb) {
+        got += chunk.length;
+        cb(null, chunk);
+      },
+      flush: (cb) => {
+        if (expected !== undefined && got !== expected) {
+          cb(new BackupError('store-unavailable', `store ${this.name}: reading ${this.url(Key)} ended after ${got} of ${expected} bytes`));
+        } else cb();
+      },
+    });
+    body.once('error', (e) => out.destroy(this.fail('reading', Key, e, 'store-unavailable')));
+    out.once('close', () => {
+      if (!body.readableEnded) body.destroy();
+    });
+    body.pipe(out);
+    return out;
+  }
+
+  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+    const base = this.base;
+    const Prefix = base + prefix;
+    let ContinuationToken: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.cfg.bucket, Prefix, ...(ContinuationToken ? { ContinuationToken } : {}) }));
+      } catch (e) {
+        throw this.fail('listing', Prefix, e, 'store-unavailable');
+      }
+      for (const o of page.Contents ?? []) {
+        if (!o.Key?.startsWith(base)) continue;
+        yield { key: o.Key.slice(base.length), size: o.Size ?? 0, ...(o.LastModified ? { modifiedAt: o.LastModified } : {}) };
+      }
+      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
+    } while (ContinuationToken);
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    const objectKeys = keys.map((k) => this.objectKey(k));
+    for (let i = 0; i < objectKeys.length; i += DELETE_BATCH) {
+      const batch = objectKeys.slice(i, i + DELETE_BATCH);
+      if (this.bulkDelete) {
+        try {
+          const r = await this.client.send(
+            new DeleteObjectsCommand({ Bucket: this.cfg.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+          );
+          const errors = (r.Errors ?? []).filter((x) => x.Code !== 'NoSuchKey');
+          if (errors.length) {
+            const first = errors[0]!;
+            throw new BackupError(
+              'store-unavailable',
+              this.scrub(`store ${this.name}: deleting ${errors.length} of ${batch.length} objects failed, e.g. ${this.url(first.Key ?? '?')}: ${first.Code}${first.Message ? `: ${first.Message}` : ''}`),
+              { hint: first.Code === 'AccessDenied' ? `the credentials lack s3:DeleteObject on bucket ${this.cfg.bucket}` : undefined },
+            );
+          }
+          continue;
+        } catch (e) {
+          const f = facts(e);
+          // Some gateways lack DeleteObjects or insist on Content-MD5 (newer SDKs send CRC32): delete one by one.
+          if (!(e instanceof BackupError) && (isUnsupported(f) || f.code === 'MissingContentMD5' || (f.code === 'InvalidRequest' && /md5/i.test(f.detail ?? '')))) {
+            this.bulkDelete = false;
+          } else {
+            throw this.fail(`deleting ${batch.length} objects from`, batch[0]!, e, 'store-unavailable');
+          }
+        }
+      }
+      for (const Key of batch) {
+        try {
+          await this.client.send(new DeleteObjectCommand({ Bucket: this.cfg.bucket, Key }));
+        } catch (e) {
+          if (isNotFound(facts(e))) continue;
+          throw this.fail('deleting', Key, e, 'store-unavailable');
+        }
+      }
+    }
+  }
+
+  async cleanupIncomplete(prefix: string, olderThan: Date): Promise<string[]> {
+    const Prefix = this.base + prefix;
+    const removed: string[] = [];
+    let KeyMarker: string | undefined;
+    let UploadIdMarker: string | undefined;
+    do {
+      let page;
+      try {
+        page = await this.client.send(
+          new ListMultipartUploadsCommand({ Bucket: this.cfg.bucket, Prefix, ...(KeyMarker ? { KeyMarker } : {}), ...(UploadIdMarker ? { UploadIdMarker } : {}) }),
+        );
+      } catch (e) {
+        // Servers without ListMultipartUploads (s3rver) have nothing we could clean up this way.
+        if (isUnsupported(facts(e))) return removed;
+        throw this.fail('listing unfinished multipart uploads under', Prefix, e, 'store-unavailable');
+      }
+      for (const u of page.Uploads ?? []) {
+        if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated >= olderThan) continue;
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key: u.Key, UploadId: u.UploadId }));
+        } catch (e) {
+          const f = facts(e);
+          if (f.code === 'NoSuchUpload' || isNotFound(f)) continue; // completed or aborted meanwhile
+          throw this.fail('aborting an unfinished multipart upload of', u.Key, e, 'store-unavailable');
+        }
+        removed.push(`unfinished multipart upload ${this.url(u.Key)} (upload id ${u.UploadId}, started ${u.Initiated.toISOString()})`);
+      }
+      KeyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
+      UploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
+    } while (KeyMarker);
+    return removed;
+  }
+
+  async close(): Promise<void> {
+    this.client.destroy();
+  }
+}
