@@ -378,6 +378,6 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then((code) => {
-  process.exitCode = code;
-});
+// Exit explicitly: output is written synchronously, and a lingering handle
+// (a half-closed connection, a timer) must never keep a finished CLI alive.
+main(process.argv.slice(2)).then((code) => process.exit(code));

@@ -30,6 +30,8 @@ export interface DaemonHandle {
  * outbox retry loop, metrics, the control socket, and a clean shutdown.
  */
 export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandle> {
+  // First: the socket is also the guard against a second daemon on this node.
+  const control = await startControlServer(cfg.control.socket, (req, emit) => handleControl(req, emit));
   const stores = createStores(cfg.stores);
   const storeNames = stores.map((s) => s.name);
   const source = createSource(cfg);
@@ -113,7 +115,6 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
   metrics.setScheduleInterval(interval);
   metrics.setNextRun(schedule.next());
 
-  const control = await startControlServer(cfg.control.socket, (req, emit) => handleControl(req, emit));
   const server = await startMetricsServer({
     listen: cfg.metrics.listen,
     metrics,

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import { Readable, Transform, pipeline } from 'node:stream';
+import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -245,15 +245,21 @@ export class S3Store implements Store {
     const Key = this.objectKey(key);
     let sent = 0;
     let bodyError: unknown;
-    body.once('error', (e) => (bodyError ??= e));
-    // Counts what goes out; `pipeline` carries a body failure into the upload (and a failed upload back to the body).
+    let gaveUp = false;
+    // Counts what goes out. A failing (or prematurely closed) body fails the upload;
+    // a failed upload destroys the body below, so the producer does not wait forever.
     const counter = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         sent += chunk.length;
         cb(null, chunk);
       },
     });
-    pipeline(body, counter, () => {});
+    finished(body, { writable: false }, (err) => {
+      if (!err || gaveUp) return;
+      bodyError ??= err;
+      counter.destroy(err);
+    });
+    body.pipe(counter);
     // Keep within S3's 10,000 parts when the size is known (a 160 GiB object at 16 MiB parts).
     const mib = 1024 * 1024;
     const partSize = size && size / this.cfg.partSize > MAX_PARTS - 1 ? Math.ceil(size / (MAX_PARTS - 1) / mib) * mib : this.cfg.partSize;
@@ -267,7 +273,9 @@ export class S3Store implements Store {
     try {
       await upload.done();
     } catch (e) {
+      gaveUp = true;
       counter.destroy();
+      if (!body.destroyed && !body.readableEnded) body.destroy();
       const uploadId = (upload as unknown as { uploadId?: string }).uploadId;
       if (uploadId) {
         // Servers without AbortMultipartUpload (s3rver) answer with an error: the

@@ -229,6 +229,7 @@ export class SftpStore implements Store {
       privateKey: creds.privateKey,
       passphrase: creds.passphrase,
       readyTimeout: this.timeoutMs,
+      ...((this as any).cipherOverride ? { algorithms: { cipher: [(this as any).cipherOverride] } } : {}), // BENCHTMP
       // A silent server (frozen host, dropped route) is declared dead after about `timeout`.
       keepaliveInterval: Math.max(1000, Math.round(this.timeoutMs / 3)),
       keepaliveCountMax: 2,

@@ -208,8 +208,13 @@ describe('S3Store on s3rver', () => {
         if (checksum === 'WHEN_SUPPORTED') {
           // s3rver answered 200 but holds the aws-chunked encoding: chunk-size lines and a CRC32 trailer around the data.
           expect(info!.size).toBeGreaterThan(size);
-          const head = (await drain(await s.get('c/chunked/obj'))).bytes;
-          expect(head).toBe(info!.size);
+          const parts: Buffer[] = [];
+          for await (const c of await s.get('c/chunked/obj')) parts.push(c as Buffer);
+          const stored = Buffer.concat(parts);
+          expect(stored.length).toBe(info!.size);
+          // "<hex chunk size>\r\n<data>\r\n0\r\nx-amz-checksum-crc32:<b64>\r\n\r\n"
+          expect(stored.subarray(0, 16).toString('latin1')).toMatch(new RegExp(`^${size.toString(16)}\r\n`, 'i'));
+          expect(stored.subarray(stored.length - 64).toString('latin1')).toMatch(/\r\n0\r\nx-amz-checksum-crc32:[A-Za-z0-9+/=]+\r\n\r\n$/);
           const e = await rejection(verifyRemoteCopy(s, 'c/chunked/obj', size, sha, 'readback'));
           expect(e).toBeInstanceOf(BackupError);
           expect(e).toMatchObject({ reason: 'remote-verify-failed' });
@@ -305,6 +310,57 @@ describe('S3Store on s3rver', () => {
       await s.put('c/o/backup.tar', g.stream(), 11 * MiB);
       await expect(verifyRemoteCopy(s, 'c/o/backup.tar', 11 * MiB, g.sha256, 'readback')).resolves.toBeUndefined();
       expect((await drain(await s.get('c/o/before'))).bytes).toBe(6);
+    });
+
+    it('a server lost in the middle of a multipart upload fails the put with the network error, not the body', async () => {
+      const s = store({}, down);
+      const chunk = randomBytes(MiB);
+      let stopped = false;
+      const body = Readable.from(
+        (async function* () {
+          for (let i = 0; i < 40; i++) {
+            if (i === 12 && !stopped) {
+              stopped = true;
+              await down.stop(); // two parts are on the server by now
+            }
+            yield chunk;
+          }
+        })(),
+      );
+      const t0 = Date.now();
+      const e = await rejection(s.put('c/mid/backup.tar', body));
+      expect(Date.now() - t0).toBeLessThan(30_000);
+      expect(stopped).toBe(true);
+      expect(e).toBeInstanceOf(BackupError);
+      expect(e).toMatchObject({ reason: 'store-unavailable', message: expect.stringMatching(/c\/mid\/backup\.tar failed: (ECONNREFUSED|ECONNRESET|EPIPE)/) });
+      expect(body.destroyed).toBe(true); // the producer is told, not left waiting
+      await down.restart();
+      expect(await s.head('c/mid/backup.tar')).toBeUndefined();
+    });
+
+    it('a download cut by the server ends the stream with store-unavailable', async () => {
+      const s = store({}, down);
+      const size = 48 * MiB;
+      const g = generated(size, 11);
+      await s.put('c/dl/backup.tar', g.stream(), size);
+      const r = await s.get('c/dl/backup.tar');
+      let got = 0;
+      let stopped = false;
+      const e = await rejection(
+        (async () => {
+          for await (const c of r) {
+            got += (c as Buffer).length;
+            if (got >= 4 * MiB && !stopped) {
+              stopped = true;
+              await down.stop();
+            }
+          }
+        })(),
+      );
+      expect(got).toBeLessThan(size);
+      expect(e).toBeInstanceOf(BackupError);
+      expect(e).toMatchObject({ reason: 'store-unavailable', message: expect.stringContaining('c/dl/backup.tar') });
+      await down.restart();
     });
   });
 
