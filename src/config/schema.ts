@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDurationSeconds } from './duration.js';
+import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
 
 const duration = z.string().superRefine((v, ctx) => {
@@ -99,7 +100,17 @@ export const configSchema = z
     cluster: name,
     node: name.optional(),
     workDir: z.string().min(1).default('/var/lib/etcd-backupd'),
-    schedule: z.string().min(1).default('0 2 * * *'),
+    schedule: z
+      .string()
+      .min(1)
+      .default('0 2 * * *')
+      .superRefine((v, ctx) => {
+        try {
+          toNodeCronPatterns(v);
+        } catch (e) {
+          ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+        }
+      }),
     timezone: z
       .string()
       .default('UTC')

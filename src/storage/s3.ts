@@ -310,7 +310,8 @@ export class S3Store implements Store {
     let expected: number | undefined;
     try {
       const r = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key }));
-      body = r.Body as Readable;
+      if (!(r.Body instanceof Readable)) throw new BackupError('internal', `store ${this.name}: reading ${this.url(Key)} gave no body stream`);
+      body = r.Body;
       expected = r.ContentLength;
     } catch (e) {
       const f = facts(e);
@@ -332,7 +333,7 @@ export class S3Store implements Store {
         } else cb();
       },
     });
-    body.once('error', (e) => out.destroy(this.fail('reading', Key, e, 'store-unavailable')));
+    body.on('error', (e) => out.destroy(this.fail('reading', Key, e, 'store-unavailable')));
     out.once('close', () => {
       if (!body.readableEnded) body.destroy();
     });

@@ -3,7 +3,7 @@
  * real `promtool check metrics` (Debian `prometheus`; scripts/install-deps.sh).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { request } from 'node:http';
+import { Agent, request } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 import { parseListen, startMetricsServer, type MetricsServer } from '../../src/metrics/server.js';
@@ -29,9 +29,9 @@ function promtoolCheckMetrics(text: string): Promise<{ code: number; out: string
 }
 
 /** A raw request, so methods and paths are exactly what we send. */
-function call(port: number, method: string, path: string, host = '127.0.0.1'): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
+function call(port: number, method: string, path: string, host = '127.0.0.1', agent: Agent | false = false): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host, port, method, path, agent: false }, (res) => {
+    const req = request({ host, port, method, path, agent }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
@@ -221,7 +221,12 @@ describe('listen addresses', () => {
   it('close() ends keep-alive connections and frees the port', async () => {
     const s = await startMetricsServer({ listen: '127.0.0.1:0', metrics, readiness: () => ({ ready: true }) });
     const port = s.port;
+    const agent = new Agent({ keepAlive: true, keepAliveMsecs: 60_000 });
+    expect((await call(port, 'GET', '/metrics', '127.0.0.1', agent)).status).toBe(200);
+    const t0 = performance.now();
     await s.close();
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    agent.destroy();
     await s.close();
     const again = await startMetricsServer({ listen: `127.0.0.1:${port}`, metrics, readiness: () => ({ ready: true }) });
     await again.close();

@@ -60,6 +60,8 @@ describe('parseConfig', () => {
     expect(problems({ ...minimal(), retention: { daily: 'seven' } })).toEqual(['retention.daily: expected number, got string']);
     expect(problems({ ...minimal(), retention: { daily: -1 } })[0]).toMatch(/^retention\.daily: /);
     expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, timeout: '10 minutes' } })[0]).toMatch(/^source\.timeout: .*not a duration/);
+    expect(problems({ ...minimal(), schedule: '0 25 * * *' })[0]).toMatch(/^schedule: .*not a valid cron expression/);
+    expect(problems({ ...minimal(), retention: { keepWithin: '6m' } })[0]).toMatch(/^retention\.keepWithin: /);
     expect(problems({ ...minimal(), timezone: 'Mars/Olympus' })[0]).toMatch(/^timezone: expected an IANA time zone/);
     expect(problems({ ...minimal(), metrics: { listen: '9979' } })[0]).toMatch(/^metrics\.listen: expected HOST:PORT/);
     expect(problems({ ...minimal(), encryption: { recipients: ['age1nope'] } })[0]).toMatch(/^encryption\.recipients\[0\]: expected an age X25519 recipient/);
