@@ -112,7 +112,7 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
   const schedule = createCronSchedule(cfg.schedule, cfg.timezone, onSlot);
   schedule.start();
   const interval = schedule.intervalSeconds();
-  metrics.setScheduleInterval(interval);
+  metrics.setScheduleInterval(schedule.longestGapSeconds());
   metrics.setNextRun(schedule.next());
 
   const server = await startMetricsServer({

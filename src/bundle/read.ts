@@ -36,6 +36,8 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
   if (to) await mkdirPrivate(to);
 
   extract.on('entry', (header, stream, next) => {
+    // Destroying the extractor also errors the entry stream: give it a listener, or the refusal crashes the process.
+    stream.on('error', () => undefined);
     const fail = (msg: string) => {
       stream.resume();
       extract.destroy(new BackupError('unsafe-archive', msg));

@@ -32,13 +32,21 @@ function withField(fields: string[], i: number, v: string): string {
   return copy.join(' ');
 }
 
+function gaps(runs: Date[]): number[] {
+  const out: number[] = [];
+  for (let i = 1; i < runs.length; i++) out.push(runs[i]!.getTime() - runs[i - 1]!.getTime());
+  return out;
+}
+
 export interface CronSchedule {
   /** The next slot, or undefined when stopped. */
   next(): Date | undefined;
   /** The next `n` slots after now, merged across patterns. */
   nextRuns(n: number): Date[];
-  /** Shortest gap between upcoming slots: what "one interval" means for catch-up and alerts. */
+  /** Shortest gap between upcoming slots: what "one interval" means for catch-up. */
   intervalSeconds(): number;
+  /** Longest gap between upcoming slots: what alerts must allow (a weekday schedule has a 3-day weekend gap). */
+  longestGapSeconds(): number;
   start(): void;
   stop(): void;
 }
@@ -63,11 +71,10 @@ export function createCronSchedule(expr: string, timezone: string, onSlot: (slot
   return {
     next: () => (running ? nextRuns(1)[0] : undefined),
     nextRuns,
-    intervalSeconds: () => {
-      const runs = nextRuns(16);
-      let min = Infinity;
-      for (let i = 1; i < runs.length; i++) min = Math.min(min, runs[i]!.getTime() - runs[i - 1]!.getTime());
-      return Number.isFinite(min) ? min / 1000 : 86400;
+    intervalSeconds: () => gaps(nextRuns(16)).reduce((a, b) => Math.min(a, b), Infinity) / 1000 || 86400,
+    longestGapSeconds: () => {
+      const g = gaps(nextRuns(32));
+      return g.length ? Math.max(...g) / 1000 : 86400;
     },
     start: () => {
       running = true;

@@ -41,11 +41,11 @@ export function runCommand(cmd: string, args: string[], opts: ExecOptions): Prom
       createInterface({ input: stream, crlfDelay: Infinity }).on('line', (line) => {
         tail.push(line);
         if (tail.length > TAIL_LINES) tail.shift();
-        opts.log[level]({ source: opts.what, stream: level === 'info' ? 'stdout' : 'stderr' }, line.slice(0, 4000));
+        opts.log[level]({ source: opts.what, stream: stream === child.stdout ? 'stdout' : 'stderr' }, line.slice(0, 4000));
       });
     };
     collect(child.stdout!, 'info');
-    collect(child.stderr!, 'warn');
+    collect(child.stderr!, 'info'); // tools log progress on stderr; failures show in the exit code and the tail
 
     let timedOut = false;
     let aborted = false;

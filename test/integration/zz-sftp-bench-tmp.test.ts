@@ -17,7 +17,7 @@ it('bench', async () => {
     if (cipher) (store as any).cipherOverride = cipher;
     await store.head('x');
     const s = (store as any).session;
-    console.log('negotiated', cipher, (s.client as any)._protocol?._kex?.negotiated ?? '');
+    console.log('negotiated', cipher, s.client._protocol?._kex?.negotiated?.cs?.cipher, 'log has Accepted:', sshd.log().includes('Accepted publickey'));
     let t = Date.now();
     await store.put('p/f', mk(), size);
     const up = (Date.now() - t) / 1000;

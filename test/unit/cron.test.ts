@@ -40,6 +40,8 @@ describe('cron semantics (Vixie: day-of-month OR day-of-week)', () => {
     expect(createCronSchedule('*/15 * * * *', 'UTC', () => undefined).intervalSeconds()).toBe(900);
     expect(createCronSchedule('*/5 * * * * *', 'UTC', () => undefined).intervalSeconds()).toBe(5);
     expect(createCronSchedule('0 2 * * 1-5', 'UTC', () => undefined).intervalSeconds()).toBe(86400);
+    expect(createCronSchedule('0 2 * * 1-5', 'UTC', () => undefined).longestGapSeconds()).toBe(3 * 86400);
+    expect(createCronSchedule('0 2 * * *', 'UTC', () => undefined).longestGapSeconds()).toBe(86400);
   });
 
   it('rejects what is not cron', () => {
