@@ -17,6 +17,7 @@ import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from
 import { readFileSync } from 'node:fs';
 import { findBackup, loadCatalog } from './run/catalog.js';
 import { fetchBackup, verifyBackup } from './run/fetch.js';
+import { loadIdentities } from './bundle/encrypt.js';
 import { createSource } from './source/index.js';
 import { createStores, type Store } from './storage/index.js';
 import { fmtBytes } from './etcd/health.js';
@@ -32,8 +33,8 @@ const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane
 Usage:
   etcd-backupd backup    --config F [--label L] [--reason T] [--pin] [--force] [--json]
   etcd-backupd list      --config F [--store S] [--json]
-  etcd-backupd verify    --config F [--store S] ID|latest [--json]
-  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--json]
+  etcd-backupd verify    --config F [--store S] ID|latest [--identity FILE] [--json]
+  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--identity FILE] [--json]
   etcd-backupd prune     --config F [--store S] [--dry-run] [--json]
   etcd-backupd retention --config F --simulate FILE [--now ISO] [--json]
   etcd-backupd pin|unpin --config F ID [--reason T]
@@ -181,6 +182,7 @@ async function cmdList(argv: string[]): Promise<number> {
           pinned: m.pinned,
           trigger: m.trigger,
           encrypted: m.object?.encrypted ?? false,
+          recipients: m.object?.recipients ?? [],
           forced: m.preflight.forced,
         })),
         incomplete: cat.incomplete.map((i) => i.id),
@@ -199,16 +201,21 @@ async function cmdList(argv: string[]): Promise<number> {
 }
 
 async function cmdVerify(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, identity: { type: 'string' } }, 1);
   const cfg = configFrom(values);
   if (values.restore) throw new UsageError('verify --restore is not available in this version');
+  const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
     const m = findBackup(await loadCatalog(store, cfg.cluster), positionals[0]!, store.name);
     try {
-      const r = await verifyBackup(store, m, resolve(cfg.workDir, 'tmp'));
+      const r = await verifyBackup(store, m, resolve(cfg.workDir, 'tmp'), identities);
       if (values.json) printJson({ ...r, result: 'ok', store: store.name });
-      else out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
+      else if (r.snapshot) {
+        out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
+      } else {
+        out(`backup ${m.id} in store ${store.name}: the encrypted object's size and sha256 match; pass --identity FILE to check the contents and the snapshot too`);
+      }
       return EXIT_OK;
     } catch (e) {
       if (values.json) printJson({ id: m.id, result: 'failed', store: store.name, reason: reasonOf(e), error: messageOf(e) });
@@ -218,13 +225,14 @@ async function cmdVerify(argv: string[]): Promise<number> {
 }
 
 async function cmdFetch(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' } }, 1);
+  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' } }, 1);
   if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
   const cfg = configFrom(values);
+  const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
     const m = findBackup(await loadCatalog(store, cfg.cluster), positionals[0]!, store.name);
-    const r = await fetchBackup(store, m, resolve(String(values.to)));
+    const r = await fetchBackup(store, m, resolve(String(values.to)), identities);
     if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
     else {
       out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}) into ${r.dir}; every sha256 matches the manifest:`);

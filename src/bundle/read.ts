@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { BackupError } from '../errors.js';
 import { mkdirPrivate } from '../fsutil.js';
+import { decryptStream } from './encrypt.js';
 import { HashingStream } from './hash.js';
 import { MANIFEST_NAME, type Manifest } from './manifest.js';
 
@@ -27,7 +28,7 @@ const MAX_MANIFEST_BYTES = 1 << 20;
  * before a byte of it is written, so nothing can land outside `to`. On any
  * failure every file this call wrote is removed again.
  */
-export async function readBundle(body: Readable, manifest: Manifest, to?: string): Promise<ExtractResult> {
+export async function readBundle(body: Readable, manifest: Manifest, to?: string, identities?: string[]): Promise<ExtractResult> {
   const expected = new Map(manifest.artifacts.map((a) => [a.name, a]));
   const seen = new Set<string>();
   const written: string[] = [];
@@ -80,7 +81,15 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
   });
 
   try {
-    await pipeline(body, whole, extract);
+    if (manifest.object?.encrypted) {
+      if (!identities?.length) throw new BackupError('usage', `backup ${manifest.id} is encrypted; an age identity is needed to read it`);
+      // Hash the ciphertext as the store holds it, then decrypt into the extractor.
+      const cipher = body.pipe(whole);
+      body.on('error', (e) => whole.destroy(e));
+      await pipeline(await decryptStream(cipher, identities), extract);
+    } else {
+      await pipeline(body, whole, extract);
+    }
     const missing = manifest.artifacts.filter((a) => !seen.has(a.name)).map((a) => a.name);
     if (missing.length) throw new BackupError('checksum-mismatch', `bundle lacks ${missing.join(', ')} listed in its manifest`);
     const sha = whole.digest();

@@ -1,9 +1,11 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { writeFileAtomic } from '../fsutil.js';
+import { encryptStream } from './encrypt.js';
 import { HashingStream } from './hash.js';
 import { MANIFEST_NAME, type ManifestArtifact } from './manifest.js';
 
@@ -21,7 +23,12 @@ const READ_CHUNK = 1 << 20;
  * artifact hashes and returns the manifest that goes in last, so the tar
  * carries its own description.
  */
-export async function writeBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer): Promise<BundleResult> {
+export async function writeBundle(
+  to: string,
+  files: string[],
+  manifestFor: (artifacts: ManifestArtifact[]) => Buffer,
+  opts: { recipients?: string[] } = {},
+): Promise<BundleResult> {
   const pack = tar.pack();
   const whole = new HashingStream();
   const artifacts: ManifestArtifact[] = [];
@@ -45,10 +52,17 @@ export async function writeBundle(to: string, files: string[], manifestFor: (art
     fillError = e;
     pack.destroy(e);
   });
+  // The object hash is of what the store will hold: the ciphertext when encrypting.
   // pipe() does not forward errors; without this a failed read would hang the write.
-  pack.on('error', (e) => whole.destroy(e));
+  pack.on('error', (e: Error) => whole.destroy(e));
+  let body: NodeJS.ReadableStream = pack as unknown as NodeJS.ReadableStream;
+  if (opts.recipients?.length) {
+    const cipher = await encryptStream(Readable.from(pack as unknown as AsyncIterable<Buffer>), opts.recipients);
+    cipher.on('error', (e) => whole.destroy(e));
+    body = cipher;
+  }
   try {
-    await writeFileAtomic(to, pack.pipe(whole));
+    await writeFileAtomic(to, body.pipe(whole));
   } catch (e) {
     await filling;
     throw fillError ?? e;

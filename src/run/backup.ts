@@ -116,7 +116,8 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     }
     log.info({ revision: snap.revision, totalKey: snap.totalKey, totalSize: snap.totalSize, hash: snap.hash }, 'snapshot verified');
 
-    const encrypted = false;
+    const recipients = cfg.encryption.recipients;
+    const encrypted = recipients.length > 0;
     const keys = objectKeys(cfg.cluster, id, encrypted);
     const base: Omit<Manifest, 'artifacts' | 'finishedAt'> = {
       format: MANIFEST_FORMAT,
@@ -146,19 +147,19 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     stripUndefined(base.etcd);
 
     await mkdirPrivate(boxDir);
-    const bundlePath = join(boxDir, BUNDLE_NAME);
+    const bundlePath = join(boxDir, BUNDLE_NAME + (encrypted ? '.age' : ''));
     let finishedAt = '';
     const bundle = await phase('bundle', () =>
       writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
         finishedAt = now().toISOString();
         return serializeManifest({ ...base, finishedAt, artifacts: list } as Manifest);
-      }),
+      }, { recipients }),
     );
     const manifest: Manifest = {
       ...(base as Manifest),
       finishedAt,
       artifacts: bundle.artifacts,
-      object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [] },
+      object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients] },
     };
     await writeFileAtomic(join(boxDir, MANIFEST_NAME), serializeManifest(manifest));
     result.manifest = manifest;
@@ -168,7 +169,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     const t0 = performance.now();
     const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
     for (const store of deps.stores) {
-      stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log);
+      stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log, deps.signal);
     }
     phases['deliver'] = (performance.now() - t0) / 1000;
     await writeStatus(boxDir, stampFailures(cfg, stores, now()));

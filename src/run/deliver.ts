@@ -22,16 +22,30 @@ export interface StoreOutcome {
  * then the manifest as the commit marker. Until the manifest is written the
  * backup does not exist for list, retention or fetch.
  */
-export async function deliverToStore(store: Store, verify: VerifyMode, bundlePath: string, manifest: Manifest, log: Logger): Promise<StoreOutcome> {
+export async function deliverToStore(
+  store: Store,
+  verify: VerifyMode,
+  bundlePath: string,
+  manifest: Manifest,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<StoreOutcome> {
   const obj = manifest.object!;
   const manifestKey = obj.key.replace(/[^/]+$/, 'manifest.json');
   const t0 = performance.now();
+  const body = createReadStream(bundlePath, { highWaterMark: 1 << 20 });
+  // Shutdown: failing the body makes every store abandon the upload its own way
+  // (S3 aborts the multipart upload, SFTP and local remove their temp file).
+  const onAbort = () => body.destroy(new BackupError('upload-failed', `store ${store.name}: upload aborted because the daemon is shutting down`));
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const put = await store.put(obj.key, createReadStream(bundlePath, { highWaterMark: 1 << 20 }), obj.size);
+    if (signal?.aborted) onAbort();
+    const put = await store.put(obj.key, body, obj.size);
     if (put.size !== obj.size) throw new BackupError('upload-failed', `store ${store.name} accepted ${put.size} bytes of ${obj.size}`);
     const t1 = performance.now();
     await verifyRemoteCopy(store, obj.key, obj.size, obj.sha256, verify);
     const t2 = performance.now();
+    if (signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: not committed because the daemon is shutting down`);
     await store.put(manifestKey, Readable.from([serializeManifest(manifest)]));
     const outcome: StoreOutcome = {
       result: 'success',
@@ -49,5 +63,8 @@ export async function deliverToStore(store: Store, verify: VerifyMode, bundlePat
     // A half-written object without its manifest is not a backup; remove what we can so nothing is mistaken for one.
     await store.delete([manifestKey, obj.key]).catch(() => undefined);
     return { result: 'failed', reason: reasonOf(e) === 'internal' ? reason : reasonOf(e), error: messageOf(e), key: obj.key };
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    body.destroy();
   }
 }

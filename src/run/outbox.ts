@@ -13,6 +13,11 @@ export function outboxDir(cfg: Config): string {
   return join(cfg.workDir, 'outbox');
 }
 
+/** The sealed object in an outbox entry: `backup.tar`, or `backup.tar.age` when encrypted. */
+export function bundleFile(dir: string, m: Manifest): string {
+  return join(dir, BUNDLE_NAME + (m.object?.encrypted ? '.age' : ''));
+}
+
 export interface DeliveryStatus extends StoreOutcome {
   attempts?: number;
   lastAttemptAt?: string;
@@ -54,7 +59,7 @@ export async function listOutbox(cfg: Config, log?: Logger): Promise<OutboxEntry
     const dir = join(root, id);
     try {
       const manifest = parseManifest(await readFile(join(dir, MANIFEST_NAME)), `outbox ${id}`);
-      const st = await stat(join(dir, BUNDLE_NAME));
+      const st = await stat(bundleFile(dir, manifest));
       if (st.size !== manifest.object?.size) throw new Error(`bundle is ${st.size} bytes, manifest says ${manifest.object?.size}`);
       out.push({ id, dir, manifest, size: st.size, stores: await readStatus(dir) });
     } catch (e) {
@@ -107,7 +112,7 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
       if (!opts.force && prev?.nextAttemptAt && Date.parse(prev.nextAttemptAt) > now.getTime()) continue;
       const store = stores.find((s) => s.name === name)!;
       log.info({ id: e.id, store: name, attempt: (prev?.attempts ?? 1) + 1 }, 'retrying delivery from the outbox');
-      const outcome = await deliverToStore(store, verifyOf.get(name) ?? 'readback', join(e.dir, BUNDLE_NAME), e.manifest, log);
+      const outcome = await deliverToStore(store, verifyOf.get(name) ?? 'readback', bundleFile(e.dir, e.manifest), e.manifest, log);
       const attempts = (prev?.attempts ?? 1) + 1;
       e.stores[name] =
         outcome.result === 'success'
