@@ -99,7 +99,7 @@ function table(rows: string[][]): string {
 }
 
 async function withStores<T>(cfg: Config, fn: (stores: Store[]) => Promise<T>): Promise<T> {
-  const stores = createStores(cfg.stores);
+  const stores = await createStores(cfg.stores);
   try {
     return await fn(stores);
   } finally {

@@ -32,7 +32,7 @@ export interface DaemonHandle {
 export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandle> {
   // First: the socket is also the guard against a second daemon on this node.
   const control = await startControlServer(cfg.control.socket, (req, emit) => handleControl(req, emit));
-  const stores = createStores(cfg.stores);
+  const stores = await createStores(cfg.stores);
   const storeNames = stores.map((s) => s.name);
   const source = createSource(cfg);
   const metrics = new BackupMetrics({ cluster: cfg.cluster, node: cfg.node });

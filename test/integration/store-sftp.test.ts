@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { appendFile, copyFile, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -93,6 +93,32 @@ storeContract('sftp (OpenSSH sshd, pinned hostKey)', {
   },
 });
 
+describe('known_hosts matching', () => {
+  const a = 'AAAAC3NzaC1lZDI1NTE5AAAAIB0Yxy6uWwqaYx0o4UqkSTo1v0uI3bQ0q8DtQmMkXcI1';
+  const b = 'AAAAC3NzaC1lZDI1NTE5AAAAIM2Dq0c9vXqzZoxMzK3GZ7j1uQvY0x5rS1cHk5G2aYfT';
+  const fp = (k: string): string => 'SHA256:' + createHash('sha256').update(Buffer.from(k, 'base64')).digest('base64').replace(/=+$/, '');
+
+  it('matches host on port 22 and [host]:port elsewhere, with lists, wildcards and negation', () => {
+    const text = [
+      '# comment',
+      `backup.example,10.0.0.5 ssh-ed25519 ${a} root@backup`,
+      `[backup.example]:2222 ssh-ed25519 ${b}`,
+      `*.example,!evil.example ssh-ed25519 ${b}`,
+      `@cert-authority *.example ssh-ed25519 ${a}`,
+      '',
+    ].join('\n');
+    expect(parseKnownHosts(text, 'backup.example', 22).accepted).toEqual([fp(a), fp(b)]);
+    expect(parseKnownHosts(text, 'backup.example', 2222).accepted).toEqual([fp(b)]);
+    expect(parseKnownHosts(text, 'evil.example', 22).accepted).toEqual([]);
+    expect(parseKnownHosts(text, 'other.test', 22).accepted).toEqual([]);
+  });
+
+  it('reports @revoked keys', () => {
+    const m = parseKnownHosts(`backup.example ssh-ed25519 ${a}\n@revoked * ssh-ed25519 ${a}\n`, 'backup.example', 22);
+    expect(m.revoked).toEqual([fp(a)]);
+  });
+});
+
 describe('SftpStore against OpenSSH sshd', () => {
   let sshd: Sshd;
   beforeAll(async () => {
@@ -104,7 +130,7 @@ describe('SftpStore against OpenSSH sshd', () => {
   });
 
   it('is what createStore builds for type sftp', async () => {
-    const store = createStore(configFor(sshd));
+    const store = await createStore(configFor(sshd));
     expect(store).toBeInstanceOf(SftpStore);
     expect(store.type).toBe('sftp');
     await store.close?.();
@@ -149,21 +175,55 @@ describe('SftpStore against OpenSSH sshd', () => {
     expect(e.message).toContain(`host key of 127.0.0.1:${sshd.port} is ${sshd.hostKeyFingerprint}, which is not the pinned one`);
     expect(e.message).toContain(`has no key for [127.0.0.1]:${sshd.port}`);
     await store.close();
+
+    // Listed, but also marked @revoked: refused.
+    await writeFile(file, `[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n@revoked * ${sshd.hostPublicKey}\n`);
+    const revoked = new SftpStore(configFor(sshd, { hostKey: undefined, knownHostsFile: file }));
+    const e2 = await expectRejected(revoked.head('k/a.txt'));
+    expect(e2.reason).toBe('store-unavailable');
+    expect(e2.message).toContain(`is ${sshd.hostKeyFingerprint}, which is not the pinned one`);
+    await revoked.close();
+  });
+
+  it('with several host keys, negotiates the type known_hosts lists; a hostKey pin names the key type shown', async () => {
+    const multi = await startSshd({ extraHostKeyTypes: ['ecdsa', 'rsa'] });
+    try {
+      for (const k of multi.hostKeys.slice(1)) {
+        const file = join(multi.dir, `known_hosts.${k.type}`);
+        await writeFile(file, `[127.0.0.1]:${multi.port} ${k.publicKey}\n`);
+        const store = new SftpStore(configFor(multi, { hostKey: undefined, knownHostsFile: file }));
+        await store.put('m/x', Readable.from([Buffer.from(k.type)]));
+        expect(await store.head('m/x')).toMatchObject({ size: k.type.length });
+        await store.close();
+      }
+      // A bare fingerprint carries no type: the server shows its ed25519 key first.
+      const ecdsa = multi.hostKeys[1]!;
+      const store = new SftpStore(configFor(multi, { hostKey: ecdsa.fingerprint }));
+      const e = await expectRejected(store.head('m/x'));
+      expect(e.message).toBe(
+        `store vault: host key of 127.0.0.1:${multi.port} is ${multi.hostKeyFingerprint}, which is not the pinned one (hostKey is ${ecdsa.fingerprint}; the server showed its ssh-ed25519 key)`,
+      );
+      await store.close();
+    } finally {
+      await multi.stop();
+      await removeSshdDir(multi);
+    }
   });
 
   it('refuses a wrong pinned fingerprint before authenticating, and shows the one seen', async () => {
-    const accepted = (): number => sshd.log().split('Accepted publickey').length;
-    const before = accepted();
+    const logBefore = sshd.log().length;
     const wrong = 'SHA256:' + createHash('sha256').update('not the key').digest('base64').replace(/=+$/, '');
     const store = new SftpStore(configFor(sshd, { hostKey: wrong }));
     const e = await expectRejected(store.put('k/never.txt', Readable.from([Buffer.from('x')])));
     expect(e.reason).toBe('store-unavailable');
     expect(e.message).toBe(
-      `store vault: host key of 127.0.0.1:${sshd.port} is ${sshd.hostKeyFingerprint}, which is not the pinned one (hostKey is ${wrong})`,
+      `store vault: host key of 127.0.0.1:${sshd.port} is ${sshd.hostKeyFingerprint}, which is not the pinned one (hostKey is ${wrong}; the server showed its ssh-ed25519 key)`,
     );
     expect(e.hint).toMatch(/ssh-keygen -lf/);
-    await new Promise((r) => setTimeout(r, 200));
-    expect(accepted()).toBe(before);
+    await new Promise((r) => setTimeout(r, 300));
+    // The connection was dropped during key exchange: no key was ever offered.
+    expect(sshd.log().slice(logBefore)).toMatch(/127\.0\.0\.1/);
+    expect(sshd.log().slice(logBefore)).not.toMatch(/Accepted publickey|Failed publickey|Postponed publickey/);
     await store.close();
   });
 
@@ -401,9 +461,10 @@ describe('SftpStore against OpenSSH sshd', () => {
       const down = Number(process.hrtime.bigint() - t0) / 1e9;
       const mib = size / (1 << 20);
       console.log(`sftp loopback: upload ${(mib / up).toFixed(1)} MiB/s (${up.toFixed(2)}s), download ${(mib / down).toFixed(1)} MiB/s (${down.toFixed(2)}s)`);
-      // Generous floor: one-request-at-a-time SFTP manages only a few MiB/s here.
-      expect(mib / up).toBeGreaterThan(20);
-      expect(mib / down).toBeGreaterThan(20);
+      // A generous floor: the machine running the tests may be busy. Over 10 ms of RTT,
+      // one-request-at-a-time SFTP manages about 4 MiB/s; this store about 10x that.
+      expect(mib / up).toBeGreaterThan(10);
+      expect(mib / down).toBeGreaterThan(10);
     } finally {
       await store.delete(['perf/backup.tar']);
       await store.close();
