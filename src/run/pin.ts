@@ -1,5 +1,9 @@
 import { Readable } from 'node:stream';
-import { serializeManifest } from '../bundle/manifest.js';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { MANIFEST_NAME, parseManifest, serializeManifest } from '../bundle/manifest.js';
+import { writeFileAtomic } from '../fsutil.js';
+import { outboxDir } from './outbox.js';
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf } from '../errors.js';
 import type { Store } from '../storage/store.js';
@@ -32,6 +36,17 @@ export async function setPinned(cfg: Config, stores: Store[], id: string, pinned
     } catch (e) {
       out.stores[store.name] = { result: 'failed', error: messageOf(e) };
     }
+  }
+  // A bundle still owed to some store carries its manifest in the outbox: keep that copy in step,
+  // or a later delivery would commit the old pin state.
+  const boxManifest = join(outboxDir(cfg), id, MANIFEST_NAME);
+  try {
+    const m = parseManifest(await readFile(boxManifest), `outbox ${id}`);
+    m.pinned = pinned;
+    if (pinned && reason) m.reason = reason;
+    await writeFileAtomic(boxManifest, serializeManifest(m));
+  } catch {
+    /* not in the outbox */
   }
   const results = Object.values(out.stores);
   if (results.every((r) => r.result === 'absent')) {
