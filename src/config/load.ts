@@ -100,6 +100,7 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
       }
     }),
     control: { socket: abs(raw.control.socket) },
+    drill: { ...raw.drill, identityFile: raw.drill.identityFile && abs(raw.drill.identityFile) },
   };
   const problems = missingFiles(cfg);
   if (problems.length) throw new ConfigError(file, problems);
@@ -113,6 +114,7 @@ function missingFiles(cfg: Config): string[] {
     ['etcd.certFile', cfg.etcd.certFile, 'file'],
     ['etcd.keyFile', cfg.etcd.keyFile, 'file'],
   ];
+  want.push(['drill.identityFile', cfg.drill.identityFile, 'file']);
   cfg.stores.forEach((s, i) => {
     if (s.type === 's3') {
       want.push([`stores[${i}].accessKeyIdFile`, s.accessKeyIdFile, 'file'], [`stores[${i}].secretAccessKeyFile`, s.secretAccessKeyFile, 'file'], [`stores[${i}].sessionTokenFile`, s.sessionTokenFile, 'file']);

@@ -178,6 +178,31 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /** Restore drills: a backup is restored into a throwaway etcd on a schedule. Off unless `schedule` is set. */
+    drill: z
+      .object({
+        schedule: z
+          .string()
+          .min(1)
+          .superRefine((v, ctx) => {
+            try {
+              toNodeCronPatterns(v);
+            } catch (e) {
+              ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+            }
+          })
+          .optional(),
+        /** The store drills fetch from; default the first. */
+        store: z.string().optional(),
+        timeout: duration.default('1h'),
+        sampleKeys: z.number().int().min(0).default(100),
+        etcd: z.string().min(1).default('etcd'),
+        etcdctl: z.string().min(1).default('etcdctl'),
+        /** Only for encrypted backups: an age identity file. Keeping a secret key on a master weakens encryption; prefer drills on a separate host with `verify --restore`. */
+        identityFile: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
     /** Random delay before a scheduled run, to spread the masters of one cluster. */
     jitter: duration.default('0s'),
     /** How long SIGTERM waits for a run in progress before aborting it. */
@@ -211,6 +236,9 @@ export const configSchema = z
         ctx.addIssue({ code: z.ZodIssueCode.custom, path: at('hostKey'), message: 'required (or knownHostsFile): the server host key must be pinned' });
       }
     });
+    if (cfg.drill.store !== undefined && !cfg.stores.some((s) => s.name === cfg.drill.store)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['drill', 'store'], message: `no store named "${cfg.drill.store}"` });
+    }
     const tls = cfg.etcd.endpoints.some((e) => e.startsWith('https://'));
     if (tls) {
       for (const k of ['caFile', 'certFile', 'keyFile'] as const) {
