@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import ssh2 from 'ssh2';
-import type { ConnectConfig, FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
+import type { ConnectConfig, FileEntryWithStats, ServerHostKeyAlgorithm, SFTPWrapper, Stats } from 'ssh2';
 import type { StoreConfig } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { BackupError, type Reason } from '../errors.js';
@@ -35,6 +35,8 @@ export function sshFingerprint(keyBlob: Buffer): string {
 export interface KnownHostsMatch {
   /** Fingerprints of keys listed for the host. */
   accepted: string[];
+  /** Key types of those keys (`ssh-ed25519`, `ssh-rsa`...), in file order. */
+  keyTypes: string[];
   /** Fingerprints marked `@revoked` (for any host): never accepted. */
   revoked: string[];
 }
@@ -75,6 +77,7 @@ export function knownHostsName(host: string, port: number): string {
 export function parseKnownHosts(text: string, host: string, port: number): KnownHostsMatch {
   const name = knownHostsName(host, port);
   const accepted: string[] = [];
+  const keyTypes: string[] = [];
   const revoked: string[] = [];
   for (const rawLine of text.split(/\r?\n/)) {
     const line = rawLine.trim();
@@ -82,7 +85,7 @@ export function parseKnownHosts(text: string, host: string, port: number): Known
     const fields = line.split(/\s+/);
     let marker: string | undefined;
     if (fields[0]!.startsWith('@')) marker = fields.shift();
-    const [hosts, , keyB64] = fields;
+    const [hosts, keyType, keyB64] = fields;
     if (!hosts || !keyB64) continue;
     let blob: Buffer;
     try {
@@ -93,9 +96,28 @@ export function parseKnownHosts(text: string, host: string, port: number): Known
     if (blob.length === 0) continue;
     const fp = sshFingerprint(blob);
     if (marker === '@revoked') revoked.push(fp);
-    else if (marker === undefined && hostPatternMatches(hosts, name)) accepted.push(fp);
+    else if (marker === undefined && hostPatternMatches(hosts, name)) {
+      accepted.push(fp);
+      if (keyType && !keyTypes.includes(keyType)) keyTypes.push(keyType);
+    }
   }
-  return { accepted, revoked };
+  return { accepted, keyTypes, revoked };
+}
+
+/** The host key algorithms ssh2 can negotiate for a known_hosts key type. */
+const HOST_KEY_ALGORITHMS: Record<string, ServerHostKeyAlgorithm[]> = {
+  'ssh-ed25519': ['ssh-ed25519'],
+  'ecdsa-sha2-nistp256': ['ecdsa-sha2-nistp256'],
+  'ecdsa-sha2-nistp384': ['ecdsa-sha2-nistp384'],
+  'ecdsa-sha2-nistp521': ['ecdsa-sha2-nistp521'],
+  'ssh-rsa': ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'],
+};
+
+/** The key type named inside an SSH public key blob (`string` name first). */
+function keyTypeOf(blob: Buffer): string {
+  if (blob.length < 4) return 'unknown';
+  const len = blob.readUInt32BE(0);
+  return len > 0 && len < 64 && blob.length >= 4 + len ? blob.subarray(4, 4 + len).toString('latin1') : 'unknown';
 }
 
 function errCode(e: unknown): unknown {
@@ -114,6 +136,8 @@ interface Session {
   client: SshClient;
   sftp: SFTPWrapper;
   alive: boolean;
+  /** Operations started on this session; a reused one may have died unnoticed since the last. */
+  uses: number;
   /** Why the connection ended, when it did. */
   lostReason?: string;
 }
@@ -163,9 +187,10 @@ export class SftpStore implements Store {
 
   // ----------------------------------------------------------- connection
 
-  private async pins(): Promise<{ accepted: Set<string>; revoked: Set<string>; describe: string }> {
+  private async pins(): Promise<{ accepted: Set<string>; revoked: Set<string>; preferredAlgorithms: ServerHostKeyAlgorithm[]; describe: string }> {
     const accepted = new Set<string>();
     const revoked = new Set<string>();
+    const preferredAlgorithms: ServerHostKeyAlgorithm[] = [];
     const parts: string[] = [];
     if (this.cfg.hostKey) {
       const fp = this.cfg.hostKey.replace(/=+$/, '');
@@ -185,6 +210,7 @@ export class SftpStore implements Store {
       const m = parseKnownHosts(text, this.cfg.host, this.cfg.port);
       m.accepted.forEach((fp) => accepted.add(fp));
       m.revoked.forEach((fp) => revoked.add(fp));
+      for (const t of m.keyTypes) preferredAlgorithms.push(...(HOST_KEY_ALGORITHMS[t] ?? []));
       const name = knownHostsName(this.cfg.host, this.cfg.port);
       parts.push(
         m.accepted.length
@@ -197,7 +223,7 @@ export class SftpStore implements Store {
         hint: 'set hostKey (SHA256:... from `ssh-keygen -lf HOSTKEY.pub -E sha256` on the server) or knownHostsFile',
       });
     }
-    return { accepted, revoked, describe: parts.join('; ') };
+    return { accepted, revoked, preferredAlgorithms, describe: parts.join('; ') };
   }
 
   private async credentials(): Promise<{ privateKey: Buffer; passphrase?: string }> {
@@ -221,6 +247,7 @@ export class SftpStore implements Store {
     const creds = await this.credentials();
     const client = new Client();
     let seenFingerprint: string | undefined;
+    let seenType = 'unknown';
     let hostKeyRefused = false;
     const config: ConnectConfig = {
       host: this.cfg.host,
@@ -229,12 +256,17 @@ export class SftpStore implements Store {
       privateKey: creds.privateKey,
       passphrase: creds.passphrase,
       readyTimeout: this.timeoutMs,
-      ...((this as any).cipherOverride ? { algorithms: { cipher: [(this as any).cipherOverride] } } : {}), // BENCHTMP
+      // Offer first the key types known_hosts lists for this host, as OpenSSH's ssh does:
+      // otherwise a server with several host keys may show one that is not pinned.
+      ...(pins.preferredAlgorithms.length
+        ? { algorithms: { serverHostKey: { remove: pins.preferredAlgorithms, prepend: pins.preferredAlgorithms, append: [] } } }
+        : {}),
       // A silent server (frozen host, dropped route) is declared dead after about `timeout`.
       keepaliveInterval: Math.max(1000, Math.round(this.timeoutMs / 3)),
       keepaliveCountMax: 2,
       hostVerifier: (key: Buffer): boolean => {
         seenFingerprint = sshFingerprint(key);
+        seenType = keyTypeOf(key);
         const ok = pins.accepted.has(seenFingerprint) && !pins.revoked.has(seenFingerprint);
         hostKeyRefused = !ok;
         return ok;
@@ -243,14 +275,17 @@ export class SftpStore implements Store {
 
     return new Promise<Session>((resolve, reject) => {
       let settled = false;
-      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper, alive: false };
+      const session: Session = { client, sftp: undefined as unknown as SFTPWrapper, alive: false, uses: 0 };
       const fail = (e: unknown): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         client.removeAllListeners('ready');
         client.destroy();
-        reject(this.connectError(e, hostKeyRefused ? seenFingerprint : undefined, pins.describe));
+        const pinned =
+          (seenFingerprint && pins.revoked.has(seenFingerprint) ? `knownHostsFile ${this.cfg.knownHostsFile} marks it @revoked` : pins.describe) +
+          `; the server showed its ${seenType} key`;
+        reject(this.connectError(e, hostKeyRefused ? seenFingerprint : undefined, pinned));
       };
       // readyTimeout covers TCP + handshake + auth; this also covers opening the SFTP subsystem.
       const timer = setTimeout(() => fail(new Error(`no answer within ${this.timeoutMs / 1000}s`)), this.timeoutMs + 1000);
@@ -353,6 +388,25 @@ export class SftpStore implements Store {
     return this.connecting;
   }
 
+  /**
+   * Runs `fn` on the live session. A reused connection can have died since
+   * its last use (server restarted, idle NAT entry dropped) without us having
+   * noticed yet; then `fn` runs once more on a fresh connection, if
+   * `canRetry` says nothing irreversible happened (no body bytes consumed).
+   */
+  private async withSession<T>(fn: (s: Session) => Promise<T>, canRetry: () => boolean = () => true): Promise<T> {
+    const s = await this.open();
+    const reused = s.uses++ > 0;
+    try {
+      return await fn(s);
+    } catch (e) {
+      if (!reused || s.alive || !canRetry()) throw e;
+      const fresh = await this.open();
+      fresh.uses++;
+      return fn(fresh);
+    }
+  }
+
   async close(): Promise<void> {
     const s = this.session ?? (await this.connecting?.catch(() => undefined));
     this.session = undefined;
@@ -398,7 +452,7 @@ export class SftpStore implements Store {
       hint: dead
         ? `check that the server ${this.where} is up and reachable; the next attempt reconnects`
         : code === SFTP_PERMISSION_DENIED
-          ? `user ${this.cfg.username} may not write ${path} on ${this.where}`
+          ? `user ${this.cfg.username} may not access ${path} on ${this.where}`
           : undefined,
     });
   }
@@ -507,27 +561,31 @@ export class SftpStore implements Store {
 
   async put(key: string, body: Readable, size?: number): Promise<PutResult> {
     this.checkKey(key);
-    const final = this.remote(key);
-    const dir = posix.dirname(final);
-    const tmp = posix.join(dir, `.${posix.basename(final)}.tmp-${randomBytes(6).toString('hex')}`);
-    let s: Session;
+    let bodyFailed = false;
+    body.once('error', () => (bodyFailed = true));
+    const state = { bodyTouched: false, bodyFailed: () => bodyFailed };
     try {
-      s = await this.open();
+      return await this.withSession((s) => this.putOn(s, key, body, size, state), () => !state.bodyTouched);
     } catch (e) {
       body.destroy();
       throw e;
     }
+  }
+
+  private async putOn(s: Session, key: string, body: Readable, size: number | undefined, state: { bodyTouched: boolean; bodyFailed(): boolean }): Promise<PutResult> {
+    const final = this.remote(key);
+    const dir = posix.dirname(final);
+    const tmp = posix.join(dir, `.${posix.basename(final)}.tmp-${randomBytes(6).toString('hex')}`);
     let handle: Buffer | undefined;
     let created = false;
     let step = 'creating directory';
-    let bodyFailed = false;
-    body.once('error', () => (bodyFailed = true));
     try {
       await this.mkdirp(s, dir);
       step = 'creating';
       handle = await this.call<Buffer>(s, (sftp, cb) => sftp.open(tmp, 'wx', { mode: 0o600 }, cb));
       created = true;
       step = 'writing';
+      state.bodyTouched = true;
       const written = await this.writeBody(s, handle, body);
       if (size !== undefined && written !== size) {
         throw new BackupError('upload-failed', `store ${this.name}: ${key}: the body held ${written} bytes, ${size} were announced`);
@@ -549,13 +607,14 @@ export class SftpStore implements Store {
       created = false;
       return { key, size: written };
     } catch (e) {
-      body.destroy();
+      if (state.bodyTouched) body.destroy();
       if (handle) await this.closeHandle(s, handle).catch(() => undefined);
       if (created) await this.unlinkQuiet(s, tmp);
-      if (bodyFailed && !(e instanceof BackupError)) {
-        throw new BackupError('upload-failed', `store ${this.name}: upload of ${key} to ${this.where}:${final} failed: the body failed: ${describe(e)}`, { cause: e });
+      if (state.bodyFailed() && !(e instanceof BackupError)) {
+        throw new BackupError('upload-failed', `store ${this.name}: upload of ${key} to ${this.where}:${final} failed: reading the data to upload failed: ${describe(e)}`, { cause: e });
       }
-      throw this.opError('upload-failed', `${step} ${step === 'renaming' ? final : tmp} for`, final, e, s);
+      const target = step === 'creating directory' ? dir : step === 'renaming' ? `${tmp} -> ${final}` : tmp;
+      throw this.opError('upload-failed', `upload of ${key}: ${step}`, target, e, s);
     }
   }
 
@@ -583,19 +642,23 @@ export class SftpStore implements Store {
   async head(key: string): Promise<ObjectInfo | undefined> {
     this.checkKey(key);
     const path = this.remote(key);
-    const s = await this.open();
-    try {
-      const st = await this.stat(s, path);
-      return st?.isFile() ? { key, size: st.size, modifiedAt: new Date(st.mtime * 1000) } : undefined;
-    } catch (e) {
-      throw this.opError('store-unavailable', 'stat', path, e, s);
-    }
+    return this.withSession(async (s) => {
+      try {
+        const st = await this.stat(s, path);
+        return st?.isFile() ? { key, size: st.size, modifiedAt: new Date(st.mtime * 1000) } : undefined;
+      } catch (e) {
+        throw this.opError('store-unavailable', 'stat', path, e, s);
+      }
+    });
   }
 
   async get(key: string): Promise<Readable> {
     this.checkKey(key);
+    return this.withSession((s) => this.getOn(s, key));
+  }
+
+  private async getOn(s: Session, key: string): Promise<Readable> {
     const path = this.remote(key);
-    const s = await this.open();
     let handle: Buffer;
     let size: number;
     try {
@@ -700,16 +763,28 @@ export class SftpStore implements Store {
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {
-    const s = await this.open();
-    for await (const { key, attrs } of this.walk(s, prefix, (name) => !name.startsWith('.'), false)) {
-      yield { key, size: attrs.size, modifiedAt: new Date(attrs.mtime * 1000) };
+    // The first directory read may meet a connection that died while idle:
+    // withSession retries that on a fresh one; the rest of the walk uses the same session.
+    const { it, head } = await this.withSession(async (s) => {
+      const walk = this.walk(s, prefix, (name) => !name.startsWith('.'), false);
+      return { it: walk, head: await walk.next() };
+    });
+    try {
+      for (let r = head; !r.done; r = await it.next()) {
+        yield { key: r.value.key, size: r.value.attrs.size, modifiedAt: new Date(r.value.attrs.mtime * 1000) };
+      }
+    } finally {
+      await it.return(undefined);
     }
   }
 
   async delete(keys: string[]): Promise<void> {
     keys.forEach((k) => this.checkKey(k));
     if (keys.length === 0) return;
-    const s = await this.open();
+    await this.withSession((s) => this.deleteOn(s, keys));
+  }
+
+  private async deleteOn(s: Session, keys: string[]): Promise<void> {
     const queue = [...keys];
     await Promise.all(
       Array.from({ length: Math.min(8, queue.length) }, async () => {
@@ -743,7 +818,10 @@ export class SftpStore implements Store {
   }
 
   async cleanupIncomplete(prefix: string, olderThan: Date): Promise<string[]> {
-    const s = await this.open();
+    return this.withSession((s) => this.cleanupOn(s, prefix, olderThan));
+  }
+
+  private async cleanupOn(s: Session, prefix: string, olderThan: Date): Promise<string[]> {
     const old: string[] = [];
     for await (const { key, attrs } of this.walk(s, prefix, (name) => TEMP_RE.test(name), false)) {
       if (attrs.mtime * 1000 < olderThan.getTime()) old.push(key);

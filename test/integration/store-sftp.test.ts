@@ -378,8 +378,13 @@ describe('SftpStore against OpenSSH sshd', () => {
     try {
       await store.put('r/one', Readable.from([Buffer.from('one')]));
       await other.restart();
-      await new Promise((r) => setTimeout(r, 100));
+      // Whether or not the client noticed the drop yet, the next call must work.
+      expect(await store.head('r/one')).toMatchObject({ size: 3 });
+      await other.restart();
       await store.put('r/two', Readable.from([Buffer.from('two')]));
+      await other.restart();
+      expect((await drain(await store.get('r/two'))).bytes).toBe(3);
+      await other.restart();
       expect(await keys(store, 'r/')).toEqual(['r/one', 'r/two']);
     } finally {
       await store.close();
@@ -461,13 +466,13 @@ describe('SftpStore against OpenSSH sshd', () => {
       const down = Number(process.hrtime.bigint() - t0) / 1e9;
       const mib = size / (1 << 20);
       console.log(`sftp loopback: upload ${(mib / up).toFixed(1)} MiB/s (${up.toFixed(2)}s), download ${(mib / down).toFixed(1)} MiB/s (${down.toFixed(2)}s)`);
-      // A generous floor: the machine running the tests may be busy. Over 10 ms of RTT,
-      // one-request-at-a-time SFTP manages about 4 MiB/s; this store about 10x that.
-      expect(mib / up).toBeGreaterThan(10);
-      expect(mib / down).toBeGreaterThan(10);
+      // Only a floor against pathological slowness (one small request at a time): the
+      // machine running the tests is often busy. An idle 2-core box does ~100 MiB/s.
+      expect(mib / up).toBeGreaterThan(5);
+      expect(mib / down).toBeGreaterThan(5);
     } finally {
       await store.delete(['perf/backup.tar']);
       await store.close();
     }
-  });
+  }, 300_000);
 });

@@ -5,7 +5,7 @@
  * (`bash scripts/install-deps.sh` installs it): these tests never skip.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect, createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
@@ -27,6 +27,8 @@ export interface Sshd {
   knownHostsFile: string;
   /** The host public key line (`ssh-ed25519 AAAA...`), for tests that write their own known_hosts. */
   hostPublicKey: string;
+  /** Every host key the server has, ed25519 first. */
+  hostKeys: { type: string; fingerprint: string; publicKey: string }[];
   /** A directory the user can write; use it as the store path. */
   root: string;
   /** The temp dir holding keys, config and root. */
@@ -39,9 +41,21 @@ export interface Sshd {
   freeze(): void;
   /** SIGCONT what freeze() stopped. */
   thaw(): void;
-  /** The last few KiB sshd wrote to stderr, for failure messages. */
+  /** What sshd wrote to stderr since it last started (up to 1 MiB). */
   log(): string;
 }
+
+/** Synchronous cleanups run once at process exit (one listener, however many servers). */
+const atExit = new Set<() => void>();
+process.once('exit', () => {
+  for (const f of atExit) {
+    try {
+      f();
+    } catch {
+      /* best effort */
+    }
+  }
+});
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -114,22 +128,37 @@ function bannerArrives(port: number, timeoutMs: number): Promise<boolean> {
   });
 }
 
-export async function startSshd(): Promise<Sshd> {
+export interface SshdOptions {
+  /** Host keys besides ed25519 (which is always first), e.g. ['ecdsa', 'rsa']. */
+  extraHostKeyTypes?: ('ecdsa' | 'rsa')[];
+}
+
+export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: run \`bash scripts/install-deps.sh\` (installs openssh-server)`);
   await mkdir('/run/sshd', { recursive: true, mode: 0o755 }).catch(() => undefined);
 
   const dir = await mkdtemp(join(tmpdir(), 'ebd-sshd-'));
   await chmod(dir, 0o700);
-  const hostKey = join(dir, 'ssh_host_ed25519_key');
+  const hostKeyFiles: string[] = [];
+  for (const t of ['ed25519', ...(opts.extraHostKeyTypes ?? [])]) {
+    const f = join(dir, `ssh_host_${t}_key`);
+    await execFileP('ssh-keygen', ['-q', '-t', t, '-N', '', '-C', 'etcd-backupd-test-host', '-f', f]);
+    hostKeyFiles.push(f);
+  }
   const userKey = join(dir, 'id_ed25519');
-  await execFileP('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'etcd-backupd-test-host', '-f', hostKey]);
   await execFileP('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'etcd-backupd-test-user', '-f', userKey]);
   const authorizedKeys = join(dir, 'authorized_keys');
   await writeFile(authorizedKeys, await readFile(`${userKey}.pub`), { mode: 0o600 });
-  const { stdout: fpOut } = await execFileP('ssh-keygen', ['-lf', `${hostKey}.pub`, '-E', 'sha256']);
-  const hostKeyFingerprint = fpOut.split(/\s+/)[1]!;
-  if (!hostKeyFingerprint.startsWith('SHA256:')) throw new Error(`unexpected ssh-keygen -lf output: ${fpOut}`);
-  const hostPublicKey = (await readFile(`${hostKey}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
+  const hostKeys: Sshd['hostKeys'] = [];
+  for (const f of hostKeyFiles) {
+    const { stdout: fpOut } = await execFileP('ssh-keygen', ['-lf', `${f}.pub`, '-E', 'sha256']);
+    const fingerprint = fpOut.split(/\s+/)[1]!;
+    if (!fingerprint.startsWith('SHA256:')) throw new Error(`unexpected ssh-keygen -lf output: ${fpOut}`);
+    const publicKey = (await readFile(`${f}.pub`, 'utf8')).trim().split(/\s+/).slice(0, 2).join(' ');
+    hostKeys.push({ type: publicKey.split(' ')[0]!, fingerprint, publicKey });
+  }
+  const hostKeyFingerprint = hostKeys[0]!.fingerprint;
+  const hostPublicKey = hostKeys[0]!.publicKey;
 
   const root = join(dir, 'root');
   await mkdir(root, { mode: 0o700 });
@@ -144,7 +173,7 @@ export async function startSshd(): Promise<Sshd> {
     [
       `Port ${port}`,
       'ListenAddress 127.0.0.1',
-      `HostKey ${hostKey}`,
+      ...hostKeyFiles.map((f) => `HostKey ${f}`),
       `AuthorizedKeysFile ${authorizedKeys}`,
       'PubkeyAuthentication yes',
       'PasswordAuthentication no',
@@ -165,20 +194,24 @@ export async function startSshd(): Promise<Sshd> {
     throw new Error(`sshd -t rejected ${config}: ${e.stderr ?? String(e)}`);
   });
 
+  const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
   let child: ChildProcess | undefined;
   let stderr = '';
   let frozen = false;
 
   const start = async (): Promise<void> => {
     stderr = '';
-    const c = spawn(SSHD, ['-D', '-e', '-f', config], { stdio: ['ignore', 'ignore', 'pipe'] });
+    // setpriv --pdeathsig: sshd dies with the test process even when that is killed
+    // without running exit handlers (a timed-out or interrupted vitest worker).
+    const argv = ['-D', '-e', '-f', config];
+    const c = setpriv ? spawn(setpriv, ['--pdeathsig', 'SIGKILL', '--', SSHD, ...argv], { stdio: ['ignore', 'ignore', 'pipe'] }) : spawn(SSHD, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
     child = c;
     let exited: string | undefined;
     c.stderr?.on('data', (d: Buffer) => {
-      stderr = (stderr + d.toString()).slice(-8192);
+      stderr = (stderr + d.toString()).slice(-(1 << 20));
     });
     c.on('exit', (code, sig) => {
-      exited = `sshd exited (code ${code}, signal ${sig}): ${stderr}`;
+      exited = `sshd exited (code ${code}, signal ${sig}): ${stderr.slice(-4096)}`;
     });
     const deadline = Date.now() + 15_000;
     for (;;) {
@@ -186,7 +219,7 @@ export async function startSshd(): Promise<Sshd> {
       if (await bannerArrives(port, 1000)) return;
       if (Date.now() > deadline) {
         signalTree(c.pid, 'SIGKILL');
-        throw new Error(`sshd on 127.0.0.1:${port} sent no banner within 15s: ${stderr}`);
+        throw new Error(`sshd on 127.0.0.1:${port} sent no banner within 15s: ${stderr.slice(-4096)}`);
       }
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -203,8 +236,11 @@ export async function startSshd(): Promise<Sshd> {
     await done;
   };
 
-  const onExit = (): void => signalTree(child?.pid, 'SIGKILL');
-  process.once('exit', onExit);
+  // On exit: no sshd left running, and no throwaway keys left behind even if the test forgot removeSshdDir.
+  atExit.add(() => {
+    signalTree(child?.pid, 'SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   await start();
 
@@ -216,16 +252,14 @@ export async function startSshd(): Promise<Sshd> {
     hostKeyFingerprint,
     knownHostsFile,
     hostPublicKey,
+    hostKeys,
     root,
     dir,
     async stop() {
       await stopNow();
-      process.removeListener('exit', onExit);
     },
     async restart() {
       await stopNow();
-      process.removeListener('exit', onExit);
-      process.once('exit', onExit);
       await start();
     },
     freeze() {
