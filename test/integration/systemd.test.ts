@@ -1,0 +1,320 @@
+/**
+ * systemd/ (README, "Install with systemd"):
+ * - `systemd-analyze verify` passes on the unit with no warning at all
+ *   (systemd need not be PID 1 for verify; it does check that the ExecStart
+ *   binary exists, /usr/bin/node here);
+ * - the tmpfiles.d entry creates its directories 0700 (systemd-tmpfiles --root);
+ * - the example config is valid as shipped (schema) and passes check-config
+ *   once its file paths point at files that exist;
+ * - the README's install followed by hand, without systemd: the bundle and the
+ *   config put where the unit expects them (under a temporary root), the
+ *   unit's ExecStart command line run as a process with the unit's
+ *   Environment= and UMask=, against a real TLS etcd and the stand-in
+ *   cluster-backup.sh: /readyz answers 200, the catch-up backup succeeds, and
+ *   SIGTERM stops it with exit code 0. A bad config exits 2, which the unit
+ *   does not restart (RestartPreventExitStatus=2).
+ * What is NOT exercised here: the sandboxing settings themselves, which need
+ * systemd as PID 1 (this machine has none).
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
+import { configSchema } from '../../src/config/schema.js';
+import { FAKE_CLUSTER_BACKUP, ROOT, tempDir } from '../support/cli.js';
+import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+
+const execFileP = promisify(execFile);
+const UNIT = join(ROOT, 'systemd', 'etcd-backupd.service');
+const EXAMPLE = join(ROOT, 'systemd', 'config.yaml');
+const TMPFILES = join(ROOT, 'systemd', 'etcd-backupd.tmpfiles.conf');
+
+/** `[Service]` keys of a unit file, each with every value it was given (comments and continuations handled). */
+function parseUnit(text: string): Map<string, Map<string, string[]>> {
+  const sections = new Map<string, Map<string, string[]>>();
+  let current: Map<string, string[]> | undefined;
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    let line = lines[i]!.trim();
+    if (line === '' || line.startsWith('#') || line.startsWith(';')) continue;
+    while (line.endsWith('\\') && i + 1 < lines.length) line = line.slice(0, -1) + ' ' + lines[++i]!.trim();
+    const s = /^\[(.+)\]$/.exec(line);
+    if (s) {
+      current = new Map();
+      sections.set(s[1]!, current);
+      continue;
+    }
+    const eq = line.indexOf('=');
+    if (!current || eq < 0) throw new Error(`unit line outside a section or without "=": ${line}`);
+    const key = line.slice(0, eq).trim();
+    current.set(key, [...(current.get(key) ?? []), line.slice(eq + 1).trim()]);
+  }
+  return sections;
+}
+
+/** systemd's command-line splitting (systemd.service, "Command lines"): words, "double" and 'single' quotes, no $VAR use here. */
+function splitCommand(cmd: string): string[] {
+  const words: string[] = [];
+  const re = /"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g;
+  for (let m; (m = re.exec(cmd)); ) words.push(m[1] !== undefined ? m[1].replace(/\\(.)/g, '$1') : (m[2] ?? m[3]!));
+  // Leading special prefixes (-, @, :, +, !) change how systemd runs it; none is expected here.
+  if (/^[-@:+!]/.test(words[0] ?? '')) throw new Error(`unexpected ExecStart prefix in ${words[0]}`);
+  return words;
+}
+
+const unit = parseUnit(readFileSync(UNIT, 'utf8'));
+const service = unit.get('Service')!;
+const one = (key: string): string => {
+  const v = service.get(key);
+  if (!v || v.length !== 1) throw new Error(`[Service] ${key}= expected once, got ${JSON.stringify(v)}`);
+  return v[0]!;
+};
+
+async function ensureSystemdAnalyze(): Promise<void> {
+  const have = async () => execFileP('systemd-analyze', ['--version']).then(() => true, () => false);
+  if (await have()) return;
+  // Debian's systemd package brings systemd-analyze and systemd-tmpfiles; as root, no PID 1 needed.
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  const install = () => execFileP('apt-get', ['install', '-y', '--no-install-recommends', 'systemd'], { env, timeout: 600_000 });
+  await install().catch(async () => {
+    await execFileP('apt-get', ['update'], { env, timeout: 600_000 });
+    await install();
+  });
+  if (!(await have())) throw new Error('systemd-analyze is still missing after apt-get install systemd');
+}
+
+let dir: string;
+let bundle: string;
+
+beforeAll(async () => {
+  dir = tempDir('systemd');
+  // A bundle of its own (package.test.ts rebuilds dist-bundle/ meanwhile).
+  await Promise.all([
+    execFileP(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-sea', '--out', join(dir, 'bundle')], { cwd: ROOT, timeout: 300_000 }),
+    ensureSystemdAnalyze(),
+  ]);
+  bundle = join(dir, 'bundle', 'etcd-backupd.mjs');
+}, 900_000);
+
+afterAll(async () => {
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+describe('systemd/etcd-backupd.service', () => {
+  it('passes systemd-analyze verify without a single warning', async () => {
+    // verify checks that the ExecStart binary exists; where node is not /usr/bin/node,
+    // verify a copy whose ExecStart names this node instead (same unit otherwise).
+    let file = UNIT;
+    if (!existsSync('/usr/bin/node')) {
+      file = join(dir, 'etcd-backupd.service');
+      writeFileSync(file, readFileSync(UNIT, 'utf8').replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `));
+    }
+    const r = await execFileP('systemd-analyze', ['verify', '--man=no', file]).then(
+      (x) => ({ code: 0, ...x }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    expect(r.stderr + r.stdout, 'systemd-analyze verify output').toBe('');
+    expect(r.code).toBe(0);
+  });
+
+  it('says what the README says: simple, restarts on failure but not on a bad config, mixed kill, the documented paths', () => {
+    expect(one('Type')).toBe('simple');
+    expect(splitCommand(one('ExecStart'))).toEqual(['/usr/bin/node', '/usr/local/lib/etcd-backupd/etcd-backupd.mjs', 'run', '--config', '/etc/etcd-backupd/config.yaml']);
+    expect(one('Restart')).toBe('on-failure');
+    expect(one('RestartPreventExitStatus')).toBe('2');
+    expect(one('KillMode')).toBe('mixed');
+    expect(one('UMask')).toBe('0077');
+    expect(one('StateDirectory')).toBe('etcd-backupd');
+    expect(one('StateDirectoryMode')).toBe('0700');
+    expect(one('RuntimeDirectory')).toBe('etcd-backupd');
+    expect(one('RuntimeDirectoryMode')).toBe('0700');
+    expect(service.get('ReadWritePaths')).toContain('/var/lib/etcd-backupd /run/etcd-backupd');
+    // The stop timeout leaves the daemon its shutdownTimeout to finish a run.
+    const example = parseYaml(readFileSync(EXAMPLE, 'utf8'));
+    expect(Number.parseInt(one('TimeoutStopSec'), 10)).toBeGreaterThan(Number.parseInt(example.shutdownTimeout, 10));
+    // The example config matches the unit's directories.
+    expect(example.workDir).toBe('/var/lib/etcd-backupd');
+    expect(example.control.socket).toBe('/run/etcd-backupd/control.sock');
+  });
+
+  it('etcd-backupd.tmpfiles.conf creates its directories root-only', async () => {
+    const root = join(dir, 'tmpfiles-root');
+    mkdirSync(join(root, 'etc', 'tmpfiles.d'), { recursive: true });
+    copyFileSync(TMPFILES, join(root, 'etc', 'tmpfiles.d', 'etcd-backupd.conf'));
+    await execFileP('systemd-tmpfiles', ['--create', `--root=${root}`, 'etcd-backupd.conf']);
+    for (const d of ['etc/etcd-backupd', 'etc/etcd-backupd/s3', 'var/lib/etcd-backupd']) {
+      const st = statSync(join(root, d));
+      expect(st.isDirectory(), d).toBe(true);
+      expect(st.mode & 0o777, d).toBe(0o700);
+    }
+  });
+});
+
+describe('systemd/config.yaml', () => {
+  it('is valid for the config schema as shipped', () => {
+    const r = configSchema.safeParse(parseYaml(readFileSync(EXAMPLE, 'utf8')));
+    expect(r.success, JSON.stringify(r.error?.issues)).toBe(true);
+    expect(r.data).toMatchObject({ source: { type: 'cluster-backup', script: '/usr/local/bin/cluster-backup.sh' } });
+  });
+
+  it('passes check-config once the files it names exist', async () => {
+    const d = join(dir, 'check');
+    mkdirSync(d);
+    const file = (name: string) => {
+      const p = join(d, name);
+      writeFileSync(p, `${name}\n`, { mode: 0o600 });
+      return p;
+    };
+    const cfg = parseYaml(readFileSync(EXAMPLE, 'utf8'));
+    cfg.workDir = join(d, 'work');
+    cfg.source.script = file('cluster-backup.sh');
+    cfg.etcd.caFile = file('ca-bundle.crt');
+    cfg.etcd.certFile = file('etcd-peer.crt');
+    cfg.etcd.keyFile = file('etcd-peer.key');
+    for (const s of cfg.stores) {
+      if (s.type === 'local') s.path = join(d, 'store');
+      if (s.type === 's3') {
+        s.accessKeyIdFile = file('access-key-id');
+        s.secretAccessKeyFile = file('secret-access-key');
+      }
+    }
+    cfg.control.socket = join(d, 'control.sock');
+    const configFile = join(d, 'config.yaml');
+    writeFileSync(configFile, stringifyYaml(cfg), { mode: 0o600 });
+    const r = await execFileP(process.execPath, [bundle, 'check-config', '--config', configFile, '--json']);
+    const eff = JSON.parse(r.stdout);
+    expect(eff).toMatchObject({ cluster: 'prod-east', schedule: '0 2 * * *', jitter: '15m', source: { type: 'cluster-backup' } });
+    expect(eff.stores.map((s: { name: string }) => s.name)).toEqual(['nfs', 's3']);
+  });
+});
+
+describe('the README install followed by hand: the unit command line as a process', () => {
+  let cluster: EtcdCluster;
+  let root: string;
+  let argv: string[];
+  let env: NodeJS.ProcessEnv;
+  let storeDir: string;
+  let configFile: string;
+
+  /** Maps the unit's absolute paths into the temporary root, as `install` would have put the files there. */
+  const inRoot = (p: string) => join(root, p);
+
+  beforeAll(async () => {
+    cluster = await startEtcdCluster({ members: 1, tls: true });
+    root = join(dir, 'root');
+    // README: install -D -m 0755 dist-bundle/etcd-backupd.mjs /usr/local/lib/etcd-backupd/etcd-backupd.mjs
+    mkdirSync(inRoot('/usr/local/lib/etcd-backupd'), { recursive: true });
+    copyFileSync(bundle, inRoot('/usr/local/lib/etcd-backupd/etcd-backupd.mjs'));
+    chmodSync(inRoot('/usr/local/lib/etcd-backupd/etcd-backupd.mjs'), 0o755);
+    // StateDirectory= / RuntimeDirectory= as systemd would create them.
+    for (const d of ['/var/lib/etcd-backupd', '/run/etcd-backupd', '/etc/etcd-backupd']) mkdirSync(inRoot(d), { recursive: true, mode: 0o700 });
+    storeDir = inRoot('/mnt/etcd-backups');
+
+    // README: install -D -m 0600 systemd/config.yaml /etc/etcd-backupd/config.yaml, then edit it.
+    const cfg = parseYaml(readFileSync(EXAMPLE, 'utf8'));
+    cfg.workDir = inRoot(cfg.workDir);
+    cfg.control.socket = inRoot(cfg.control.socket);
+    cfg.source.script = FAKE_CLUSTER_BACKUP;
+    cfg.source.timeout = '120s';
+    cfg.source.env = { ETCDCTL_ENDPOINTS: cluster.endpoints[0]!, ETCDCTL_CACERT: cluster.tls!.caFile, ETCDCTL_CERT: cluster.tls!.certFile, ETCDCTL_KEY: cluster.tls!.keyFile };
+    cfg.etcd = { endpoints: [cluster.endpoints[0]!], caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile };
+    cfg.stores = [{ name: 'nfs', type: 'local', path: storeDir }];
+    cfg.metrics.listen = '127.0.0.1:0';
+    configFile = inRoot('/etc/etcd-backupd/config.yaml');
+    writeFileSync(configFile, stringifyYaml(cfg), { mode: 0o600 });
+
+    argv = splitCommand(one('ExecStart')).map((a, i) => {
+      if (i === 0) return existsSync(a) ? a : process.execPath; // /usr/bin/node
+      if (a === '/etc/etcd-backupd/config.yaml') return configFile;
+      return a.startsWith('/') ? inRoot(a) : a;
+    });
+    env = { PATH: process.env.PATH, LANG: 'C.UTF-8' };
+    for (const e of service.get('Environment') ?? []) {
+      const [k, ...v] = e.split('=');
+      env[k!] = v.join('=').replace(/^\/run\//, `${inRoot('/run')}/`);
+    }
+  }, 300_000);
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  /** The command line under sh, so that UMask= applies as systemd applies it; cwd / as for a system service. */
+  const start = (args: string[]): ChildProcess =>
+    spawn('/bin/sh', ['-c', `umask ${one('UMask')} && exec "$@"`, 'sh', ...args], { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe'] });
+
+  it('serves /readyz, takes the catch-up backup, and exits 0 on SIGTERM', async () => {
+    const child = start(argv);
+    const lines: Record<string, unknown>[] = [];
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      let l: Record<string, unknown>;
+      try {
+        l = JSON.parse(line);
+      } catch {
+        l = { msg: line, raw: true };
+      }
+      lines.push(l);
+      for (const w of [...waiters]) {
+        if (!w.pred(l)) continue;
+        waiters.splice(waiters.indexOf(w), 1);
+        w.resolve(l);
+      }
+    });
+    const waitFor = (pred: (l: Record<string, unknown>) => boolean, what: string, ms = 90_000) =>
+      new Promise<Record<string, unknown>>((resolve, reject) => {
+        const found = lines.find(pred);
+        if (found) return resolve(found);
+        const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}; log:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)), ms);
+        waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
+      });
+    try {
+      const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 'daemon start', 30_000);
+      const url = `http://${String(started.metrics)}`;
+      const ready = await fetch(`${url}/readyz`);
+      expect(ready.status).toBe(200);
+      expect(await ready.text()).toBe('ready\n');
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+
+      const run = await waitFor((l) => l.msg === 'backup run finished' || l.msg === 'backup run failed', 'the catch-up backup');
+      expect(run, JSON.stringify(run)).toMatchObject({ msg: 'backup run finished', trigger: 'catch-up', result: 'success' });
+      const series = join(storeDir, 'prod-east');
+      const ids = readdirSync(series);
+      expect(ids).toHaveLength(1);
+      expect(readdirSync(join(series, ids[0]!)).sort()).toEqual(['backup.tar', 'manifest.json']);
+      expect(statSync(join(series, ids[0]!, 'backup.tar')).mode & 0o777).toBe(0o600);
+      // The run is recorded in the metrics right after its log line (and its prune).
+      const counted = /^etcd_backup_runs_total\{result="success",trigger="catch-up"\} 1$/m;
+      let metrics = '';
+      for (let i = 0; i < 100 && !counted.test(metrics); i++) {
+        if (i) await new Promise((r) => setTimeout(r, 100));
+        metrics = await (await fetch(`${url}/metrics`)).text();
+      }
+      expect(metrics).toMatch(counted);
+      // The daemon's control socket lives in RuntimeDirectory=, root-only.
+      expect(statSync(inRoot('/run/etcd-backupd/control.sock')).isSocket()).toBe(true);
+      expect((await fetch(`${url}/readyz`)).status).toBe(200);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('no exit within TimeoutStopSec'), Number.parseInt(one('TimeoutStopSec'), 10) * 1000))]);
+    expect(code).toBe(0);
+    expect(lines.some((l) => l.msg === 'etcd-backupd daemon stopped')).toBe(true);
+  }, 180_000);
+
+  it('exits 2 on a bad config, which RestartPreventExitStatus=2 keeps systemd from restarting', async () => {
+    const bad = inRoot('/etc/etcd-backupd/bad.yaml');
+    writeFileSync(bad, readFileSync(configFile, 'utf8').replace(/^schedule: .*$/m, 'schedule: "every night"'), { mode: 0o600 });
+    const child = start(argv.map((a) => (a === configFile ? bad : a)));
+    let stderr = '';
+    child.stderr!.on('data', (d) => (stderr += d));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
+    expect(code).toBe(Number(one('RestartPreventExitStatus')));
+    expect(stderr).toContain('schedule');
+  });
+});
