@@ -1,6 +1,6 @@
 import type { Config } from './config/load.js';
 import { parseDurationSeconds } from './config/duration.js';
-import { startControlServer } from './control/server.js';
+import { startControlServer, type ControlHandler } from './control/server.js';
 import type { ControlEvent, ControlRequest } from './control/protocol.js';
 import { BackupError, messageOf } from './errors.js';
 import { createLogger, type Logger } from './log.js';
@@ -17,6 +17,11 @@ import { createCronSchedule } from './schedule/cron.js';
 import { createSource } from './source/index.js';
 import { createStores } from './storage/index.js';
 import { VERSION } from './version.js';
+import { join } from 'node:path';
+import { loadIdentities } from './bundle/encrypt.js';
+import { runRestoreDrill } from './drill/drill.js';
+import { DrillMetrics } from './drill/metrics.js';
+import { drillNodeFor } from './drill/turn.js';
 
 export interface DaemonHandle {
   /** Resolves when the daemon has shut down. */
@@ -31,7 +36,24 @@ export interface DaemonHandle {
  */
 export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandle> {
   // First: the socket is also the guard against a second daemon on this node.
-  const control = await startControlServer(cfg.control.socket, (req, emit) => handleControl(req, emit));
+  let handler: ControlHandler = async () => {
+    throw new BackupError('lock-busy', 'the daemon is still starting');
+  };
+  const control = await startControlServer(cfg.control.socket, (req, emit) => handler(req, emit));
+  try {
+    return await startServices(cfg, log, control, (h) => (handler = h));
+  } catch (e) {
+    await control.close().catch(() => undefined);
+    throw e;
+  }
+}
+
+async function startServices(
+  cfg: Config,
+  log: Logger,
+  control: { close(): Promise<void> },
+  setControlHandler: (h: ControlHandler) => void,
+): Promise<DaemonHandle> {
   const stores = await createStores(cfg.stores);
   const storeNames = stores.map((s) => s.name);
   const source = createSource(cfg);
@@ -130,6 +152,7 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
     'etcd-backupd daemon started',
   );
 
+  setControlHandler(handleControl);
   async function handleControl(req: ControlRequest, emit: (e: ControlEvent) => void): Promise<{ data: unknown; exitCode: number }> {
     switch (req.op) {
       case 'backup': {
@@ -176,6 +199,66 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
   }, retryEvery);
   retryTimer.unref();
 
+  // Restore drills: one node per slot (drillNodeFor), at low priority, never on the node's etcd ports.
+  const drillMetrics = new DrillMetrics(metrics.registry);
+  if (state.drill) drillMetrics.restoreState(state.drill);
+  let drilling: Promise<void> | undefined;
+  // A drill proves nothing new if it is cut short, so shutdown aborts it at once (it cleans up after itself).
+  const drillAbort = new AbortController();
+  const drillSchedule = cfg.drill.schedule
+    ? createCronSchedule(cfg.drill.schedule, cfg.timezone, (slot) => {
+        if (stopping || drilling) return;
+        drilling = runDrillSlot(slot)
+          .catch((e) => log.error({ err: messageOf(e) }, 'restore drill crashed'))
+          .finally(() => (drilling = undefined));
+      })
+    : undefined;
+  if (drillSchedule) {
+    drillSchedule.start();
+    drillMetrics.setInterval(drillSchedule.longestGapSeconds());
+  }
+  async function runDrillSlot(slot: Date): Promise<void> {
+    const store = stores.find((s) => s.name === (cfg.drill.store ?? storeNames[0]))!;
+    const cat = await loadCatalog(store, cfg.cluster);
+    const turn = drillNodeFor(
+      cat.backups.map((b) => b.node),
+      slot,
+      drillSchedule!.intervalSeconds(),
+    );
+    if (turn !== cfg.node) {
+      log.info({ slot: slot.toISOString(), node: turn ?? 'none' }, 'restore drill: another node has this slot');
+      return;
+    }
+    const m = cat.backups[0];
+    if (!m) return;
+    const identities = m.object?.encrypted && cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
+    log.info({ id: m.id, store: store.name }, 'restore drill started');
+    const r = await runRestoreDrill({
+      store,
+      manifest: m,
+      scratchDir: join(cfg.workDir, 'drill'),
+      etcdBinary: cfg.drill.etcd,
+      etcdctlBinary: cfg.drill.etcdctl,
+      timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
+      sampleKeys: cfg.drill.sampleKeys,
+      log,
+      signal: drillAbort.signal,
+      ...(identities ? { identities } : {}),
+    });
+    drillMetrics.recordDrill(r);
+    const prev = state.drill ?? {};
+    state.drill = {
+      lastAttempt: r.startedAt,
+      lastId: r.id,
+      lastSuccess: r.result === 'success' ? r.finishedAt : prev.lastSuccess,
+      consecutiveFailures: r.result === 'success' ? 0 : (prev.consecutiveFailures ?? 0) + 1,
+      ...(r.result === 'failed' ? { lastFailureReason: r.reason } : {}),
+    };
+    await saveState(cfg.workDir, state).catch(() => undefined);
+    if (r.result === 'success') log.info({ id: r.id, steps: r.steps, revision: r.revision }, 'restore drill passed');
+    else log.error({ id: r.id, reason: r.reason, err: r.error, steps: r.steps }, 'restore drill FAILED');
+  }
+
   // Start-up: deliver what a previous life left behind, then catch up a missed slot.
   await refreshOutbox().catch(() => undefined);
   void refreshInventory();
@@ -199,6 +282,8 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
     if (stopping) return done;
     stopping = true;
     schedule.stop();
+    drillSchedule?.stop();
+    drillAbort.abort();
     clearInterval(retryTimer);
     if (current) {
       const timeout = parseDurationSeconds(cfg.shutdownTimeout) * 1000;
@@ -210,6 +295,7 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
       await current.catch(() => undefined);
       clearTimeout(timer);
     }
+    await drilling;
     await control.close().catch(() => undefined);
     await server.close().catch(() => undefined);
     await Promise.all(stores.map((s) => s.close?.().catch(() => undefined)));

@@ -25,6 +25,14 @@ export type Reason =
   | 'manifest-invalid'
   | 'checksum-mismatch'
   | 'unsafe-archive'
+  // Restore drills (src/drill/drill.ts): the snapshot would not restore, the
+  // restored etcd would not start, it served other data than the backup
+  // holds, the drill ran out of time, or it was stopped (shutdown).
+  | 'drill-restore-failed'
+  | 'drill-start-failed'
+  | 'drill-mismatch'
+  | 'drill-timeout'
+  | 'drill-aborted'
   | 'internal';
 
 export class BackupError extends Error {

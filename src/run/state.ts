@@ -12,6 +12,8 @@ export interface DaemonState {
   lastId?: string;
   consecutiveFailures: number;
   stores: Record<string, { lastAttempt?: string; lastSuccess?: string; lastFailure?: string; lastReason?: string }>;
+  /** Restore drills run by this node. */
+  drill?: { lastAttempt?: string; lastSuccess?: string; consecutiveFailures?: number; lastFailureReason?: string; lastId?: string };
 }
 
 export function statePath(workDir: string): string {

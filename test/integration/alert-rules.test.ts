@@ -11,13 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
+import { DrillMetrics } from '../../src/drill/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
 const PROMETHEUS_RULE = join(ROOT, 'packaging/prometheus/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
-const ALERTS = ['EtcdBackupMissing', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly'];
+const ALERTS = ['EtcdBackupMissing', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing'];
 
 interface Rule {
   alert?: string;
@@ -99,6 +100,8 @@ describe('the rules themselves', () => {
     expect(severity('EtcdBackupFailing')).toEqual(['warning']);
     expect(severity('EtcdBackupOutboxBacklog')).toEqual(['warning']);
     expect(severity('EtcdBackupSizeAnomaly')).toEqual(['warning']);
+    expect(severity('EtcdBackupDrillMissing')).toEqual(['warning']);
+    expect(severity('EtcdBackupDrillFailing').sort()).toEqual(['critical', 'warning']);
   });
 
   it('are all exercised by a firing case in the promtool tests', async () => {
@@ -114,6 +117,8 @@ describe('the rules themselves', () => {
 
   it('only use metrics that BackupMetrics exposes', async () => {
     const m = new BackupMetrics({ cluster: 'c', node: 'n' });
+    // The restore drill series live on the same registry (src/drill/metrics.ts).
+    new DrillMetrics(m.registry);
     m.initStores(['s3']);
     const text = await m.render();
     const families = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((x) => x[1]!));

@@ -200,6 +200,25 @@ describe('etcd-backupd run', () => {
     }
   });
 
+  it('runs restore drills on their own schedule and reports them in metrics', async () => {
+    const { dir, file } = config('drill', { schedule: '0 3 * * *', drill: { schedule: '*/3 * * * * *', timeout: '2m', sampleKeys: 10 } });
+    const d = await startDaemonProcess(file);
+    try {
+      await d.waitFor((l) => l.msg === 'backup run finished' && l.trigger === 'catch-up', 60_000, 'catch-up backup');
+      const passed = await d.waitFor((l) => l.msg === 'restore drill passed', 120_000, 'a drill');
+      expect(passed.revision).toBeGreaterThan(0);
+      await eventually(async () => {
+        const text = await d.metrics();
+        expect(metricValue(text, 'etcd_backup_drill_last_success_timestamp_seconds')!).toBeGreaterThan(Date.now() / 1000 - 120);
+        expect(metricValue(text, 'etcd_backup_drill_runs_total', { result: 'success' })!).toBeGreaterThanOrEqual(1);
+      });
+      expect(readdirSync(join(dir, 'work', 'drill'))).toEqual([]);
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+    expect(JSON.parse(readFileSync(join(dir, 'work', 'state.json'), 'utf8')).drill).toMatchObject({ consecutiveFailures: 0 });
+  });
+
   it('refuses to start a second daemon on the same control socket', async () => {
     const { file } = config('twice', { schedule: '0 3 * * *' });
     const d = await startDaemonProcess(file);
