@@ -226,6 +226,14 @@ async function cmdVerify(argv: string[], log: Logger): Promise<number> {
   });
 }
 
+/** Ctrl-C / SIGTERM abort the operation; it cleans up after itself (a drill stops its etcd and removes its files). */
+function interruptSignal(): AbortSignal {
+  const ac = new AbortController();
+  process.once('SIGINT', () => ac.abort());
+  process.once('SIGTERM', () => ac.abort());
+  return ac.signal;
+}
+
 /** A restore drill on demand: the backup restored into a throwaway etcd and checked against its manifest. */
 async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identities: string[] | undefined, json: boolean, log: Logger): Promise<number> {
   if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
@@ -238,7 +246,9 @@ async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identitie
     etcdctlBinary: cfg.drill.etcdctl,
     timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
     sampleKeys: cfg.drill.sampleKeys,
+    identities,
     log,
+    signal: interruptSignal(),
   });
   if (json) printJson({ ...r, store: store.name });
   else {
