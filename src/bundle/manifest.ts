@@ -22,9 +22,9 @@ export const manifestSchema = z
     label: z.string().optional(),
     reason: z.string().optional(),
     pinned: z.boolean(),
-    createdAt: z.string(),
-    startedAt: z.string(),
-    finishedAt: z.string(),
+    createdAt: z.string().datetime({ offset: true }),
+    startedAt: z.string().datetime({ offset: true }),
+    finishedAt: z.string().datetime({ offset: true }),
     tool: z.object({ name: z.string(), version: z.string() }).strict(),
     source: z.object({ type: z.string(), possiblyDirty: z.boolean() }).strict(),
     preflight: z

@@ -152,7 +152,13 @@ export function loadConfig(file: string): Config {
       doc.errors.map((e) => `YAML syntax: ${e.message.split('\n')[0]}`),
     );
   }
-  const value = doc.toJS({ maxAliasCount: 100 });
+  let value: unknown;
+  try {
+    value = doc.toJS({ maxAliasCount: 100 });
+  } catch (e) {
+    // Alias bombs and dangling aliases surface here, not as parse errors.
+    throw new ConfigError(file, [`YAML: ${(e as Error).message}`]);
+  }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new ConfigError(file, ['(top level): expected a mapping of keys such as cluster, source, stores']);
   }

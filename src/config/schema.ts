@@ -3,7 +3,21 @@ import { parseDurationSeconds } from './duration.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
 
+/** Node fires a timer longer than 2^31-1 ms (~24.8 days) at once, so timer durations stay below that. */
+const MAX_TIMER_SECONDS = 24 * 86400;
+
 const duration = z.string().superRefine((v, ctx) => {
+  try {
+    if (parseDurationSeconds(v) > MAX_TIMER_SECONDS) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${v}" is too long: at most 24d` });
+    }
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+  }
+});
+
+/** A duration that is only compared with dates, never used as a timer. */
+const age = z.string().superRefine((v, ctx) => {
   try {
     parseDurationSeconds(v);
   } catch (e) {
@@ -24,7 +38,7 @@ const localStore = z
     type: z.literal('local'),
     path: z.string().min(1),
     verify: z.enum(['readback', 'size']).default('readback'),
-    incompleteGrace: duration.default('24h'),
+    incompleteGrace: age.default('24h'),
   })
   .strict();
 
@@ -51,7 +65,7 @@ const s3Store = z
     queueSize: z.number().int().min(1).max(16).default(4),
     verify: z.enum(['readback', 'size']).default('readback'),
     /** Incomplete uploads and manifest-less backups older than this are removed by prune. */
-    incompleteGrace: duration.default('24h'),
+    incompleteGrace: age.default('24h'),
   })
   .strict();
 
@@ -70,7 +84,7 @@ const sftpStore = z
     path: z.string().min(1),
     timeout: duration.default('30s'),
     verify: z.enum(['readback', 'size']).default('readback'),
-    incompleteGrace: duration.default('24h'),
+    incompleteGrace: age.default('24h'),
   })
   .strict();
 
@@ -139,7 +153,7 @@ export const configSchema = z
     preflight: z
       .object({
         requireHealthy: z.boolean().default(true),
-        freeSpaceFactor: z.number().min(0).default(2),
+        freeSpaceFactor: z.number().finite().min(0).max(1000).default(2),
       })
       .strict()
       .default({}),
@@ -214,7 +228,13 @@ export const configSchema = z
       .strict()
       .default({}),
     metrics: z
-      .object({ listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT').default('127.0.0.1:9979') })
+      .object({
+        listen: z
+          .string()
+          .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'expected HOST:PORT')
+          .refine((v) => Number(v.slice(v.lastIndexOf(':') + 1)) <= 65535, 'port must be 0-65535')
+          .default('127.0.0.1:9979'),
+      })
       .strict()
       .default({}),
     control: z.object({ socket: z.string().min(1).default('/run/etcd-backupd/control.sock') }).strict().default({}),

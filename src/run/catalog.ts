@@ -57,6 +57,9 @@ export async function loadCatalog(store: Store, cluster: string): Promise<Catalo
     try {
       const m = await readManifest(store, key);
       if (m.id !== id || m.cluster !== cluster) throw new Error(`manifest describes ${m.cluster}/${m.id}, found under ${cluster}/${id}`);
+      // A manifest may only speak for its own object: prune deletes what it names.
+      const own = [`${cluster}/${id}/backup.tar`, `${cluster}/${id}/backup.tar.age`];
+      if (m.object && !own.includes(m.object.key)) throw new Error(`manifest names object ${m.object.key}, which is not this backup's`);
       cat.backups.push(m);
     } catch (err) {
       cat.problems.push({ key, error: messageOf(err) });
