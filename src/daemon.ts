@@ -9,7 +9,7 @@ import { startMetricsServer } from './metrics/server.js';
 import type { BackupRequest, Trigger } from './run/backup.js';
 import { loadCatalog } from './run/catalog.js';
 import { deliverOutbox, runCycle, type CycleResult } from './run/cycle.js';
-import { listOutbox, summarizeOutbox, trimOutbox } from './run/outbox.js';
+import { listOutbox, summarizeOutbox } from './run/outbox.js';
 import { setPinned } from './run/pin.js';
 import { backupJson } from './run/report.js';
 import { applyRun, loadState, saveState, type DaemonState } from './run/state.js';
@@ -184,14 +184,15 @@ async function startServices(
 
   // The outbox retry loop: every retryMin, deliver what stores still lack (each pair keeps its own backoff).
   const retryEvery = Math.max(1, parseDurationSeconds(cfg.local.retryMin)) * 1000;
+  // Retries are cheap to resume (the bundle stays in the outbox), so shutdown aborts them at once.
+  const deliveryAbort = new AbortController();
   const retryTimer = setInterval(() => {
     if (current || stopping) return;
-    void deliverOutbox(cfg, stores, log)
-      .then(async (retried) => {
-        if (retried.length === 0) return;
-        recordRetries({ retried });
-        const { dropped } = await trimOutbox(cfg, storeNames, log);
+    void deliverOutbox(cfg, stores, log, { signal: deliveryAbort.signal })
+      .then(async ({ retried, dropped }) => {
         for (const _ of dropped) metrics.recordOutboxDropped();
+        if (retried.length === 0 && dropped.length === 0) return;
+        recordRetries({ retried });
         await refreshOutbox();
         await refreshInventory();
       })
@@ -268,8 +269,8 @@ async function startServices(
     log.info({ lastSuccess: state.lastSuccess ?? 'never', intervalSeconds: interval }, 'no success within one schedule interval: running a catch-up backup now');
     void trigger({ trigger: 'catch-up' as Trigger })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed'));
   } else {
-    void deliverOutbox(cfg, stores, log, { force: true })
-      .then((retried) => {
+    void deliverOutbox(cfg, stores, log, { force: true, signal: deliveryAbort.signal })
+      .then(({ retried }) => {
         recordRetries({ retried });
         return refreshOutbox();
       })
@@ -284,16 +285,19 @@ async function startServices(
     schedule.stop();
     drillSchedule?.stop();
     drillAbort.abort();
+    deliveryAbort.abort();
     clearInterval(retryTimer);
     if (current) {
       const timeout = parseDurationSeconds(cfg.shutdownTimeout) * 1000;
       log.info({ timeoutSeconds: timeout / 1000 }, 'shutdown: waiting for the run in progress');
-      const timer = setTimeout(() => {
+      const settled = (ms: number) => Promise.race([current!.then(() => true, () => true), sleep(ms).then(() => false)]);
+      if (!(await settled(timeout))) {
         log.warn('shutdown: run did not finish in time; aborting it (nothing unverified is committed)');
         abort.abort();
-      }, timeout);
-      await current.catch(() => undefined);
-      clearTimeout(timer);
+        // A store that hangs may not notice the abort; its manifest can never be written after it,
+        // so leaving without waiting loses nothing: the bundle stays in the outbox.
+        if (!(await settled(ABORT_GRACE_MS))) log.warn('shutdown: the aborted run is still stuck in a store; exiting anyway');
+      }
     }
     await drilling;
     await control.close().catch(() => undefined);
@@ -304,6 +308,12 @@ async function startServices(
     return done;
   };
   return { done, stop, metricsPort: server.port };
+}
+
+const ABORT_GRACE_MS = 5000;
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
 }
 
 function safeParse(line: string): Record<string, unknown> {

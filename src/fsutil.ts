@@ -1,14 +1,33 @@
 import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream } from 'node:fs';
 import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
-import { dirname, join, basename } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 /** Backups hold every Secret of the cluster: directories we create are 0700. */
 export async function mkdirPrivate(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
+  try {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    // Node's recursive mkdir reports ENOENT where the real cause is EROFS or EACCES: find the real one.
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') await mkdirStepwise(dir);
+    throw e;
+  }
   await chmod(dir, 0o700);
+}
+
+async function mkdirStepwise(dir: string): Promise<void> {
+  const parts = resolve(dir).split(sep).filter(Boolean);
+  let p: string = sep;
+  for (const part of parts) {
+    p = join(p, part);
+    try {
+      await mkdir(p, { mode: 0o700 });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
 }
 
 export async function fsyncPath(path: string): Promise<void> {

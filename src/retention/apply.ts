@@ -34,15 +34,29 @@ export function planForCatalog(cfg: Config, backups: Manifest[], now: Date): Ret
   );
 }
 
+/** Moves the protected ids from prune to keep, with reason `current-run`. */
+export function protectIds(plan: RetentionPlan, ids: string[]): RetentionPlan {
+  if (!ids.length) return plan;
+  const moved = plan.prune.filter((p) => ids.includes(p.id));
+  if (!moved.length) return plan;
+  const keep = [...plan.keep, ...moved.map((p) => ({ ...p, reasons: ['current-run'] }))].sort((a, b) => b.time.getTime() - a.time.getTime());
+  return { keep, prune: plan.prune.filter((p) => !ids.includes(p.id)) };
+}
+
 /**
  * Applies the retention plan to one store. The manifest goes first: if we die
  * between the two deletes, what is left is an incomplete backup that a later
  * prune removes, never a committed manifest pointing at nothing.
  */
-export async function pruneStore(cfg: Config, store: Store, log: Logger, opts: { dryRun: boolean; now?: Date }): Promise<PruneOutcome> {
+export async function pruneStore(
+  cfg: Config,
+  store: Store,
+  log: Logger,
+  opts: { dryRun: boolean; now?: Date; /** Ids never pruned now: the backup this run just took (the clock may have gone back). */ protect?: string[] },
+): Promise<PruneOutcome> {
   const now = opts.now ?? new Date();
   const catalog = await loadCatalog(store, cfg.cluster);
-  const plan = planForCatalog(cfg, catalog.backups, now);
+  const plan = protectIds(planForCatalog(cfg, catalog.backups, now), opts.protect ?? []);
   const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], catalog };
   const byId = new Map(catalog.backups.map((m) => [m.id, m]));
   for (const p of plan.prune) {

@@ -49,16 +49,24 @@ export interface RunDeps {
   signal?: AbortSignal;
 }
 
-/** Ids must stay unique even if two runs fall in one second or the clock went back. */
-async function uniqueId(cfg: Config, at: Date): Promise<{ id: string; at: Date }> {
+/**
+ * Ids must stay unique even if two runs fall in one second or the clock went
+ * back onto the second of an older backup: an id is taken if the outbox or
+ * any reachable store already has it. A store that cannot answer now is
+ * skipped (the commit would not reach it either).
+ */
+async function uniqueId(cfg: Config, at: Date, stores: Store[]): Promise<{ id: string; at: Date }> {
   let t = new Date(Math.floor(at.getTime() / 1000) * 1000);
   for (;;) {
     const id = backupId(t, cfg.node);
-    const taken = await access(join(outboxDir(cfg), id)).then(
+    const inOutbox = await access(join(outboxDir(cfg), id)).then(
       () => true,
       () => false,
     );
-    if (!taken) return { id, at: t };
+    const inStore =
+      !inOutbox &&
+      (await Promise.all(stores.map((s) => s.head(`${cfg.cluster}/${id}/${MANIFEST_NAME}`).catch(() => undefined)))).some((x) => x !== undefined);
+    if (!inOutbox && !inStore) return { id, at: t };
     t = new Date(t.getTime() + 1000);
   }
 }
@@ -73,7 +81,20 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   const startedAt = now();
   const phases: Record<string, number> = {};
   const stores: Record<string, StoreOutcome> = {};
-  const { id, at } = await uniqueId(cfg, startedAt);
+  // The lock comes first: choosing an id and creating its outbox entry belong to the lock holder,
+  // or a refused run could pick the same id as the running one and clean up its bundle.
+  let lock;
+  try {
+    lock = await acquireRunLock(cfg.workDir, `${req.trigger} backup started ${startedAt.toISOString()}`);
+  } catch (e) {
+    const id = backupId(startedAt, cfg.node);
+    const log = deps.log.child({ runId: id, trigger: req.trigger });
+    return fail({ id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores }, e, log, now);
+  }
+  // Whatever sits in runs/ now was left by a run that died (we hold the lock): snapshots and
+  // private keys must not linger on the node.
+  await rm(join(cfg.workDir, 'runs'), { recursive: true, force: true }).catch(() => undefined);
+  const { id, at } = await uniqueId(cfg, startedAt, deps.stores);
   const log = deps.log.child({ runId: id, trigger: req.trigger });
   const result: RunResult = { id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores };
   const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -88,12 +109,6 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
 
   const runDir = join(cfg.workDir, 'runs', id);
   const boxDir = join(outboxDir(cfg), id);
-  let lock;
-  try {
-    lock = await acquireRunLock(cfg.workDir, `${req.trigger} backup ${id}`);
-  } catch (e) {
-    return fail(result, e, log, now);
-  }
   try {
     log.info({ label: req.label, pin: req.pin ?? false, force: req.force ?? false }, 'backup run started');
     const pre = await phase('preflight', () => runPreflight(cfg));

@@ -22,33 +22,43 @@ export interface CycleResult {
  */
 export async function runCycle(cfg: Config, deps: RunDeps, req: BackupRequest): Promise<CycleResult> {
   const run = await runBackup(cfg, deps, req);
-  const retried = await deliverOutbox(cfg, deps.stores, deps.log);
+  const delivered = await deliverOutbox(cfg, deps.stores, deps.log);
   const pruned: PruneOutcome[] = [];
   if (run.result === 'success') {
     for (const store of deps.stores) {
       try {
-        pruned.push(await pruneStore(cfg, store, deps.log, { dryRun: false }));
+        pruned.push(await pruneStore(cfg, store, deps.log, { dryRun: false, protect: [run.id] }));
       } catch (e) {
         deps.log.error({ store: store.name, err: messageOf(e) }, 'retention failed');
       }
     }
   }
-  const { dropped } = await trimOutbox(cfg, deps.stores.map((s) => s.name), deps.log);
   const outbox = summarizeOutbox(await listOutbox(cfg), deps.stores.map((s) => s.name));
-  return { run, retried, pruned, outbox, dropped };
+  return { run, retried: delivered.retried, pruned, outbox, dropped: delivered.dropped };
 }
 
-/** Retries undelivered bundles if no run holds the lock; a busy node simply tries at the next chance. */
-export async function deliverOutbox(cfg: Config, stores: Store[], log: Logger, opts: { force?: boolean } = {}): Promise<RetryDelivery[]> {
+/**
+ * Retries undelivered bundles and trims the outbox, under the outbox lock
+ * (not the run lock: a store that hangs must not block the next backup).
+ * If another delivery holds the lock, this one simply skips its turn.
+ */
+export async function deliverOutbox(
+  cfg: Config,
+  stores: Store[],
+  log: Logger,
+  opts: { force?: boolean; signal?: AbortSignal } = {},
+): Promise<{ retried: RetryDelivery[]; dropped: string[] }> {
   let lock;
   try {
-    lock = await acquireRunLock(cfg.workDir, 'outbox delivery');
+    lock = await acquireRunLock(cfg.workDir, 'outbox delivery', 'outbox.lock');
   } catch (e) {
-    if (e instanceof BackupError && e.reason === 'lock-busy') return [];
+    if (e instanceof BackupError && e.reason === 'lock-busy') return { retried: [], dropped: [] };
     throw e;
   }
   try {
-    return await retryOutbox(cfg, stores, log, opts);
+    const retried = await retryOutbox(cfg, stores, log, opts);
+    const { dropped } = await trimOutbox(cfg, stores.map((s) => s.name), log);
+    return { retried, dropped };
   } finally {
     await lock.release();
   }

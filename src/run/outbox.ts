@@ -8,6 +8,7 @@ import { writeFileAtomic } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
+import { isLockHeld } from './lock.js';
 
 export function outboxDir(cfg: Config): string {
   return join(cfg.workDir, 'outbox');
@@ -30,6 +31,8 @@ export interface OutboxEntry {
   manifest: Manifest;
   size: number;
   stores: Record<string, DeliveryStatus>;
+  /** False while the sealing run has not recorded its deliveries (or it crashed before it could). */
+  hasStatus: boolean;
 }
 
 export interface OutboxSummary {
@@ -38,11 +41,11 @@ export interface OutboxSummary {
   oldest?: Date;
 }
 
-async function readStatus(dir: string): Promise<Record<string, DeliveryStatus>> {
+async function readStatus(dir: string): Promise<Record<string, DeliveryStatus> | undefined> {
   try {
     return (JSON.parse(await readFile(join(dir, 'status.json'), 'utf8')) as { stores: Record<string, DeliveryStatus> }).stores ?? {};
   } catch {
-    return {};
+    return undefined;
   }
 }
 
@@ -61,8 +64,11 @@ export async function listOutbox(cfg: Config, log?: Logger): Promise<OutboxEntry
       const manifest = parseManifest(await readFile(join(dir, MANIFEST_NAME)), `outbox ${id}`);
       const st = await stat(bundleFile(dir, manifest));
       if (st.size !== manifest.object?.size) throw new Error(`bundle is ${st.size} bytes, manifest says ${manifest.object?.size}`);
-      out.push({ id, dir, manifest, size: st.size, stores: await readStatus(dir) });
+      const status = await readStatus(dir);
+      out.push({ id, dir, manifest, size: st.size, stores: status ?? {}, hasStatus: status !== undefined });
     } catch (e) {
+      // While a run is alive this may be the entry it is sealing right now: leave it alone.
+      if (await isLockHeld(cfg.workDir, 'run.lock')) continue;
       log?.warn({ id, err: messageOf(e) }, 'removing unusable outbox entry (crash debris)');
       await rm(dir, { recursive: true, force: true });
     }
@@ -100,19 +106,31 @@ export interface RetryDelivery {
  * pair on its own backoff. Must run under the run lock. When a store comes
  * back, its backlog drains in order.
  */
-export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opts: { now?: Date; force?: boolean } = {}): Promise<RetryDelivery[]> {
+export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opts: { now?: Date; force?: boolean; signal?: AbortSignal } = {}): Promise<RetryDelivery[]> {
   const now = opts.now ?? new Date();
+  // An entry without status.json is being delivered by the run that sealed it, if a run is alive;
+  // otherwise it is what a crash left behind, and ours to deliver.
+  const runActive = await isLockHeld(cfg.workDir, 'run.lock');
   const names = stores.map((s) => s.name);
   const done: RetryDelivery[] = [];
   const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
+  // Per store, bundles go in id order: once an older one is not delivered (backoff, failure),
+  // younger ones wait for it, so a store that comes back gets its backlog oldest first.
+  const blocked = new Set<string>();
   for (const e of await listOutbox(cfg, log)) {
+    if (opts.signal?.aborted) break;
+    if (runActive && !e.hasStatus) continue;
     let changed = false;
     for (const name of pendingStores(e, names)) {
       const prev = e.stores[name];
-      if (!opts.force && prev?.nextAttemptAt && Date.parse(prev.nextAttemptAt) > now.getTime()) continue;
+      if (blocked.has(name)) continue;
+      if (!opts.force && prev?.nextAttemptAt && Date.parse(prev.nextAttemptAt) > now.getTime()) {
+        blocked.add(name);
+        continue;
+      }
       const store = stores.find((s) => s.name === name)!;
       log.info({ id: e.id, store: name, attempt: (prev?.attempts ?? 1) + 1 }, 'retrying delivery from the outbox');
-      const outcome = await deliverToStore(store, verifyOf.get(name) ?? 'readback', bundleFile(e.dir, e.manifest), e.manifest, log);
+      const outcome = await deliverToStore(store, verifyOf.get(name) ?? 'readback', bundleFile(e.dir, e.manifest), e.manifest, log, opts.signal);
       const attempts = (prev?.attempts ?? 1) + 1;
       e.stores[name] =
         outcome.result === 'success'
@@ -121,7 +139,7 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
       changed = true;
       done.push({ id: e.id, store: name, outcome });
       // A store that fails now will fail for the younger bundles too: keep order, try again later.
-      if (outcome.result === 'failed') break;
+      if (outcome.result === 'failed') blocked.add(name);
     }
     if (changed) await writeStatus(e.dir, e.stores);
   }

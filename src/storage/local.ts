@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { opendir, rm, rmdir, stat } from 'node:fs/promises';
+import { opendir, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { BackupError } from '../errors.js';
@@ -91,6 +91,33 @@ export class LocalStore implements Store {
       }
     };
     yield* walk(start ? join(root, start) : root);
+  }
+
+  async cleanupIncomplete(prefix: string, olderThan: Date): Promise<string[]> {
+    const removed: string[] = [];
+    const root = resolve(this.root);
+    const start = join(root, prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '');
+    const walk = async (dir: string): Promise<void> => {
+      let entries;
+      try {
+        entries = await readdir(dir, { withFileTypes: true });
+      } catch {
+        return;
+      }
+      for (const d of entries) {
+        const full = join(dir, d.name);
+        if (d.isDirectory()) await walk(full);
+        else if (/^\..+\.tmp-[0-9a-f]+$/.test(d.name)) {
+          const st = await stat(full).catch(() => undefined);
+          if (st && st.mtime < olderThan) {
+            await rm(full, { force: true });
+            removed.push(relative(root, full).split(sep).join('/'));
+          }
+        }
+      }
+    };
+    await walk(start);
+    return removed;
   }
 
   async delete(keys: string[]): Promise<void> {
