@@ -153,7 +153,7 @@ export const configSchema = z
     preflight: z
       .object({
         requireHealthy: z.boolean().default(true),
-        freeSpaceFactor: z.number().finite().min(0).max(1000).default(2),
+        freeSpaceFactor: z.number().finite().min(0).max(1e6).default(2),
       })
       .strict()
       .default({}),

@@ -168,7 +168,12 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
       writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
         finishedAt = now().toISOString();
         return serializeManifest({ ...base, finishedAt, artifacts: list } as Manifest);
-      }, { recipients }),
+      }, { recipients }).catch((e: NodeJS.ErrnoException) => {
+        throw new BackupError('bundle-failed', `cannot write the bundle ${bundlePath}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), {
+          cause: e,
+          hint: e.code === 'ENOSPC' ? 'workDir is full: free space there or raise preflight.freeSpaceFactor so preflight catches it' : undefined,
+        });
+      }),
     );
     const manifest: Manifest = {
       ...(base as Manifest),

@@ -240,7 +240,7 @@ describe('failures name their cause', () => {
   });
 
   it('not enough disk space for the snapshot', async () => {
-    const { json } = await failing('disk', { preflight: { freeSpaceFactor: 1e9 } }, {});
+    const { json } = await failing('disk', { preflight: { freeSpaceFactor: 1e6 } }, {});
     expect(json).toMatchObject({ result: 'failed', reason: 'preflight-disk-space' });
   });
 
