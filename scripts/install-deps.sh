@@ -16,6 +16,7 @@ declare -a CHECKS=(
   "promtool:prometheus"
   "restic:restic"
   "age:age"
+  "faketime:faketime"
   "rclone:rclone"
 )
 

@@ -32,7 +32,15 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
   const expected = new Map(manifest.artifacts.map((a) => [a.name, a]));
   const seen = new Set<string>();
   const written: string[] = [];
-  const whole = new HashingStream();
+  const expectedSize = manifest.object?.size;
+  const whole = new HashingStream(
+    expectedSize === undefined
+      ? undefined
+      : { bytes: expectedSize, error: () => new BackupError('checksum-mismatch', `stored object of ${manifest.id} is larger than the ${expectedSize} bytes its manifest says`) },
+  );
+  // The extractor can finish before the last entry's write and rename do: wait for them, on
+  // success (the file must exist) and on failure (cleanup must see every file).
+  let lastEntry: Promise<void> = Promise.resolve();
   const extract = tar.extract();
   if (to) await mkdirPrivate(to);
 
@@ -66,7 +74,7 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
     } else {
       sink = new Writable({ write: (_c, _e, cb) => cb() });
     }
-    pipeline(stream, h, sink)
+    lastEntry = pipeline(stream, h, sink)
       .then(async () => {
         if (h.bytes !== want.size || h.digest() !== want.sha256) {
           throw new BackupError('checksum-mismatch', `artifact ${name}: sha256 does not match the manifest (the stored copy is damaged)`);
@@ -77,7 +85,9 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
         }
         next();
       })
-      .catch((e) => extract.destroy(e instanceof BackupError ? e : new BackupError('unsafe-archive', `cannot write ${name}: ${(e as Error).message}`)));
+      .catch((e) => {
+        extract.destroy(e instanceof BackupError ? e : new BackupError('unsafe-archive', `cannot write ${name}: ${(e as Error).message}`));
+      });
   });
 
   try {
@@ -90,6 +100,12 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
     } else {
       await pipeline(body, whole, extract);
     }
+    await lastEntry;
+    if (extract.destroyed && (extract as unknown as { errored?: Error }).errored) throw (extract as unknown as { errored: Error }).errored;
+    if (to) {
+      const notPlaced = manifest.artifacts.filter((a) => !written.includes(join(to, a.name))).map((a) => a.name);
+      if (notPlaced.length && notPlaced.every((n) => seen.has(n))) throw new BackupError('checksum-mismatch', `bundle ended inside ${notPlaced.join(', ')}`);
+    }
     const missing = manifest.artifacts.filter((a) => !seen.has(a.name)).map((a) => a.name);
     if (missing.length) throw new BackupError('checksum-mismatch', `bundle lacks ${missing.join(', ')} listed in its manifest`);
     const sha = whole.digest();
@@ -101,6 +117,7 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
     }
     return { files: manifest.artifacts.map((a) => join(to ?? '', a.name)), objectSha256: sha, objectSize: whole.bytes };
   } catch (e) {
+    await lastEntry.catch(() => undefined);
     await Promise.all(written.map((p) => rm(p, { force: true })));
     if (e instanceof BackupError) throw e;
     throw new BackupError('checksum-mismatch', `cannot read bundle: ${(e as Error).message}`, { cause: e });
