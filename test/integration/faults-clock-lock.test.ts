@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { CLI, runCli, type CliResult } from '../support/cli.js';
+import { CLI, FAKE_CLUSTER_BACKUP, runCli, type CliResult } from '../support/cli.js';
 import type { EtcdCluster } from '../support/etcd.js';
 import { makeEnv, startFilledEtcd, tempDir } from '../support/fault-env.js';
 import { faketimeEnv, listFiles, sleep } from '../support/faults.js';
@@ -123,7 +123,11 @@ describe('two CLI backups at once (no daemon)', () => {
   }
 
   it('the second is refused with lock-busy, naming the pid of the first; the first succeeds', async () => {
-    const env = makeEnv(root, 'two-cli', etcd);
+    // The first run must still hold the lock when the second (a new Node process, slow to start on a
+    // loaded machine) asks for it: its source takes a few seconds.
+    const slow = join(root, 'slow-cluster-backup.sh');
+    writeFileSync(slow, `#!/bin/bash\nsleep 8\nexec ${FAKE_CLUSTER_BACKUP} "$@"\n`, { mode: 0o755 });
+    const env = makeEnv(root, 'two-cli', etcd, { source: { type: 'cluster-backup', script: slow, timeout: '60s', env: { ETCDCTL_ENDPOINTS: etcd.endpoints[0]! } } });
     const a = startBackup(env.file);
     await until(() => existsSync(join(env.dir, 'work', 'run.lock')), 'the run lock');
     const b = await backup(env.file);

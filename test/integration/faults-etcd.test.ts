@@ -156,7 +156,7 @@ describe('cluster-backup.sh hangs', () => {
 
   it('the timeout kills the script and its whole process group: source-timeout, nothing left running or on disk', async () => {
     const { env, r, doc, seconds, left, seen } = await hangingRun('hang', FAKE_CLUSTER_BACKUP, '5s');
-    expect(seen).toContain('bash');
+    expect(seen.length, 'the hanging script was visible while it ran').toBeGreaterThan(0);
     expect(r.code).toBe(1);
     expect(doc).toMatchObject({ result: 'failed', reason: 'source-timeout' });
     expect(doc.error).toMatch(/did not finish within 5s and was killed/);
