@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { pruneStore } from '../../src/retention/apply.js';
@@ -31,6 +31,7 @@ const cfg = parseConfig(
   },
   join(root, 'config.yaml'),
 );
+afterAll(() => rmSync(root, { recursive: true, force: true }));
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const NOW = new Date('2026-03-01T00:00:00Z');
 
