@@ -25,6 +25,18 @@ const age = z.string().superRefine((v, ctx) => {
   }
 });
 
+/** A cron expression with the semantics of src/schedule/cron.ts (5 fields, or 6 with seconds first). */
+const cronExpr = z
+  .string()
+  .min(1)
+  .superRefine((v, ctx) => {
+    try {
+      toNodeCronPatterns(v);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    }
+  });
+
 /** Names end up in object keys and metric labels: keep them boring. */
 const name = z
   .string()
@@ -114,17 +126,7 @@ export const configSchema = z
     cluster: name,
     node: name.optional(),
     workDir: z.string().min(1).default('/var/lib/etcd-backupd'),
-    schedule: z
-      .string()
-      .min(1)
-      .default('0 2 * * *')
-      .superRefine((v, ctx) => {
-        try {
-          toNodeCronPatterns(v);
-        } catch (e) {
-          ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-        }
-      }),
+    schedule: cronExpr.default('0 2 * * *'),
     timezone: z
       .string()
       .default('UTC')
@@ -195,17 +197,7 @@ export const configSchema = z
     /** Restore drills: a backup is restored into a throwaway etcd on a schedule. Off unless `schedule` is set. */
     drill: z
       .object({
-        schedule: z
-          .string()
-          .min(1)
-          .superRefine((v, ctx) => {
-            try {
-              toNodeCronPatterns(v);
-            } catch (e) {
-              ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-            }
-          })
-          .optional(),
+        schedule: cronExpr.optional(),
         /** The store drills fetch from; default the first. */
         store: z.string().optional(),
         timeout: duration.default('1h'),

@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DRILL_FAILURE_REASONS, DRILL_STEPS, type DrillResult } from './drill.js';
+import { isoSeconds } from '../metrics/metrics.js';
 
 /**
  * Restore drill series, registered on the daemon's registry
@@ -34,11 +35,6 @@ export interface DrillState {
   lastFailureReason?: string;
 }
 
-function isoSeconds(iso: string | undefined): number | undefined {
-  if (!iso) return undefined;
-  const t = Date.parse(iso);
-  return Number.isNaN(t) ? undefined : t / 1000;
-}
 
 export class DrillMetrics {
   private readonly interval: Gauge;

@@ -108,7 +108,8 @@ function seconds(d: Date): number {
   return d.getTime() / 1000;
 }
 
-function isoSeconds(iso: string | undefined): number | undefined {
+/** Seconds since the epoch of an ISO time, for timestamp gauges; undefined when absent or not a date. */
+export function isoSeconds(iso: string | undefined): number | undefined {
   if (!iso) return undefined;
   const t = Date.parse(iso);
   return Number.isNaN(t) ? undefined : t / 1000;
