@@ -14,6 +14,7 @@ import { cp, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ensureDataset } from './lib/dataset.mjs';
 import { backupd, setup } from './lib/stand.mjs';
@@ -25,6 +26,7 @@ const { values: opt } = parseArgs({
     repeats: { type: 'string', default: '3' },
     only: { type: 'string' },
     out: { type: 'string' },
+    render: { type: 'string' },
   },
 });
 const SIZE = parseSize(opt.size);
@@ -41,7 +43,7 @@ const CIPHER = (c) => [['storage/sftp.js', /readyTimeout: this\.timeoutMs,/, `re
  * metric: which phase the variant is about. verify: 'size' skips the
  * read-back where only the upload matters (halves the run time).
  */
-const VARIANTS = [
+export const VARIANTS = [
   // -- bundle: writeBundle (tar-stream + 2 sha256 + fsync) into the outbox
   { group: 'bundle', id: 'bundle-base', desc: 'as built (READ_CHUNK 1 MiB)', mode: 'bundle', metric: 'bundle' },
   { group: 'bundle', id: 'bundle-chunk-64k', desc: 'bundle/write.ts READ_CHUNK = 64 KiB', mode: 'bundle', metric: 'bundle', patches: [['bundle/write.js', /const READ_CHUNK = [^;]+;/, 'const READ_CHUNK = 1 << 16;']] },
@@ -247,48 +249,65 @@ async function main() {
     await srv.stop();
   }
 
-  // ---------------------------------------------------------------- report
-  const bytes = ds.snapshotBytes;
   const day = new Date().toISOString().slice(0, 10);
+  const outFile = opt.out ?? join(BENCH, 'results', `${day}-experiments.md`);
+  const doc = {
+    day,
+    size: sizeLabel(SIZE),
+    snapshotBytes: ds.snapshotBytes,
+    repeats: REPEATS,
+    load: loadavg(),
+    variants: variants.map(({ patches, ...v }) => ({ ...v, patched: Boolean(patches?.length), distError: dists[v.id]?.error })),
+    results,
+    startup: extra,
+  };
+  await mkdir(join(BENCH, 'results'), { recursive: true });
+  await writeFile(outFile.replace(/\.md$/, '.json'), JSON.stringify(doc, null, 2));
+  const md = render(doc);
+  await writeFile(outFile, md);
+  console.log(md);
+  log(`wrote ${outFile}`);
+}
+
+/** The Markdown report from the saved JSON (also: node bench/experiments.mjs --render FILE.json). */
+function render(doc) {
+  const bytes = doc.snapshotBytes;
   const md = [
-    `# etcd-backupd knob experiments, ${day}`,
+    `# etcd-backupd knob experiments, ${doc.day}`,
     '',
-    `Snapshot ${fmt(bytes / MiB, 0)} MiB (\`--size ${sizeLabel(SIZE)}\`), ${REPEATS} repetitions interleaved; load average now ${loadavg().map((x) => fmt(x, 1)).join('/')}. ` +
-      'Each row: the phase(s) named in "metric", seconds inside the etcd-backupd process, median (min–max); CPU = that process\'s CPU seconds in those phases; server CPU = s3rver / sshd for the whole run. ' +
+    `Snapshot ${fmt(bytes / MiB, 0)} MiB (\`--size ${doc.size}\`), ${doc.repeats} repetitions interleaved; load average at the end ${doc.load.map((x) => fmt(x, 1)).join('/')}. ` +
+      'Each row: the phase(s) named in "metric", seconds inside the etcd-backupd process, median (min–max); CPU = that process\'s CPU seconds in those phases (median, the steadier number when the machine is shared); ' +
+      'server CPU = s3rver / sshd for the whole run; faults = minor page faults of the whole process (thousands). ' +
       'Variants marked "(cost probe)" remove something the design needs; they only show what it costs.',
     '',
   ];
-  for (const g of [...new Set(variants.map((v) => v.group))]) {
-    md.push(`## ${g}`, '', '| Variant | Change | metric | s, median (min–max) | MiB/s | CPU s | server CPU s | peak RSS MiB | vs first row |', '|---|---|---|---|---|---|---|---|---|');
+  for (const g of [...new Set(doc.variants.map((v) => v.group))]) {
+    md.push(`## ${g}`, '', '| Variant | Change | metric | s, median (min–max) | CPU s, median (min–max) | Δ CPU vs first row | server CPU s | faults k | peak RSS MiB |', '|---|---|---|---|---|---|---|---|---|');
     let base;
-    for (const v of variants.filter((x) => x.group === g)) {
-      const d = dists[v.id];
-      const ok = results[v.id].filter((x) => !x.error);
-      if (d?.error || ok.length === 0) {
-        md.push(`| ${v.id} | ${v.desc} | ${v.metric} | n/a: ${(d?.error ?? results[v.id][0]?.error ?? 'not run').replace(/\|/g, '/').slice(0, 140)} | | | | | |`);
+    for (const v of doc.variants.filter((x) => x.group === g)) {
+      const ok = (doc.results[v.id] ?? []).filter((x) => !x.error);
+      if (v.distError || ok.length === 0) {
+        md.push(`| ${v.id} | ${v.desc} | ${v.metric} | n/a: ${(v.distError ?? doc.results[v.id]?.[0]?.error ?? 'not run').replace(/\|/g, '/').slice(0, 140)} | | | | | |`);
         continue;
       }
       const w = ok.map((x) => x.wall);
-      const m = median(w);
-      base ??= m;
+      const c = ok.map((x) => x.cpu);
+      const cm = median(c);
+      base ??= cm;
       const server = ok.map((x) => x.serverCpu).filter((x) => x !== undefined);
+      const faults = ok.map((x) => x.minorFaults).filter((x) => x !== undefined);
       md.push(
-        `| ${v.id} | ${v.desc} | ${v.metric} | ${fmt(m)} (${fmt(Math.min(...w))}–${fmt(Math.max(...w))}) | ${fmt((bytes / MiB) * v.metric.split('+').length / m, 0)} | ${fmt(median(ok.map((x) => x.cpu)))} | ${server.length ? fmt(median(server)) : ''} | ${fmt(median(ok.map((x) => x.rssKiB)) / 1024, 0)} | ${m === base ? '' : `${m < base ? '−' : '+'}${fmt((Math.abs(m - base) / base) * 100, 0)} %`} |`,
+        `| ${v.id} | ${v.desc} | ${v.metric} | ${fmt(median(w))} (${fmt(Math.min(...w))}–${fmt(Math.max(...w))}) | ${fmt(cm)} (${fmt(Math.min(...c))}–${fmt(Math.max(...c))}) | ${cm === base ? '' : `${cm < base ? '−' : '+'}${fmt((Math.abs(cm - base) / base) * 100, 0)} %`} | ${server.length ? fmt(median(server)) : ''} | ${faults.length ? fmt(median(faults) / 1000, 0) : ''} | ${fmt(median(ok.map((x) => x.rssKiB)) / 1024, 0)} |`,
       );
     }
     md.push('');
   }
-  if (extra.length) {
+  if (doc.startup?.length) {
     md.push('## start-up (module loading) — paid by every CLI invocation, once per daemon', '', '| Command | wall s, median (min–max) | CPU s | peak RSS MiB |', '|---|---|---|---|');
-    for (const e of extra) md.push(`| ${e.name} | ${fmt(e.wall)} (${fmt(e.min)}–${fmt(e.max)}) | ${fmt(e.cpu)} | ${fmt(e.rss, 0)} |`);
+    for (const e of doc.startup) md.push(`| ${e.name} | ${fmt(e.wall)} (${fmt(e.min)}–${fmt(e.max)}) | ${fmt(e.cpu)} | ${fmt(e.rss, 0)} |`);
     md.push('');
   }
-  const outFile = opt.out ?? join(BENCH, 'results', `${day}-experiments.md`);
-  await mkdir(join(BENCH, 'results'), { recursive: true });
-  await writeFile(outFile, md.join('\n'));
-  await writeFile(outFile.replace(/\.md$/, '.json'), JSON.stringify({ size: sizeLabel(SIZE), results, startup: extra }, null, 2));
-  console.log(md.join('\n'));
-  log(`wrote ${outFile}`);
+  return md.join('\n');
 }
 
 /** What loading the code costs: plain node, the CLI, and each store module on its own. */
@@ -314,9 +333,20 @@ async function startup() {
   return out;
 }
 
-for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)); // the exit hook in lib/servers.mjs kills the servers
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+const entry = opt.render
+  ? async () => {
+      const doc = JSON.parse(await readFile(opt.render, 'utf8'));
+      const md = render(doc);
+      await writeFile(opt.render.replace(/\.json$/, '.md'), md);
+      console.log(md);
+    }
+  : main;
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)); // the exit hook in lib/servers.mjs kills the servers
+  entry().catch((e) => {
+    console.error(e);
+    process.exit(1);
+  });
+}
+export { render };
