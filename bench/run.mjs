@@ -448,6 +448,8 @@ async function main() {
     }
   } finally {
     await srv.stop();
+    // Stores, outbox and server data: gigabytes; the dataset cache under bench/tmp/data stays.
+    await rm(RUN, { recursive: true, force: true }).catch(() => undefined);
   }
 
   const sums = Object.fromEntries(cases.map((c) => [c.id, summarize(c, samples[c.id])]));
