@@ -147,7 +147,8 @@ if (args.mode !== 'inspect') {
       const real = await createStore(sc); // await: sync in some versions of the code, async in others
       const store = cpuSplitting(real);
       const t = performance.now();
-      const o = await deliverToStore(store, sc.verify ?? 'readback', bundlePath, manifest, silentLogger);
+      // As runBackup: a bundle sealed by this process is delivered with sealedNow (a kept one from an earlier process is not).
+      const o = await deliverToStore(store, sc.verify ?? 'readback', bundlePath, manifest, silentLogger, undefined, { sealedNow: !args.bundle });
       const total = (performance.now() - t) / 1000;
       await real.close?.();
       if (o.result !== 'success') {
@@ -155,7 +156,7 @@ if (args.mode !== 'inspect') {
         result.error = `${sc.name}: ${o.reason}: ${o.error}`;
       }
       const commit = total - (o.uploadSeconds ?? 0) - (o.verifySeconds ?? 0);
-      result.stores[sc.name] = { upload: o.uploadSeconds, verify: o.verifySeconds, commit, total };
+      result.stores[sc.name] = { upload: o.uploadSeconds, verify: o.verifySeconds, commit, total, proof: o.proof };
       phases.upload = (phases.upload ?? 0) + (o.uploadSeconds ?? 0);
       phases.verify = (phases.verify ?? 0) + (o.verifySeconds ?? 0);
       phases.commit = (phases.commit ?? 0) + commit;

@@ -118,9 +118,14 @@ function defineCases(ds, srv) {
   });
 
   // -- local store
-  add({ id: 'bd-local', group: 'local', tool: 'etcd-backupd', what: 'bundle + upload (copy, fsync) + read-back sha256 + manifest', backupd: true, run: () => backupd({ ...common, mode: 'deliver', storeConfig: srv.stores.local }, env), clean: srv.clean.local });
+  add({ id: 'bd-local', group: 'local', tool: 'etcd-backupd', what: 'bundle (fsync) + upload: hard link into the store (same filesystem) + proof: same file + manifest', backupd: true, run: () => backupd({ ...common, mode: 'deliver', storeConfig: srv.stores.local }, env), clean: srv.clean.local });
   add({ id: 'cp', group: 'local', tool: 'cp', what: 'copy only (page cache, no fsync)', bytes: snapBytes, run: () => timed(['cp', snap, join(peerLocal, 's.db')]), clean: srv.clean.peerLocal });
   add({ id: 'cp-sync', group: 'local', tool: 'cp + sync FILE', what: 'copy + fsync', bytes: snapBytes, run: () => timed(['sh', '-c', 'cp "$0" "$1" && sync "$1"', snap, join(peerLocal, 's.db')]), clean: srv.clean.peerLocal });
+
+  // -- local store on another filesystem (tmpfs here; an NFS mount in real life): a copy
+  add({ id: 'bd-local-otherfs', group: 'local-otherfs', tool: 'etcd-backupd', what: 'bundle (fsync) + upload: kernel copy + fsync + read-back sha256 + manifest', backupd: true, run: () => backupd({ ...common, mode: 'deliver', storeConfig: srv.stores.localOtherFs }, env), clean: srv.clean.localOtherFs });
+  add({ id: 'cp-otherfs', group: 'local-otherfs', tool: 'cp', what: 'copy only (no fsync)', bytes: snapBytes, run: () => timed(['cp', snap, join(srv.shmDir, 'peer', 's.db')]), clean: srv.clean.peerOtherFs });
+  add({ id: 'cp-sync-otherfs', group: 'local-otherfs', tool: 'cp + sync FILE', what: 'copy + fsync', bytes: snapBytes, run: () => timed(['sh', '-c', 'cp "$0" "$1" && sync "$1"', snap, join(srv.shmDir, 'peer', 's.db')]), clean: srv.clean.peerOtherFs });
 
   // -- S3
   add({ id: 'bd-s3', group: 's3', tool: 'etcd-backupd', what: 'bundle + multipart upload + GET read-back sha256 + manifest', backupd: true, run: () => backupd({ ...common, mode: 'deliver', storeConfig: srv.stores.s3 }, env, { server: srv.s3 }), clean: srv.clean.s3 });
@@ -138,7 +143,7 @@ function defineCases(ds, srv) {
   add({ id: 'rclone-s3', group: 's3', tool: 'rclone copyto (s3)', what: 'upload (5 MiB chunks, 4 in flight) + MD5 metadata', bytes: snapBytes, run: () => timedWithServer(srv.s3, ['rclone', 'copyto', snap, 's3b:bench/peer-rclone/s.db'], { env }), clean: srv.clean.s3 });
 
   // -- SFTP
-  add({ id: 'bd-sftp', group: 'sftp', tool: 'etcd-backupd', what: 'bundle + SFTP write + fsync@openssh + read-back sha256 + manifest', backupd: true, run: () => backupd({ ...common, mode: 'deliver', storeConfig: srv.stores.sftp }, env, { server: srv.sshd }), clean: srv.clean.sftp });
+  add({ id: 'bd-sftp', group: 'sftp', tool: 'etcd-backupd', what: 'bundle + SFTP write + fsync@openssh + proof: the server\'s sha256 over exec (read-back if impossible) + manifest', backupd: true, run: () => backupd({ ...common, mode: 'deliver', storeConfig: srv.stores.sftp }, env, { server: srv.sshd }), clean: srv.clean.sftp });
   const batch = join(RUN, 'sftp-batch');
   add({
     id: 'sftp-b',
@@ -297,7 +302,8 @@ function summarize(c, samples) {
 
 const GROUP_TITLE = {
   node: 'On the node: verify the snapshot, hash, bundle (no destination)',
-  local: 'Local / NFS directory store',
+  local: 'Local directory store on the same filesystem as workDir',
+  'local-otherfs': 'Local directory store on another filesystem (tmpfs; NFS in real life)',
   s3: 'S3 store (s3rver on loopback)',
   sftp: 'SFTP store (OpenSSH sshd on loopback)',
   readback: 'Read-back peers (compare with the verify phase below)',
@@ -331,16 +337,49 @@ function renderTable(cases, sums) {
   return lines.join('\n');
 }
 
-function renderPhases(cases, sums) {
-  const lines = ['| Store | bundle s | upload s | verify (read-back) s | commit s | sum of phases s | process wall s | upload MiB/s | verify MiB/s |', '|---|---|---|---|---|---|---|---|---|'];
+const DELIVERY_CASES = ['bd-local', 'bd-local-otherfs', 'bd-s3', 'bd-sftp'];
+
+/** How the remote copy was proven in the samples of a case (one-backup reports it per store). */
+function proofOf(samples) {
+  const proofs = new Set(samples.filter((x) => !x.error).flatMap((x) => Object.values(x.doc?.stores ?? {}).map((st) => st.proof)).filter(Boolean));
+  return [...proofs].join(', ') || '?';
+}
+
+/**
+ * Issue #6's targets, per destination: the upload phase no slower than the
+ * fastest peer's whole copy, upload + remote verification at most 1.5x it.
+ */
+function renderTargets(cases, sums, samples) {
+  const lines = [
+    '| Destination | Fastest peer (whole process) | etcd-backupd upload s | **upload ÷ peer** (target ≤ 1.00) | upload + verify s | **(upload + verify) ÷ peer** (target ≤ 1.50) | proof of the remote copy | whole etcd-backupd process ÷ peer (bundle and start-up included) |',
+    '|---|---|---|---|---|---|---|---|',
+  ];
+  for (const id of DELIVERY_CASES) {
+    const c = cases.find((x) => x.id === id);
+    const s = sums[id];
+    if (!c || !s || s.na) continue;
+    const peers = cases.filter((x) => x.group === c.group && !x.backupd && sums[x.id] && !sums[x.id].na);
+    if (!peers.length) continue;
+    const best = peers.reduce((a, b) => (sums[b.id].wall < sums[a.id].wall ? b : a));
+    const peer = sums[best.id].wall;
+    const up = s.phases.upload?.med;
+    const upv = (s.phases.upload?.med ?? 0) + (s.phases.verify?.med ?? 0);
+    const mark = (r, t) => `${fmt(r, 2)}× ${r <= t ? '✓' : '✗'}`;
+    lines.push(`| ${c.group} | ${best.tool.replace(/\|/g, '\\|')} ${fmt(peer)} s | ${fmt(up)} | **${mark(up / peer, 1)}** | ${fmt(upv)} | **${mark(upv / peer, 1.5)}** | ${proofOf(samples[id])} | ${fmt(s.wall / peer, 2)}× |`);
+  }
+  return lines.join('\n');
+}
+
+function renderPhases(cases, sums, samples) {
+  const lines = ['| Store | bundle s | upload s | verify s | commit s | sum of phases s | process wall s | upload MiB/s | verify MiB/s | proof |', '|---|---|---|---|---|---|---|---|---|---|'];
   const p = (x, cpu) => (x ? `${fmt(x.med)} (${fmt(x.min)}–${fmt(x.max)})${cpu !== undefined ? ` [cpu ${fmt(cpu)}]` : ''}` : '–');
-  for (const id of ['bd-local', 'bd-s3', 'bd-sftp']) {
+  for (const id of DELIVERY_CASES) {
     const s = sums[id];
     if (!s || s.na) continue;
     const ph = s.phases;
     const sum = (ph.bundle?.med ?? 0) + (ph.upload?.med ?? 0) + (ph.verify?.med ?? 0) + (ph.commit?.med ?? 0);
     const pc = s.phaseCpu ?? {};
-    lines.push(`| ${id.slice(3)} | ${p(ph.bundle, pc.bundle)} | ${p(ph.upload, pc.upload)} | ${p(ph.verify, pc.verify)} | ${p(ph.commit, pc.commit)} | ${fmt(sum)} | ${fmt(s.wall)} | ${fmt(mib(s.bytes) / ph.upload?.med, 0)} | ${fmt(mib(s.bytes) / ph.verify?.med, 0)} |`);
+    lines.push(`| ${id.slice(3)} | ${p(ph.bundle, pc.bundle)} | ${p(ph.upload, pc.upload)} | ${p(ph.verify, pc.verify)} | ${p(ph.commit, pc.commit)} | ${fmt(sum)} | ${fmt(s.wall)} | ${fmt(mib(s.bytes) / ph.upload?.med, 0)} | ${fmt(mib(s.bytes) / ph.verify?.med, 0)} | ${proofOf(samples[id])} |`);
   }
   return lines.join('\n');
 }
@@ -467,6 +506,12 @@ async function main() {
     '',
     `S3 store settings: partSize ${srv.stores.s3.partSize ? srv.stores.s3.partSize / MiB + ' MiB' : 'default'}, queueSize ${srv.stores.s3.queueSize ?? 'default'}. Run took ${fmt(minutes, 1)} min.`,
     '',
+    '## Targets (issue #6)',
+    '',
+    'For each destination: etcd-backupd\'s upload phase and its upload + remote-verification phases (seconds inside the process, median) against the fastest peer\'s whole copy (process wall, median). The bundle is made once per backup whatever the number of stores, and is shown in the phases table below; the last column is the whole etcd-backupd process (start-up, bundle, upload, verify, manifest) against the same peer.',
+    '',
+    renderTargets(cases, sums, samples),
+    '',
     '## Full path and peers',
     '',
     'Wall time is the whole process (start-up included, for etcd-backupd as for every peer). "× fastest peer" = etcd-backupd median wall / the fastest peer of the same destination, which does less work (no bundle, no read-back, usually no fsync).',
@@ -477,7 +522,7 @@ async function main() {
     '',
     'Seconds inside the process, median (min–max) [median CPU seconds of the process in that phase]; the rest of the process wall is Node start-up and module loading.',
     '',
-    renderPhases(cases, sums),
+    renderPhases(cases, sums, samples),
     '',
     '## Peak RSS by snapshot size (one process: verify-local, bundle, then local + S3 + SFTP delivery)',
     '',

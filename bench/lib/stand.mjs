@@ -46,6 +46,10 @@ async function emptyDir(dir, keep = []) {
 export async function setup(ds, { s3PartSize, s3QueueSize, dir = RUN } = {}) {
   await rm(dir, { recursive: true, force: true });
   await mkdir(dir, { recursive: true });
+  // Another filesystem than dir (tmpfs; /dev/shm exists on every Linux box): where a link is impossible.
+  const shmDir = `/dev/shm/ebd-bench-${process.pid}`;
+  await rm(shmDir, { recursive: true, force: true });
+  await mkdir(shmDir, { recursive: true, mode: 0o700 });
   log('starting s3rver and sshd on 127.0.0.1');
   const s3 = await startS3rver(join(dir, 's3rver'), 'bench');
   const sshd = await startSshd(join(dir, 'sshd'));
@@ -82,6 +86,8 @@ export async function setup(ds, { s3PartSize, s3QueueSize, dir = RUN } = {}) {
   delete env.AWS_CA_BUNDLE;
   const stores = {
     local: { name: 'local', type: 'local', path: join(dir, 'stores', 'local') },
+    // A local store on another filesystem than workDir (as an NFS mount would be): tmpfs, so a copy, never a link.
+    localOtherFs: { name: 'local-other-fs', type: 'local', path: join(shmDir, 'stores', 'local') },
     s3: {
       name: 's3',
       type: 's3',
@@ -115,12 +121,16 @@ export async function setup(ds, { s3PartSize, s3QueueSize, dir = RUN } = {}) {
     ssh,
     clean: {
       local: () => emptyDir(join(dir, 'stores')),
+      localOtherFs: () => emptyDir(join(shmDir, 'stores')),
+      peerOtherFs: () => emptyDir(join(shmDir, 'peer')),
       peerLocal: () => emptyDir(join(dir, 'peer-local')),
       s3: () => emptyDir(s3BucketDir),
       sftp: () => emptyDir(sshd.root),
       work: () => emptyDir(join(dir, 'work')),
     },
+    shmDir,
     async stop() {
+      await rm(shmDir, { recursive: true, force: true });
       await s3.stop();
       await sshd.stop();
     },

@@ -96,6 +96,12 @@ const sftpStore = z
     path: z.string().min(1),
     timeout: duration.default('30s'),
     verify: z.enum(['readback', 'size']).default('readback'),
+    /**
+     * With verify: readback, first ask the server for the sha256 of what it holds (openssl or
+     * sha256sum over an SSH exec channel, as rclone does with md5sum); any failure of that falls
+     * back to reading every byte back. false: always read back.
+     */
+    serverHash: z.boolean().default(true),
     incompleteGrace: age.default('24h'),
   })
   .strict();

@@ -189,7 +189,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     const t0 = performance.now();
     const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
     for (const store of deps.stores) {
-      stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log, deps.signal);
+      stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log, deps.signal, { sealedNow: true });
     }
     phases['deliver'] = (performance.now() - t0) / 1000;
     await writeStatus(boxDir, stampFailures(cfg, stores, now()));

@@ -3,7 +3,7 @@ import type { Logger } from '../log.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
 import { serializeManifest, type Manifest } from '../bundle/manifest.js';
 import type { Store } from '../storage/store.js';
-import { verifyRemoteCopy, type VerifyMode } from '../storage/verify.js';
+import { verifyRemoteCopy, type Proof, type VerifyMode } from '../storage/verify.js';
 import { Readable } from 'node:stream';
 
 export interface StoreOutcome {
@@ -15,6 +15,7 @@ export interface StoreOutcome {
   sha256?: string;
   uploadSeconds?: number;
   verifySeconds?: number;
+  proof?: Proof;
 }
 
 /**
@@ -29,21 +30,29 @@ export async function deliverToStore(
   manifest: Manifest,
   log: Logger,
   signal?: AbortSignal,
+  opts: { sealedNow?: boolean } = {},
 ): Promise<StoreOutcome> {
   const obj = manifest.object!;
   const manifestKey = obj.key.replace(/[^/]+$/, 'manifest.json');
   const t0 = performance.now();
-  const body = createReadStream(bundlePath, { highWaterMark: 1 << 20 });
+  let body: Readable | undefined;
   // Shutdown: failing the body makes every store abandon the upload its own way
   // (S3 aborts the multipart upload, SFTP and local remove their temp file).
-  const onAbort = () => body.destroy(new BackupError('upload-failed', `store ${store.name}: upload aborted because the daemon is shutting down`));
+  const onAbort = () => body?.destroy(new BackupError('upload-failed', `store ${store.name}: upload aborted because the daemon is shutting down`));
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    if (signal?.aborted) onAbort();
-    const put = await store.put(obj.key, body, obj.size);
+    if (signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: upload aborted because the daemon is shutting down`);
+    let put;
+    if (store.putFile) put = await store.putFile(obj.key, bundlePath, signal);
+    else {
+      body = createReadStream(bundlePath, { highWaterMark: 1 << 20 });
+      put = await store.put(obj.key, body, obj.size);
+    }
     if (put.size !== obj.size) throw new BackupError('upload-failed', `store ${store.name} accepted ${put.size} bytes of ${obj.size}`);
     const t1 = performance.now();
-    await verifyRemoteCopy(store, obj.key, obj.size, obj.sha256, verify);
+    // A link to a bundle sealed by an earlier process is read back: it may have sat in the outbox for days.
+    const v = await verifyRemoteCopy(store, obj.key, obj.size, obj.sha256, verify, { sameFileAsFreshBundle: put.sameFile === true && opts.sealedNow === true, serverHash: true, signal });
+    if (v.note) log.warn({ store: store.name, key: obj.key }, v.note);
     const t2 = performance.now();
     if (signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: not committed because the daemon is shutting down`);
     await store.put(manifestKey, Readable.from([serializeManifest(manifest)]));
@@ -54,8 +63,9 @@ export async function deliverToStore(
       sha256: obj.sha256,
       uploadSeconds: (t1 - t0) / 1000,
       verifySeconds: (t2 - t1) / 1000,
+      proof: v.proof,
     };
-    log.info({ store: store.name, key: obj.key, size: obj.size, uploadSeconds: outcome.uploadSeconds, verifySeconds: outcome.verifySeconds, verify }, 'remote copy verified and committed');
+    log.info({ store: store.name, key: obj.key, size: obj.size, uploadSeconds: outcome.uploadSeconds, verifySeconds: outcome.verifySeconds, proof: v.proof }, 'remote copy verified and committed');
     return outcome;
   } catch (e) {
     const reason = e instanceof BackupError ? e.reason : 'upload-failed';
@@ -65,6 +75,6 @@ export async function deliverToStore(
     return { result: 'failed', reason: reasonOf(e) === 'internal' ? reason : reasonOf(e), error: messageOf(e), key: obj.key };
   } finally {
     signal?.removeEventListener('abort', onAbort);
-    body.destroy();
+    body?.destroy();
   }
 }

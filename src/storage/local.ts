@@ -1,9 +1,11 @@
-import { createReadStream } from 'node:fs';
-import { opendir, readdir, rm, rmdir, stat } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { chmod, copyFile, link, opendir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { fileChunks } from './file-chunks.js';
 import { BackupError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
 import type { ObjectInfo, PutResult, Store } from './store.js';
 
 /**
@@ -33,12 +35,48 @@ export class LocalStore implements Store {
       const size = await writeFileAtomic(path, body);
       return { key, size };
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      throw new BackupError('upload-failed', `store ${this.name}: writing ${path} failed: ${code ?? (e as Error).message}`, {
-        cause: e,
-        hint: code === 'ENOSPC' ? 'the store is full: free space or prune' : code === 'EACCES' || code === 'EROFS' ? 'the store directory is not writable' : undefined,
-      });
+      throw this.writeFailed(path, e);
     }
+  }
+
+  /**
+   * On the same filesystem the sealed bundle is hard-linked into the store:
+   * no second gigabyte of writes on a master whose etcd is waiting on the same
+   * disk, and the object is the very file whose sha256 was taken while it was
+   * written. Across filesystems (an NFS mount) it is a kernel copy (reflink
+   * where the filesystem has one) with fsync. Either way temp name + rename.
+   */
+  async putFile(key: string, from: string, signal?: AbortSignal): Promise<PutResult> {
+    const path = this.pathOf(key);
+    if (signal?.aborted) throw new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`);
+    const tmp = tempNameFor(path);
+    try {
+      await mkdirPrivate(dirname(path));
+      let sameFile = true;
+      try {
+        await link(from, tmp);
+      } catch {
+        // EXDEV across filesystems; EPERM/ENOTSUP where hard links are not allowed. A copy works wherever a link could not.
+        sameFile = false;
+        await copyFile(from, tmp, constants.COPYFILE_EXCL | constants.COPYFILE_FICLONE);
+        await chmod(tmp, 0o600);
+        await fsyncPath(tmp);
+      }
+      await rename(tmp, path);
+      await fsyncPath(dirname(path));
+      return { key, size: (await stat(path)).size, sameFile };
+    } catch (e) {
+      await rm(tmp, { force: true }).catch(() => undefined);
+      throw this.writeFailed(path, e);
+    }
+  }
+
+  private writeFailed(path: string, e: unknown): BackupError {
+    const code = (e as NodeJS.ErrnoException).code;
+    return new BackupError('upload-failed', `store ${this.name}: writing ${path} failed: ${code ?? (e as Error).message}`, {
+      cause: e,
+      hint: code === 'ENOSPC' ? 'the store is full: free space or prune' : code === 'EACCES' || code === 'EROFS' ? 'the store directory is not writable' : undefined,
+    });
   }
 
   async head(key: string): Promise<ObjectInfo | undefined> {
@@ -58,6 +96,22 @@ export class LocalStore implements Store {
       throw new BackupError(e.code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${e.code}`);
     });
     return createReadStream(path, { highWaterMark: 1 << 20 });
+  }
+
+  async readBackSha256(key: string): Promise<{ bytes: number; sha256: string }> {
+    const path = this.pathOf(key);
+    const h = createHash('sha256');
+    let bytes = 0;
+    try {
+      for await (const chunk of fileChunks(path)) {
+        h.update(chunk);
+        bytes += chunk.length;
+      }
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      throw new BackupError(code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${code ?? (e as Error).message}`, { cause: e });
+    }
+    return { bytes, sha256: h.digest('hex') };
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

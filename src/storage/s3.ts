@@ -1,14 +1,19 @@
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
+  PutObjectCommand,
   S3Client,
+  UploadPartCommand,
+  type CompletedPart,
   type PutObjectCommandInput,
   type S3ClientConfig,
   type StorageClass,
@@ -16,6 +21,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { StoreConfig } from '../config/load.js';
 import { BackupError, type Reason } from '../errors.js';
+import { readFully } from './file-chunks.js';
 import type { ObjectInfo, PutResult, Store } from './store.js';
 
 export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
@@ -241,6 +247,102 @@ export class S3Store implements Store {
     return new BackupError(r, this.scrub(message), { hint, cause: e });
   }
 
+  /** Keeps within S3's 10,000 parts when the size is known (a 160 GiB object at 16 MiB parts). */
+  private partSizeFor(size: number | undefined): number {
+    const mib = 1024 * 1024;
+    return size && size / this.cfg.partSize > MAX_PARTS - 1 ? Math.ceil(size / (MAX_PARTS - 1) / mib) * mib : this.cfg.partSize;
+  }
+
+  private objectParams(Key: string): Omit<PutObjectCommandInput, 'Body'> {
+    const params: Omit<PutObjectCommandInput, 'Body'> = { Bucket: this.cfg.bucket, Key };
+    if (this.cfg.sse) params.ServerSideEncryption = this.cfg.sse;
+    if (this.cfg.kmsKeyId) params.SSEKMSKeyId = this.cfg.kmsKeyId;
+    if (this.cfg.storageClass) params.StorageClass = this.cfg.storageClass as StorageClass;
+    return params;
+  }
+
+  /**
+   * Uploads a local file (the sealed bundle): each part is read straight from
+   * the file into one of queueSize + 1 part buffers, reused once its
+   * UploadPart has answered. One copy per byte into memory that is already
+   * mapped; lib-storage's path (read stream, Buffer.concat per part, fresh
+   * buffers) cost twice the CPU, which on a master competes with etcd.
+   * Memory: partSize x (queueSize + 1), as with put().
+   */
+  async putFile(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
+    const Key = this.objectKey(key);
+    let fh;
+    try {
+      fh = await open(path, 'r');
+    } catch (e) {
+      throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+    }
+    let uploadId: string | undefined;
+    const inflight = new Set<Promise<void>>();
+    const aborted = () => new BackupError('upload-failed', `store ${this.name}: upload of ${this.url(Key)} aborted because the daemon is shutting down`);
+    try {
+      const size = (await fh.stat()).size;
+      const partSize = this.partSizeFor(size);
+      const head = this.objectParams(Key);
+      if (size <= partSize) {
+        const body = Buffer.allocUnsafe(size);
+        await readFully(fh, body, size, 0);
+        if (signal?.aborted) throw aborted();
+        await this.client.send(new PutObjectCommand({ ...head, Body: body, ContentLength: size }), { abortSignal: signal });
+        return { key, size };
+      }
+      uploadId = (await this.client.send(new CreateMultipartUploadCommand(head))).UploadId;
+      if (!uploadId) throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the server returned no UploadId`);
+      const pool: Buffer[] = [];
+      const parts: CompletedPart[] = [];
+      let failure: unknown;
+      const queue = this.cfg.queueSize;
+      for (let n = 1, pos = 0; pos < size; n++, pos += partSize) {
+        while (inflight.size >= queue && failure === undefined) await Promise.race(inflight);
+        if (failure !== undefined) throw failure;
+        if (signal?.aborted) throw aborted();
+        const buf = pool.pop() ?? Buffer.allocUnsafeSlow(partSize);
+        const len = Math.min(partSize, size - pos);
+        await readFully(fh, buf, len, pos);
+        const PartNumber = n;
+        const p: Promise<void> = this.client
+          .send(new UploadPartCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, PartNumber, Body: buf.subarray(0, len), ContentLength: len }), { abortSignal: signal })
+          .then((r) => {
+            parts.push({ PartNumber, ETag: r.ETag });
+            pool.push(buf);
+          })
+          .catch((e: unknown) => {
+            failure ??= signal?.aborted ? aborted() : e;
+          })
+          .finally(() => inflight.delete(p));
+        inflight.add(p);
+      }
+      await Promise.all(inflight);
+      if (failure !== undefined) throw failure;
+      if (signal?.aborted) throw aborted();
+      parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
+      return { key, size };
+    } catch (e) {
+      // No part may land after the abort: wait for those still in flight (each ends, at worst, by the SDK's timeouts).
+      await Promise.allSettled(inflight);
+      if (uploadId) {
+        // As in put(): servers without AbortMultipartUpload leave the parts to cleanupIncomplete.
+        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId })).catch(() => undefined);
+      }
+      if (e instanceof BackupError) throw e;
+      if (typeof (e as NodeJS.ErrnoException).code === 'string' && (e as NodeJS.ErrnoException).syscall) {
+        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: reading ${path}: ${(e as NodeJS.ErrnoException).code}`, { cause: e });
+      }
+      if (e instanceof Error && /changed while being read/.test(e.message)) {
+        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: ${path}: ${e.message}`, { cause: e });
+      }
+      throw this.fail('uploading', Key, e);
+    } finally {
+      await fh.close();
+    }
+  }
+
   async put(key: string, body: Readable, size?: number): Promise<PutResult> {
     const Key = this.objectKey(key);
     let sent = 0;
@@ -260,13 +362,8 @@ export class S3Store implements Store {
       counter.destroy(err);
     });
     body.pipe(counter);
-    // Keep within S3's 10,000 parts when the size is known (a 160 GiB object at 16 MiB parts).
-    const mib = 1024 * 1024;
-    const partSize = size && size / this.cfg.partSize > MAX_PARTS - 1 ? Math.ceil(size / (MAX_PARTS - 1) / mib) * mib : this.cfg.partSize;
-    const params: PutObjectCommandInput = { Bucket: this.cfg.bucket, Key, Body: counter };
-    if (this.cfg.sse) params.ServerSideEncryption = this.cfg.sse;
-    if (this.cfg.kmsKeyId) params.SSEKMSKeyId = this.cfg.kmsKeyId;
-    if (this.cfg.storageClass) params.StorageClass = this.cfg.storageClass as StorageClass;
+    const partSize = this.partSizeFor(size);
+    const params: PutObjectCommandInput = { ...this.objectParams(Key), Body: counter };
     // leavePartsOnError: lib-storage's own abort would replace the real error with the
     // abort's error on servers without AbortMultipartUpload; we abort ourselves below.
     const upload = new Upload({ client: this.client, params, partSize, queueSize: this.cfg.queueSize, leavePartsOnError: true });

@@ -9,6 +9,8 @@ export interface ObjectInfo {
 export interface PutResult {
   key: string;
   size: number;
+  /** The object is the very file given to putFile (a hard link), not a copy of it. */
+  sameFile?: boolean;
 }
 
 /**
@@ -22,6 +24,22 @@ export interface Store {
   put(key: string, body: Readable, size?: number): Promise<PutResult>;
   head(key: string): Promise<ObjectInfo | undefined>;
   get(key: string): Promise<Readable>;
+  /**
+   * Stores a local file. Optional: a store that can do better than streaming
+   * it (a hard link or a kernel copy on the same machine) implements this.
+   */
+  putFile?(key: string, path: string, signal?: AbortSignal): Promise<PutResult>;
+  /**
+   * The sha256 of the object as computed by the server from what it holds,
+   * or undefined when the server cannot compute one. Optional: lets delivery
+   * prove a remote copy without pulling every byte back over the wire.
+   */
+  serverSha256?(key: string, signal?: AbortSignal): Promise<string | undefined>;
+  /**
+   * Reads the whole object back and hashes it, the cheapest way this store
+   * can (a local file into one reused buffer). Optional: get() is the default.
+   */
+  readBackSha256?(key: string): Promise<{ bytes: number; sha256: string }>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /** Removes missing keys silently. */
   delete(keys: string[]): Promise<void>;

@@ -1,28 +1,70 @@
 import { BackupError } from '../errors.js';
-import { HashingStream } from '../bundle/hash.js';
-import { pipeline } from 'node:stream/promises';
-import { Writable } from 'node:stream';
+import { createHash } from 'node:crypto';
 import type { Store } from './store.js';
 
 export type VerifyMode = 'readback' | 'size';
 
 /**
+ * How a remote copy was proven, strongest first among the cheap ones:
+ * - `readback`: we read every byte back from the store and hashed it;
+ * - `server-sha256`: the server hashed the bytes it holds (SFTP over an exec
+ *   channel) and its digest equals ours;
+ * - `same-file`: the store's object is a hard link to the bundle sealed
+ *   moments ago, whose sha256 was taken from the very bytes written;
+ * - `size`: only the size was checked (`verify: size`).
+ */
+export type Proof = 'readback' | 'server-sha256' | 'same-file' | 'size';
+
+export interface VerifyOptions {
+  /** The object is a hard link to a bundle this process sealed and hashed just now. */
+  sameFileAsFreshBundle?: boolean;
+  /** Accept the server's own sha256 when the store can produce one (delivery, not an operator's verify). */
+  serverHash?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface VerifyOutcome {
+  proof: Proof;
+  /** Set when the cheap proof disagreed and a read-back settled it. */
+  note?: string;
+}
+
+/**
  * Proves the store holds what we sent: the size it reports, and with
- * `readback` the sha256 of the bytes it gives back. A store that acknowledges
+ * `readback` the sha256 of the bytes it holds. A store that acknowledges
  * a write but keeps different bytes (s3rver with aws-chunked framing does) is
  * caught here, before the manifest commits the backup.
  */
-export async function verifyRemoteCopy(store: Store, key: string, size: number, sha256: string, mode: VerifyMode): Promise<void> {
+export async function verifyRemoteCopy(store: Store, key: string, size: number, sha256: string, mode: VerifyMode, opts: VerifyOptions = {}): Promise<VerifyOutcome> {
   const info = await store.head(key);
   if (!info) throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} is missing right after upload`);
   if (info.size !== size) {
     throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} holds ${info.size} bytes, ${size} were sent`);
   }
-  if (mode === 'size') return;
-  const h = new HashingStream();
-  await pipeline(await store.get(key), h, new Writable({ write: (_c, _e, cb) => cb() }));
-  const got = h.digest();
-  if (h.bytes !== size || got !== sha256) {
-    throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} read back as ${h.bytes} bytes with sha256 ${got}, sent ${size} bytes with ${sha256}`);
+  if (mode === 'size') return { proof: 'size' };
+  if (opts.sameFileAsFreshBundle) return { proof: 'same-file' };
+  let note: string | undefined;
+  if (opts.serverHash && store.serverSha256) {
+    // Any failure of the cheap way (no shell, no sha256sum, a chroot) falls back to reading back.
+    const theirs = await store.serverSha256(key, opts.signal).catch(() => undefined);
+    if (theirs === sha256) return { proof: 'server-sha256' };
+    // A mismatch fails only if the bytes themselves disagree: the server's hash command could be a wrapper or see another file.
+    if (theirs !== undefined) note = `the server's sha256 of ${key} was ${theirs}, expected ${sha256}; read back to decide`;
   }
+  const got = store.readBackSha256 ? await store.readBackSha256(key) : await hashStream(await store.get(key));
+  if (got.bytes !== size || got.sha256 !== sha256) {
+    throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} read back as ${got.bytes} bytes with sha256 ${got.sha256}, sent ${size} bytes with ${sha256}`);
+  }
+  return { proof: 'readback', note };
+}
+
+/** Straight from the store's stream into the hash: no extra stream hops per chunk. */
+async function hashStream(body: AsyncIterable<Buffer>): Promise<{ bytes: number; sha256: string }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of body) {
+    h.update(chunk);
+    bytes += chunk.length;
+  }
+  return { bytes, sha256: h.digest('hex') };
 }

@@ -131,7 +131,7 @@ describe('S3Store on s3rver', () => {
       { key: 'c/x/small', size: 5 },
     ]);
     expect(seen[0]!.modifiedAt).toBeInstanceOf(Date);
-    await expect(verifyRemoteCopy(s, 'c/x/backup.tar', 12 * MiB + 1, g.sha256, 'readback')).resolves.toBeUndefined();
+    await expect(verifyRemoteCopy(s, 'c/x/backup.tar', 12 * MiB + 1, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
   });
 
   it('works with an empty prefix, and refuses keys that escape or are ambiguous', async () => {
@@ -222,7 +222,7 @@ describe('S3Store on s3rver', () => {
           await expect(verifyRemoteCopy(s, 'c/chunked/obj', size, sha, 'size')).rejects.toMatchObject({ reason: 'remote-verify-failed' });
         } else {
           expect(info!.size).toBe(size);
-          await expect(verifyRemoteCopy(s, 'c/chunked/obj', size, sha, 'readback')).resolves.toBeUndefined();
+          await expect(verifyRemoteCopy(s, 'c/chunked/obj', size, sha, 'readback')).resolves.toMatchObject({ proof: 'readback' });
         }
       }
     });
@@ -232,7 +232,7 @@ describe('S3Store on s3rver', () => {
       for (const size of [300 * 1024, 11 * MiB + 3]) {
         const g = generated(size, size);
         await s.put(`c/ws/${size}`, g.stream(), size);
-        await expect(verifyRemoteCopy(s, `c/ws/${size}`, size, g.sha256, 'readback')).resolves.toBeUndefined();
+        await expect(verifyRemoteCopy(s, `c/ws/${size}`, size, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
       }
     });
   });
@@ -308,7 +308,7 @@ describe('S3Store on s3rver', () => {
 
       await down.restart();
       await s.put('c/o/backup.tar', g.stream(), 11 * MiB);
-      await expect(verifyRemoteCopy(s, 'c/o/backup.tar', 11 * MiB, g.sha256, 'readback')).resolves.toBeUndefined();
+      await expect(verifyRemoteCopy(s, 'c/o/backup.tar', 11 * MiB, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
       expect((await drain(await s.get('c/o/before'))).bytes).toBe(6);
     });
 

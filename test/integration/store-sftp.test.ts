@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
 import { createStore } from '../../src/storage/index.js';
 import { parseKnownHosts, SftpStore, type SftpStoreConfig } from '../../src/storage/sftp.js';
+import { verifyRemoteCopy } from '../../src/storage/verify.js';
 import { removeSshdDir, startSshd, type Sshd } from '../support/sshd.js';
 import { generated, storeContract } from '../support/store-contract.js';
 
@@ -26,6 +27,7 @@ function configFor(sshd: Sshd, over: Partial<SftpStoreConfig> = {}): SftpStoreCo
     path: join(sshd.root, `store-${++seq}`),
     timeout: '5s',
     verify: 'readback',
+    serverHash: true,
     incompleteGrace: '24h',
     ...over,
   };
@@ -475,4 +477,68 @@ describe('SftpStore against OpenSSH sshd', () => {
       await store.close();
     }
   }, 300_000);
+
+  it('proves a copy by the server\'s own sha256 over exec, and reads back when that is off or the object differs', async () => {
+    const cfg = configFor(sshd);
+    const store = new SftpStore(cfg);
+    const off = new SftpStore({ ...cfg, serverHash: false });
+    const g = { size: 3 * 1024 * 1024 + 17, ...generated(3 * 1024 * 1024 + 17, 11) };
+    try {
+      await store.put("it's/-odd name/backup.tar", g.stream(), g.size);
+      // A key with a quote and a leading dash reaches the shell as one literal argument.
+      expect(await store.serverSha256("it's/-odd name/backup.tar")).toBe(g.sha256);
+      expect(await verifyRemoteCopy(store, "it's/-odd name/backup.tar", g.size, g.sha256, 'readback', { serverHash: true })).toEqual({ proof: 'server-sha256' });
+      // An operator's verify (no serverHash option) always reads every byte back.
+      expect(await verifyRemoteCopy(store, "it's/-odd name/backup.tar", g.size, g.sha256, 'readback')).toEqual({ proof: 'readback' });
+      // serverHash: false in the config: the same object is read back.
+      expect(await off.serverSha256("it's/-odd name/backup.tar")).toBeUndefined();
+      expect((await verifyRemoteCopy(off, "it's/-odd name/backup.tar", g.size, g.sha256, 'readback', { serverHash: true })).proof).toBe('readback');
+      // Same size, one byte different on the server's disk: the server's hash disagrees, the read-back confirms it, the copy is refused.
+      const path = join((store as unknown as { root: string }).root, "it's/-odd name/backup.tar");
+      const fh = await import('node:fs/promises').then((m) => m.open(path, 'r+'));
+      await fh.write(Buffer.from([0x55]), 0, 1, 1000);
+      await fh.close();
+      const e = await expectRejected(verifyRemoteCopy(store, "it's/-odd name/backup.tar", g.size, g.sha256, 'readback', { serverHash: true }));
+      expect(e.reason).toBe('remote-verify-failed');
+      expect(e.message).toMatch(/read back as \d+ bytes with sha256 [0-9a-f]{64}/);
+    } finally {
+      await store.delete(["it's/-odd name/backup.tar"]);
+      await store.close();
+      await off.close();
+    }
+  });
+
+  it('reads back when the server hash is wrong or impossible: a lying openssl, an SFTP-only account', async () => {
+    const fake = await import('node:fs/promises').then((m) => m.mkdtemp(join(sshd.root, 'fakebin-')));
+    // A hash tool that answers with a well-formed but wrong digest: the read-back decides and the copy is good.
+    await writeFile(join(fake, 'openssl'), '#!/bin/sh\necho "0000000000000000000000000000000000000000000000000000000000000000 *$4"\n', { mode: 0o755 });
+    const lying = await startSshd({ extraConfig: [`SetEnv PATH=${fake}:/usr/bin:/bin`] });
+    const sftpOnly = await startSshd({ extraConfig: ['ForceCommand internal-sftp'] });
+    const g = { size: 1024 * 1024, ...generated(1024 * 1024, 12) };
+    try {
+      for (const [srv, expectNote] of [
+        [lying, true],
+        [sftpOnly, false],
+      ] as const) {
+        const store = new SftpStore(configFor(srv));
+        try {
+          await store.put('b/backup.tar', g.stream(), g.size);
+          const t0 = Date.now();
+          const v = await verifyRemoteCopy(store, 'b/backup.tar', g.size, g.sha256, 'readback', { serverHash: true });
+          expect(v.proof).toBe('readback');
+          if (expectNote) expect(v.note).toMatch(/the server's sha256 of b\/backup.tar was 0{64}/);
+          else expect(v.note).toBeUndefined();
+          // A forced internal-sftp must not hang the exec until some timeout.
+          expect(Date.now() - t0).toBeLessThan(4000);
+        } finally {
+          await store.close();
+        }
+      }
+    } finally {
+      for (const srv of [lying, sftpOnly]) {
+        await srv.stop();
+        await removeSshdDir(srv);
+      }
+    }
+  });
 });

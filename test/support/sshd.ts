@@ -131,6 +131,8 @@ function bannerArrives(port: number, timeoutMs: number): Promise<boolean> {
 export interface SshdOptions {
   /** Host keys besides ed25519 (which is always first), e.g. ['ecdsa', 'rsa']. */
   extraHostKeyTypes?: ('ecdsa' | 'rsa')[];
+  /** More sshd_config lines, e.g. 'ForceCommand internal-sftp' for an SFTP-only account. */
+  extraConfig?: string[];
 }
 
 export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
@@ -185,6 +187,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
       'PermitRootLogin yes',
       'MaxStartups 50',
       'LogLevel INFO',
+      ...(opts.extraConfig ?? []),
       '',
     ].join('\n'),
     { mode: 0o600 },

@@ -1,5 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/storage/store.js';
 
@@ -72,6 +76,46 @@ export function storeContract(label: string, opts: ContractOptions): void {
       expect(r.size).toBe(size);
       expect((await store.head('c/big/backup.tar'))?.size).toBe(size);
       expect(await drain(await store.get('c/big/backup.tar'))).toEqual({ bytes: size, sha: g.sha256 });
+    });
+
+    it('putFile stores a local file byte for byte (multi-part sized and small), and a missing file stores nothing', async () => {
+      expect(store.putFile, 'every store has the file fast path deliverToStore uses').toBeTypeOf('function');
+      const dir = mkdtempSync(join(tmpdir(), 'ebd-putfile-'));
+      try {
+        for (const [name, size] of [
+          ['big', (opts.largeBytes ?? 40 * 1024 * 1024 + 12345) + 7],
+          ['small', 1000],
+          ['empty', 0],
+        ] as const) {
+          const g = generated(size, 3);
+          const file = join(dir, name);
+          await pipeline(g.stream(), createWriteStream(file, { mode: 0o600 }));
+          const r = await store.putFile!(`c/pf/${name}`, file);
+          expect(r).toMatchObject({ key: `c/pf/${name}`, size });
+          expect((await store.head(`c/pf/${name}`))?.size).toBe(size);
+          expect(await drain(await store.get(`c/pf/${name}`))).toEqual({ bytes: size, sha: g.sha256 });
+        }
+        const e = await store.putFile!('c/pf/none', join(dir, 'no-such-file')).then(
+          () => undefined,
+          (err: { reason?: string; message: string }) => err,
+        );
+        expect(e?.reason).toBe('upload-failed');
+        expect(e?.message).toMatch(/ENOENT/);
+        expect(await store.head('c/pf/none')).toBeUndefined();
+        // An aborted putFile (daemon shutdown) stores nothing either.
+        const big = join(dir, 'big');
+        const ac = new AbortController();
+        ac.abort();
+        const a = await store.putFile!('c/pf/aborted', big, ac.signal).then(
+          () => undefined,
+          (err: { reason?: string; message: string }) => err,
+        );
+        expect(a?.reason).toBe('upload-failed');
+        expect(a?.message).toMatch(/aborted because the daemon is shutting down/);
+        expect(await store.head('c/pf/aborted')).toBeUndefined();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     });
 
     it('overwrites an existing key whole', async () => {
