@@ -71,7 +71,8 @@ function cpuSplitting(store) {
     get(target, prop) {
       const v = Reflect.get(target, prop);
       if (typeof v !== 'function') return v;
-      if (prop === 'put') {
+      // The bundle goes through putFile (every store has it), the manifest through put.
+      if (prop === 'put' || prop === 'putFile') {
         return async (...a) => {
           switchTo(puts++ === 0 ? 'upload' : 'commit');
           try {
@@ -82,6 +83,7 @@ function cpuSplitting(store) {
         };
       }
       if (prop === 'head') return (...a) => (switchTo('verify'), v.apply(target, a));
+      if (prop === 'serverSha256' || prop === 'readBackSha256') return v.bind(target);
       return v.bind(target);
     },
   });

@@ -1,10 +1,11 @@
+import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { basename, dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
-import { writeFileAtomic } from '../fsutil.js';
+import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
 import { encryptStream } from './encrypt.js';
 import { HashingStream } from './hash.js';
 import { MANIFEST_NAME, type ManifestArtifact } from './manifest.js';
@@ -27,8 +28,9 @@ export async function writeBundle(
   to: string,
   files: string[],
   manifestFor: (artifacts: ManifestArtifact[]) => Buffer,
-  opts: { recipients?: string[] } = {},
+  opts: { recipients?: string[]; /** Tests: force the stream path for a plain bundle too. */ viaStream?: boolean } = {},
 ): Promise<BundleResult> {
+  if (!opts.recipients?.length && !opts.viaStream) return writePlainBundle(to, files, manifestFor);
   const pack = tar.pack();
   const whole = new HashingStream();
   const artifacts: ManifestArtifact[] = [];
@@ -70,4 +72,104 @@ export async function writeBundle(
   await filling;
   if (fillError) throw fillError;
   return { size: whole.bytes, sha256: whole.digest(), artifacts };
+}
+
+/** Buffers in the read -> hash -> write ring: one being read, one hashed, the rest being written. */
+const RING = 4;
+const BLOCK = 512;
+
+/**
+ * The bytes tar-stream puts before an entry's data (a ustar header, with a
+ * pax header first for long names; base-256 sizes past 8 GiB) or, for
+ * `end`, the end-of-archive blocks: the library's encoding, our I/O.
+ */
+async function tarBytes(what: { entry: Parameters<ReturnType<typeof tar.pack>['entry']>[0] } | 'end'): Promise<Buffer> {
+  const pack = tar.pack();
+  const out: Buffer[] = [];
+  pack.on('data', (c) => void out.push(c as Buffer));
+  if (what === 'end') pack.finalize();
+  else pack.entry(what.entry);
+  await new Promise((r) => setImmediate(r));
+  pack.destroy();
+  return Buffer.concat(out);
+}
+
+/**
+ * The unencrypted bundle without streams: each artifact is read into a small
+ * ring of reused buffers, hashed (its own sha256 and the whole tar's) and
+ * written at its offset while the next chunk is being read. Byte for byte
+ * what the stream path writes (a test holds them equal), at about half the
+ * CPU: no fresh buffer, page faults and stream hops per chunk.
+ */
+async function writePlainBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer): Promise<BundleResult> {
+  await mkdirPrivate(dirname(to));
+  const tmp = tempNameFor(to);
+  const out = await open(tmp, 'wx', 0o600);
+  const whole = createHash('sha256');
+  const ring = Array.from({ length: RING }, () => Buffer.allocUnsafeSlow(READ_CHUNK));
+  const writing: (Promise<unknown> | undefined)[] = new Array(RING).fill(undefined);
+  let pos = 0;
+  const put = (buf: Buffer, slot?: number): void => {
+    whole.update(buf);
+    const w = out.write(buf, 0, buf.length, pos);
+    w.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
+    if (slot !== undefined) writing[slot] = w;
+    else writing.push(w);
+    pos += buf.length;
+  };
+  const padding = (size: number): Buffer => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+  try {
+    const artifacts: ManifestArtifact[] = [];
+    for (const file of files) {
+      const inp = await open(file, 'r');
+      try {
+        const st = await inp.stat();
+        put(await tarBytes({ entry: { name: basename(file), size: st.size, mode: 0o600, mtime: st.mtime, type: 'file' } }));
+        const h = createHash('sha256');
+        const n = await copyThrough(inp, ring, writing, h, put);
+        if (n !== st.size) throw new Error(`${file} changed size while being bundled (${st.size} -> ${n})`);
+        put(padding(st.size));
+        artifacts.push({ name: basename(file), size: st.size, sha256: h.digest('hex') });
+      } finally {
+        await inp.close();
+      }
+    }
+    const manifest = manifestFor(artifacts);
+    put(await tarBytes({ entry: { name: MANIFEST_NAME, size: manifest.length, mode: 0o600, mtime: new Date(), type: 'file' } }));
+    put(manifest);
+    put(padding(manifest.length));
+    put(await tarBytes('end'));
+    await Promise.all(writing);
+    await out.sync();
+    await out.close();
+    await rename(tmp, to);
+    await fsyncPath(dirname(to));
+    return { size: pos, sha256: whole.digest('hex'), artifacts };
+  } catch (e) {
+    await Promise.allSettled(writing);
+    await out.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw e;
+  }
+}
+
+/** Reads `inp` to its end through the ring, prefetching the next chunk while this one is hashed and written. Returns the bytes read. */
+async function copyThrough(inp: FileHandle, ring: Buffer[], writing: (Promise<unknown> | undefined)[], h: Hash, put: (buf: Buffer, slot: number) => void): Promise<number> {
+  let total = 0;
+  let i = 0;
+  const readInto = (slot: number) => inp.read(ring[slot]!, 0, READ_CHUNK, total);
+  await writing[0];
+  let reading = readInto(0);
+  for (;;) {
+    const { bytesRead } = await reading;
+    if (bytesRead === 0) return total;
+    const cur = ring[i]!.subarray(0, bytesRead);
+    total += bytesRead;
+    const next = (i + 1) % ring.length;
+    await writing[next]; // that buffer's bytes must be on their way to the disk before it is refilled
+    reading = readInto(next);
+    h.update(cur);
+    put(cur, i);
+    i = next;
+  }
 }
