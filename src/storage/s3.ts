@@ -1,4 +1,4 @@
-import { open, readFile } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -277,6 +277,11 @@ export class S3Store implements Store {
     } catch (e) {
       throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
     }
+    // A failed read of the bundle is ours, not the store's: say so, never as a network error of the store.
+    const readLocal = (f: FileHandle, buf: Buffer, len: number, at: number) =>
+      readFully(f, buf, len, at).catch((e: unknown) => {
+        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: reading ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+      });
     let uploadId: string | undefined;
     const inflight = new Set<Promise<void>>();
     const aborted = () => new BackupError('upload-failed', `store ${this.name}: upload of ${this.url(Key)} aborted because the daemon is shutting down`);
@@ -286,7 +291,7 @@ export class S3Store implements Store {
       const head = this.objectParams(Key);
       if (size <= partSize) {
         const body = Buffer.allocUnsafe(size);
-        await readFully(fh, body, size, 0);
+        await readLocal(fh, body, size, 0);
         if (signal?.aborted) throw aborted();
         await this.client.send(new PutObjectCommand({ ...head, Body: body, ContentLength: size }), { abortSignal: signal });
         return { key, size };
@@ -303,7 +308,7 @@ export class S3Store implements Store {
         if (signal?.aborted) throw aborted();
         const buf = pool.pop() ?? Buffer.allocUnsafeSlow(partSize);
         const len = Math.min(partSize, size - pos);
-        await readFully(fh, buf, len, pos);
+        await readLocal(fh, buf, len, pos);
         const PartNumber = n;
         const p: Promise<void> = this.client
           .send(new UploadPartCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, PartNumber, Body: buf.subarray(0, len), ContentLength: len }), { abortSignal: signal })
@@ -329,13 +334,6 @@ export class S3Store implements Store {
       if (uploadId) {
         // As in put(): servers without AbortMultipartUpload leave the parts to cleanupIncomplete.
         await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId })).catch(() => undefined);
-      }
-      if (e instanceof BackupError) throw e;
-      if (typeof (e as NodeJS.ErrnoException).code === 'string' && (e as NodeJS.ErrnoException).syscall) {
-        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: reading ${path}: ${(e as NodeJS.ErrnoException).code}`, { cause: e });
-      }
-      if (e instanceof Error && /changed while being read/.test(e.message)) {
-        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: ${path}: ${e.message}`, { cause: e });
       }
       throw this.fail('uploading', Key, e);
     } finally {
