@@ -91,7 +91,21 @@ async function tarBytes(what: { entry: Parameters<ReturnType<typeof tar.pack>['e
   else pack.entry(what.entry);
   await new Promise((r) => setImmediate(r));
   pack.destroy();
-  return Buffer.concat(out);
+  const bytes = Buffer.concat(out);
+  // Relies on tar-stream pushing a header at once; a version that did not would otherwise make a broken tar that hashes fine.
+  if (what === 'end' ? bytes.length !== 2 * BLOCK : bytes.length === 0 || bytes.length % BLOCK !== 0) {
+    throw new Error(`tar-stream produced ${bytes.length} bytes for ${what === 'end' ? 'the end of the archive' : `the header of ${what.entry.name}`}`);
+  }
+  return bytes;
+}
+
+/** FileHandle.write may write less than asked (a nearly full disk): write the rest, or fail. */
+async function writeFully(fh: FileHandle, buf: Buffer, pos: number): Promise<void> {
+  for (let off = 0; off < buf.length; ) {
+    const { bytesWritten } = await fh.write(buf, off, buf.length - off, pos + off);
+    if (bytesWritten <= 0) throw Object.assign(new Error(`write of the bundle made no progress at offset ${pos + off}`), { code: 'EIO' });
+    off += bytesWritten;
+  }
 }
 
 /**
@@ -111,7 +125,7 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
   let pos = 0;
   const put = (buf: Buffer, slot?: number): void => {
     whole.update(buf);
-    const w = out.write(buf, 0, buf.length, pos);
+    const w = writeFully(out, buf, pos);
     w.catch(() => undefined); // awaited below; never an unhandled rejection meanwhile
     if (slot !== undefined) writing[slot] = w;
     else writing.push(w);
@@ -140,6 +154,8 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
     put(padding(manifest.length));
     put(await tarBytes('end'));
     await Promise.all(writing);
+    const onDisk = (await out.stat()).size;
+    if (onDisk !== pos) throw Object.assign(new Error(`the bundle holds ${onDisk} bytes, ${pos} were written`), { code: 'EIO' });
     await out.sync();
     await out.close();
     await rename(tmp, to);

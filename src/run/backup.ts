@@ -188,9 +188,12 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
 
     const t0 = performance.now();
     const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
-    for (const store of deps.stores) {
-      stores[store.name] = await deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log, deps.signal, { sealedNow: true });
-    }
+    // Stores are independent (each succeeds or fails on its own): deliver to all at once, so a
+    // backup is off the node in the time of the slowest store, not the sum of all.
+    const outcomes = await Promise.all(
+      deps.stores.map((store) => deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log, deps.signal, { sealedNow: true })),
+    );
+    deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
     phases['deliver'] = (performance.now() - t0) / 1000;
     await writeStatus(boxDir, stampFailures(cfg, stores, now()));
 

@@ -1,5 +1,5 @@
 import { constants, createReadStream } from 'node:fs';
-import { chmod, copyFile, link, opendir, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
+import { chmod, copyFile, link, opendir, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -55,6 +55,10 @@ export class LocalStore implements Store {
       let sameFile = true;
       try {
         await link(from, tmp);
+        // A link keeps the bundle's seal time; prune judges a manifest-less object by its age
+        // (incompleteGrace), so an outbox retry of an old bundle must not look like an abandoned upload.
+        const now = new Date();
+        await utimes(tmp, now, now);
       } catch {
         // EXDEV across filesystems; EPERM/ENOTSUP where hard links are not allowed. A copy works wherever a link could not.
         sameFile = false;

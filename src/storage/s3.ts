@@ -1,4 +1,5 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -270,6 +271,25 @@ export class S3Store implements Store {
    * Memory: partSize x (queueSize + 1), as with put().
    */
   async putFile(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
+    if (this.cfg.checksum !== 'WHEN_REQUIRED') {
+      // Flexible checksums need ChecksumAlgorithm on the multipart upload and per-part checksums on completion: lib-storage does that.
+      const body = createReadStream(path, { highWaterMark: 1 << 20 });
+      const onAbort = () => body.destroy(new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        const size = await stat(path).then(
+          (st) => st.size,
+          (e: NodeJS.ErrnoException) => {
+            body.destroy();
+            throw new BackupError('upload-failed', `store ${this.name}: uploading ${key} failed: cannot read ${path}: ${e.code ?? e.message}`, { cause: e });
+          },
+        );
+        if (signal?.aborted) onAbort();
+        return await this.put(key, body, size);
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
+      }
+    }
     const Key = this.objectKey(key);
     let fh;
     try {
@@ -313,6 +333,7 @@ export class S3Store implements Store {
         const p: Promise<void> = this.client
           .send(new UploadPartCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, PartNumber, Body: buf.subarray(0, len), ContentLength: len }), { abortSignal: signal })
           .then((r) => {
+            if (!r.ETag) throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the server returned no ETag for part ${PartNumber}`);
             parts.push({ PartNumber, ETag: r.ETag });
             pool.push(buf);
           })

@@ -506,7 +506,8 @@ export class SftpStore implements Store {
   private ioLen(s: Session, kind: 'write' | 'read'): number {
     // ssh2 learns the server's limits (limits@openssh.com) but keeps them private.
     const v = (s.sftp as unknown as Record<string, unknown>)[kind === 'write' ? '_maxWriteLen' : '_maxReadLen'];
-    return typeof v === 'number' && v >= 4096 && v <= 1 << 20 ? v : FALLBACK_IO_LEN;
+    // Never above what ssh2 itself sends in one request: past it ssh2 sends the rest later from the caller's (reused) buffer.
+    return typeof v === 'number' && v > 0 ? Math.min(v, 1 << 20) : FALLBACK_IO_LEN;
   }
 
   /**
@@ -706,20 +707,29 @@ export class SftpStore implements Store {
   async serverSha256(key: string, signal?: AbortSignal): Promise<string | undefined> {
     this.checkKey(key);
     if (this.cfg.serverHash === false) return undefined;
-    const path = this.remote(key);
-    // Relative store paths are relative to the login directory, as for SFTP; ./ keeps a leading '-' from being an option.
-    const q = shellQuote(path.startsWith('/') ? path : `./${path}`);
-    const cmd = `f=${q}; if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$f"; else sha256sum -b "$f"; fi`;
-    const out = await this.withSession((s) => this.execOn(s, cmd, signal));
-    return /^([0-9a-f]{64})\b/i.exec(out.trim())?.[1]?.toLowerCase();
+    return this.withSession(async (s) => {
+      // The absolute path the SFTP server resolved (its start directory may not be the shell's $HOME).
+      const path = await this.call<string>(s, (sftp, cb) => sftp.realpath(this.remote(key), cb));
+      if (!path.startsWith('/')) return undefined;
+      const cmd = `f=${shellQuote(path)}; if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$f"; else sha256sum -b "$f"; fi`;
+      const out = await this.execOn(s, cmd, signal);
+      return /^([0-9a-f]{64})\b/i.exec(out.trim())?.[1]?.toLowerCase();
+    });
   }
 
-  /** Runs one command, returns its stdout when it exits 0. The hash of a large file takes a while: no short timeout, the keepalive catches a dead server. */
+  /**
+   * Runs one command, returns its stdout when it exits 0. Hashing a large
+   * file takes a while, so the limit is generous; past it the caller reads
+   * back instead (a forced command that ignores EOF must not hang a run).
+   */
   private execOn(s: Session, cmd: string, signal?: AbortSignal): Promise<string> {
     return new Promise<string>((resolve, reject) => {
       if (!s.alive) return reject(new ConnectionLost(`connection to ${this.where} lost: ${s.lostReason ?? 'closed'}`));
+      if (signal?.aborted) return reject(new Error('aborted'));
       s.client.exec(cmd, (err, stream) => {
         if (err) return reject(err);
+        const timer = setTimeout(() => stream.close(), Math.max(10 * 60_000, 20 * this.timeoutMs));
+        stream.once('close', () => clearTimeout(timer));
         // No input: a server that forces internal-sftp for every session then sees EOF and exits instead of waiting.
         stream.end();
         let out = '';

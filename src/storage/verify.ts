@@ -47,6 +47,8 @@ export async function verifyRemoteCopy(store: Store, key: string, size: number, 
   if (opts.serverHash && store.serverSha256) {
     // Any failure of the cheap way (no shell, no sha256sum, a chroot) falls back to reading back.
     const theirs = await store.serverSha256(key, opts.signal).catch(() => undefined);
+    // A shutdown interrupted the server's hash: not a reason to start pulling gigabytes back.
+    if (opts.signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: ${key}: verification aborted because the daemon is shutting down`);
     if (theirs === sha256) return { proof: 'server-sha256' };
     // A mismatch fails only if the bytes themselves disagree: the server's hash command could be a wrapper or see another file.
     if (theirs !== undefined) note = `the server's sha256 of ${key} was ${theirs}, expected ${sha256}; read back to decide`;

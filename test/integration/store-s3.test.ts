@@ -1,8 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { createWriteStream, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeSchema } from '../../src/config/schema.js';
@@ -233,6 +235,22 @@ describe('S3Store on s3rver', () => {
         const g = generated(size, size);
         await s.put(`c/ws/${size}`, g.stream(), size);
         await expect(verifyRemoteCopy(s, `c/ws/${size}`, size, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
+      }
+    });
+
+    it('S3Store.putFile with WHEN_SUPPORTED goes through lib-storage (checksummed parts) and stays intact', async () => {
+      const s = store({ checksum: 'WHEN_SUPPORTED', partSize: 5 * MiB });
+      const dir = await mkdtemp(join(tmpdir(), 'ebd-s3-ws-'));
+      try {
+        for (const size of [300 * 1024, 11 * MiB + 3]) {
+          const g = generated(size, size + 1);
+          await pipeline(g.stream(), createWriteStream(join(dir, 'f'), { mode: 0o600 }));
+          expect(await s.putFile(`c/wsf/${size}`, join(dir, 'f'))).toEqual({ key: `c/wsf/${size}`, size });
+          await expect(verifyRemoteCopy(s, `c/wsf/${size}`, size, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
+        }
+        await expect(s.putFile('c/wsf/none', join(dir, 'missing'))).rejects.toMatchObject({ reason: 'upload-failed', message: expect.stringMatching(/ENOENT/) });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
       }
     });
   });
