@@ -77,6 +77,7 @@ export async function writeBundle(
 /** Buffers in the read -> hash -> write ring: one being read, one hashed, the rest being written. */
 const RING = 4;
 const BLOCK = 512;
+const FLUSH_EVERY = 32 * 1024 * 1024;
 
 /**
  * The bytes tar-stream puts before an entry's data (a ustar header, with a
@@ -132,6 +133,19 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
     pos += buf.length;
   };
   const padding = (size: number): Buffer => Buffer.alloc((BLOCK - (size % BLOCK)) % BLOCK);
+  // etcd fsyncs its WAL on every write: one fsync of a whole gigabyte at the end would queue
+  // in front of those for seconds. Flushing as we go keeps at most about 2 x FLUSH_EVERY dirty,
+  // and holds the writer to the disk's pace.
+  let flushedAt = 0;
+  let flushing: Promise<void> | undefined;
+  const flushAsWeGo = async (): Promise<void> => {
+    if (pos - flushedAt < FLUSH_EVERY) return;
+    flushedAt = pos;
+    if (flushing) await flushing;
+    const f = out.datasync();
+    f.catch(() => undefined);
+    flushing = f;
+  };
   try {
     const artifacts: ManifestArtifact[] = [];
     for (const file of files) {
@@ -140,7 +154,7 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
         const st = await inp.stat();
         put(await tarBytes({ entry: { name: basename(file), size: st.size, mode: 0o600, mtime: st.mtime, type: 'file' } }));
         const h = createHash('sha256');
-        const n = await copyThrough(inp, ring, writing, h, put);
+        const n = await copyThrough(inp, ring, writing, h, put, flushAsWeGo);
         if (n !== st.size) throw new Error(`${file} changed size while being bundled (${st.size} -> ${n})`);
         put(padding(st.size));
         artifacts.push({ name: basename(file), size: st.size, sha256: h.digest('hex') });
@@ -154,6 +168,7 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
     put(padding(manifest.length));
     put(await tarBytes('end'));
     await Promise.all(writing);
+    await flushing;
     const onDisk = (await out.stat()).size;
     if (onDisk !== pos) throw Object.assign(new Error(`the bundle holds ${onDisk} bytes, ${pos} were written`), { code: 'EIO' });
     await out.sync();
@@ -162,7 +177,7 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
     await fsyncPath(dirname(to));
     return { size: pos, sha256: whole.digest('hex'), artifacts };
   } catch (e) {
-    await Promise.allSettled(writing);
+    await Promise.allSettled([...writing, flushing]);
     await out.close().catch(() => undefined);
     await rm(tmp, { force: true });
     throw e;
@@ -170,7 +185,14 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
 }
 
 /** Reads `inp` to its end through the ring, prefetching the next chunk while this one is hashed and written. Returns the bytes read. */
-async function copyThrough(inp: FileHandle, ring: Buffer[], writing: (Promise<unknown> | undefined)[], h: Hash, put: (buf: Buffer, slot: number) => void): Promise<number> {
+async function copyThrough(
+  inp: FileHandle,
+  ring: Buffer[],
+  writing: (Promise<unknown> | undefined)[],
+  h: Hash,
+  put: (buf: Buffer, slot: number) => void,
+  afterChunk: () => Promise<void>,
+): Promise<number> {
   let total = 0;
   let i = 0;
   const readInto = (slot: number) => inp.read(ring[slot]!, 0, READ_CHUNK, total);
@@ -187,5 +209,6 @@ async function copyThrough(inp: FileHandle, ring: Buffer[], writing: (Promise<un
     h.update(cur);
     put(cur, i);
     i = next;
+    await afterChunk();
   }
 }
