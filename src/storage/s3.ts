@@ -273,18 +273,18 @@ export class S3Store implements Store {
   async putFile(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
     if (this.cfg.checksum !== 'WHEN_REQUIRED') {
       // Flexible checksums need ChecksumAlgorithm on the multipart upload and per-part checksums on completion: lib-storage does that.
+      // The file is opened only once it is known to exist: a read stream that fails with nobody listening yet crashes the process.
+      const size = await stat(path).then(
+        (st) => st.size,
+        (e: NodeJS.ErrnoException) => {
+          throw new BackupError('upload-failed', `store ${this.name}: uploading ${key} failed: cannot read ${path}: ${e.code ?? e.message}`, { cause: e });
+        },
+      );
+      if (signal?.aborted) throw new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`);
       const body = createReadStream(path, { highWaterMark: 1 << 20 });
       const onAbort = () => body.destroy(new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`));
       signal?.addEventListener('abort', onAbort, { once: true });
       try {
-        const size = await stat(path).then(
-          (st) => st.size,
-          (e: NodeJS.ErrnoException) => {
-            body.destroy();
-            throw new BackupError('upload-failed', `store ${this.name}: uploading ${key} failed: cannot read ${path}: ${e.code ?? e.message}`, { cause: e });
-          },
-        );
-        if (signal?.aborted) onAbort();
         return await this.put(key, body, size);
       } finally {
         signal?.removeEventListener('abort', onAbort);
