@@ -22,3 +22,14 @@ export class HashingStream extends Transform {
     return this.hash.digest('hex');
   }
 }
+
+/** The sha256 and length of everything an iterable yields (a store's read stream, a file's chunks). */
+export async function sha256Of(chunks: AsyncIterable<Buffer>): Promise<{ bytes: number; sha256: string }> {
+  const h = createHash('sha256');
+  let bytes = 0;
+  for await (const chunk of chunks) {
+    h.update(chunk);
+    bytes += chunk.length;
+  }
+  return { bytes, sha256: h.digest('hex') };
+}

@@ -2,7 +2,7 @@ import { createReadStream } from 'node:fs';
 import type { Logger } from '../log.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
 import { serializeManifest, type Manifest } from '../bundle/manifest.js';
-import type { Store } from '../storage/store.js';
+import { abortedByShutdown, type Store } from '../storage/store.js';
 import { verifyRemoteCopy, type Proof, type VerifyMode } from '../storage/verify.js';
 import { Readable } from 'node:stream';
 
@@ -38,10 +38,10 @@ export async function deliverToStore(
   let body: Readable | undefined;
   // Shutdown: failing the body makes every store abandon the upload its own way
   // (S3 aborts the multipart upload, SFTP and local remove their temp file).
-  const onAbort = () => body?.destroy(new BackupError('upload-failed', `store ${store.name}: upload aborted because the daemon is shutting down`));
+  const onAbort = () => body?.destroy(abortedByShutdown(store.name, 'upload'));
   signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    if (signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: upload aborted because the daemon is shutting down`);
+    if (signal?.aborted) throw abortedByShutdown(store.name, 'upload');
     let put;
     if (store.putFile) put = await store.putFile(obj.key, bundlePath, signal);
     else {

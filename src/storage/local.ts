@@ -1,12 +1,12 @@
 import { constants, createReadStream } from 'node:fs';
 import { chmod, copyFile, link, opendir, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { createHash } from 'node:crypto';
+import { sha256Of } from '../bundle/hash.js';
 import type { Readable } from 'node:stream';
 import { fileChunks } from './file-chunks.js';
 import { BackupError } from '../errors.js';
 import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
-import type { ObjectInfo, PutResult, Store } from './store.js';
+import { abortedByShutdown, type ObjectInfo, type PutResult, type Store } from './store.js';
 
 /**
  * A directory on this node or a mounted NFS share. Objects are files under
@@ -48,7 +48,7 @@ export class LocalStore implements Store {
    */
   async putFile(key: string, from: string, signal?: AbortSignal): Promise<PutResult> {
     const path = this.pathOf(key);
-    if (signal?.aborted) throw new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`);
+    if (signal?.aborted) throw abortedByShutdown(this.name, `upload of ${key}`);
     const tmp = tempNameFor(path);
     try {
       await mkdirPrivate(dirname(path));
@@ -104,18 +104,12 @@ export class LocalStore implements Store {
 
   async readBackSha256(key: string): Promise<{ bytes: number; sha256: string }> {
     const path = this.pathOf(key);
-    const h = createHash('sha256');
-    let bytes = 0;
     try {
-      for await (const chunk of fileChunks(path)) {
-        h.update(chunk);
-        bytes += chunk.length;
-      }
+      return await sha256Of(fileChunks(path));
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       throw new BackupError(code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${code ?? (e as Error).message}`, { cause: e });
     }
-    return { bytes, sha256: h.digest('hex') };
   }
 
   async *list(prefix: string): AsyncIterable<ObjectInfo> {

@@ -1,5 +1,4 @@
-import { createReadStream } from 'node:fs';
-import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
+import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -23,7 +22,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { StoreConfig } from '../config/load.js';
 import { BackupError, type Reason } from '../errors.js';
 import { readFully } from './file-chunks.js';
-import type { ObjectInfo, PutResult, Store } from './store.js';
+import { abortedByShutdown, type ObjectInfo, type PutResult, type Store } from './store.js';
 
 export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
 
@@ -191,8 +190,16 @@ export class S3Store implements Store {
   /** Cleared when the server turns out not to implement DeleteObjects. */
   private bulkDelete = true;
 
+  /**
+   * Only with WHEN_REQUIRED checksums: flexible checksums need ChecksumAlgorithm on the
+   * multipart upload and per-part checksums on completion, which lib-storage sends; without
+   * putFile, delivery streams the file through put() and lib-storage.
+   */
+  readonly putFile?: (key: string, path: string, signal?: AbortSignal) => Promise<PutResult>;
+
   constructor(private readonly cfg: S3StoreConfig) {
     this.name = cfg.name;
+    if (cfg.checksum === 'WHEN_REQUIRED') this.putFile = (key, path, signal) => this.putFileMultipart(key, path, signal);
     this.client = createS3Client(cfg, (s) => {
       if (s.length >= 4) this.secrets.add(s);
     });
@@ -270,26 +277,7 @@ export class S3Store implements Store {
    * buffers) cost twice the CPU, which on a master competes with etcd.
    * Memory: partSize x (queueSize + 1), as with put().
    */
-  async putFile(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
-    if (this.cfg.checksum !== 'WHEN_REQUIRED') {
-      // Flexible checksums need ChecksumAlgorithm on the multipart upload and per-part checksums on completion: lib-storage does that.
-      // The file is opened only once it is known to exist: a read stream that fails with nobody listening yet crashes the process.
-      const size = await stat(path).then(
-        (st) => st.size,
-        (e: NodeJS.ErrnoException) => {
-          throw new BackupError('upload-failed', `store ${this.name}: uploading ${key} failed: cannot read ${path}: ${e.code ?? e.message}`, { cause: e });
-        },
-      );
-      if (signal?.aborted) throw new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`);
-      const body = createReadStream(path, { highWaterMark: 1 << 20 });
-      const onAbort = () => body.destroy(new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      try {
-        return await this.put(key, body, size);
-      } finally {
-        signal?.removeEventListener('abort', onAbort);
-      }
-    }
+  private async putFileMultipart(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
     const Key = this.objectKey(key);
     let fh;
     try {
@@ -304,7 +292,7 @@ export class S3Store implements Store {
       });
     let uploadId: string | undefined;
     const inflight = new Set<Promise<void>>();
-    const aborted = () => new BackupError('upload-failed', `store ${this.name}: upload of ${this.url(Key)} aborted because the daemon is shutting down`);
+    const aborted = () => abortedByShutdown(this.name, `upload of ${this.url(Key)}`);
     try {
       const size = (await fh.stat()).size;
       const partSize = this.partSizeFor(size);

@@ -8,7 +8,7 @@ import type { StoreConfig } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { BackupError, type Reason } from '../errors.js';
 import { fileChunks } from './file-chunks.js';
-import type { ObjectInfo, PutResult, Store } from './store.js';
+import { abortedByShutdown, type ObjectInfo, type PutResult, type Store } from './store.js';
 
 const { Client } = ssh2;
 type SshClient = InstanceType<typeof Client>;
@@ -608,7 +608,7 @@ export class SftpStore implements Store {
         throw readFailed(e);
       },
     );
-    const aborted = () => new BackupError('upload-failed', `store ${this.name}: upload of ${key} aborted because the daemon is shutting down`);
+    const aborted = () => abortedByShutdown(this.name, `upload of ${key}`);
     async function* chunks(): AsyncGenerator<Buffer> {
       try {
         yield* fileChunks(path, 1 << 20, signal, aborted);

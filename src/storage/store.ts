@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { BackupError } from '../errors.js';
 
 export interface ObjectInfo {
   key: string;
@@ -51,4 +52,9 @@ export interface Store {
    */
   cleanupIncomplete?(prefix: string, olderThan: Date): Promise<string[]>;
   close?(): Promise<void>;
+}
+
+/** The one error every store and delivery step gives when a daemon shutdown cuts it short. */
+export function abortedByShutdown(store: string, what: string): BackupError {
+  return new BackupError('upload-failed', `store ${store}: ${what} aborted because the daemon is shutting down`);
 }

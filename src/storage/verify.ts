@@ -1,6 +1,6 @@
 import { BackupError } from '../errors.js';
-import { createHash } from 'node:crypto';
-import type { Store } from './store.js';
+import { sha256Of } from '../bundle/hash.js';
+import { abortedByShutdown, type Store } from './store.js';
 
 export type VerifyMode = 'readback' | 'size';
 
@@ -48,25 +48,14 @@ export async function verifyRemoteCopy(store: Store, key: string, size: number, 
     // Any failure of the cheap way (no shell, no sha256sum, a chroot) falls back to reading back.
     const theirs = await store.serverSha256(key, opts.signal).catch(() => undefined);
     // A shutdown interrupted the server's hash: not a reason to start pulling gigabytes back.
-    if (opts.signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: ${key}: verification aborted because the daemon is shutting down`);
+    if (opts.signal?.aborted) throw abortedByShutdown(store.name, `${key}: verification`);
     if (theirs === sha256) return { proof: 'server-sha256' };
     // A mismatch fails only if the bytes themselves disagree: the server's hash command could be a wrapper or see another file.
     if (theirs !== undefined) note = `the server's sha256 of ${key} was ${theirs}, expected ${sha256}; read back to decide`;
   }
-  const got = store.readBackSha256 ? await store.readBackSha256(key) : await hashStream(await store.get(key));
+  const got = store.readBackSha256 ? await store.readBackSha256(key) : await sha256Of(await store.get(key));
   if (got.bytes !== size || got.sha256 !== sha256) {
     throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} read back as ${got.bytes} bytes with sha256 ${got.sha256}, sent ${size} bytes with ${sha256}`);
   }
   return { proof: 'readback', note };
-}
-
-/** Straight from the store's stream into the hash: no extra stream hops per chunk. */
-async function hashStream(body: AsyncIterable<Buffer>): Promise<{ bytes: number; sha256: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const chunk of body) {
-    h.update(chunk);
-    bytes += chunk.length;
-  }
-  return { bytes, sha256: h.digest('hex') };
 }

@@ -11,6 +11,9 @@ import { storeSchema } from '../../src/config/schema.js';
 import { BackupError } from '../../src/errors.js';
 import { S3Store, createS3Client, type S3StoreConfig } from '../../src/storage/s3.js';
 import { verifyRemoteCopy } from '../../src/storage/verify.js';
+import type { Manifest } from '../../src/bundle/manifest.js';
+import { silentLogger } from '../../src/log.js';
+import { deliverToStore } from '../../src/run/deliver.js';
 import { tempDir } from '../support/cli.js';
 import { startS3rver, type S3rver } from '../support/s3.js';
 import { generated, storeContract } from '../support/store-contract.js';
@@ -238,17 +241,24 @@ describe('S3Store on s3rver', () => {
       }
     });
 
-    it('S3Store.putFile with WHEN_SUPPORTED goes through lib-storage (checksummed parts) and stays intact', async () => {
+    it('with WHEN_SUPPORTED S3Store has no putFile: delivery streams the bundle through lib-storage (checksummed parts), intact', async () => {
       const s = store({ checksum: 'WHEN_SUPPORTED', partSize: 5 * MiB });
+      expect(s.putFile).toBeUndefined();
+      expect(store().putFile).toBeTypeOf('function');
       const dir = await mkdtemp(join(tmpdir(), 'ebd-s3-ws-'));
+      const manifestFor = (k: string, size: number, sha256: string) =>
+        ({ id: 'x', object: { key: `c/wsf/${k}/backup.tar`, size, sha256, encrypted: false, recipients: [] } }) as unknown as Manifest;
       try {
         for (const size of [300 * 1024, 11 * MiB + 3]) {
           const g = generated(size, size + 1);
           await pipeline(g.stream(), createWriteStream(join(dir, 'f'), { mode: 0o600 }));
-          expect(await s.putFile(`c/wsf/${size}`, join(dir, 'f'))).toEqual({ key: `c/wsf/${size}`, size });
-          await expect(verifyRemoteCopy(s, `c/wsf/${size}`, size, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
+          const o = await deliverToStore(s, 'readback', join(dir, 'f'), manifestFor(String(size), size, g.sha256), silentLogger);
+          expect(o).toMatchObject({ result: 'success', size, proof: 'readback' });
+          await expect(verifyRemoteCopy(s, `c/wsf/${size}/backup.tar`, size, g.sha256, 'readback')).resolves.toMatchObject({ proof: 'readback' });
         }
-        await expect(s.putFile('c/wsf/none', join(dir, 'missing'))).rejects.toMatchObject({ reason: 'upload-failed', message: expect.stringMatching(/ENOENT/) });
+        const missing = await deliverToStore(s, 'readback', join(dir, 'missing'), manifestFor('none', 1, 'x'), silentLogger);
+        expect(missing).toMatchObject({ result: 'failed', reason: 'upload-failed', error: expect.stringMatching(/ENOENT/) });
+        expect(await s.head('c/wsf/none/backup.tar')).toBeUndefined();
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
