@@ -150,6 +150,25 @@ export const VARIANTS = [
   { group: 'sftp-cipher', id: 'sftp-aes128ctr', desc: 'cipher aes128-ctr (+ hmac-sha2-256-etm)', store: 'sftp', metric: 'upload+verify', patches: [...WW(16), ...RW(16), ...CIPHER('aes128-ctr')] },
   { group: 'sftp-cipher', id: 'sftp-gcm-w8', desc: 'aes128-gcm, WRITE_WINDOW 8 + READ_WINDOW 8', store: 'sftp', metric: 'upload+verify', patches: [...WW(8), ...RW(8)] },
 
+  // -- The node flag of the launcher (src/cli.ts shebang): delivery right after bundling in the same process,
+  //    as a real run does (the other delivery variants reuse one bundle made by another process).
+  ...['sftp', 's3'].flatMap((store) => [
+    { group: 'heap', id: `heap-${store}-as-built`, desc: `${store}: bundle then upload in one process, launcher flags (--initial-old-space-size=64)`, store, metric: 'upload', storeOverride: { verify: 'size' }, freshBundle: true },
+    { group: 'heap', id: `heap-${store}-no-flag`, desc: `${store}: bundle then upload in one process, plain \`node\` (no launcher flags)`, store, metric: 'upload', storeOverride: { verify: 'size' }, freshBundle: true, launcherFlags: false },
+  ]),
+
+  // -- SFTP: the server's flush (fsync@openssh.com) is inside the upload phase; `sftp -b` does not flush.
+  { group: 'sftp-fsync', id: 'sftp-fsync-base', desc: 'as built', store: 'sftp', metric: 'upload', storeOverride: { verify: 'size' } },
+  {
+    group: 'sftp-fsync',
+    id: 'sftp-no-fsync',
+    desc: '(cost probe) no fsync@openssh.com after the writes',
+    store: 'sftp',
+    metric: 'upload',
+    storeOverride: { verify: 'size' },
+    patches: [['storage/sftp.js', /if \(this\.hasExtension\(s, 'fsync@openssh\.com'\)\) \{/, "if (false) {"]],
+  },
+
   // -- verify-local: inspectSnapshot
   { group: 'inspect', id: 'inspect-base', desc: 'as built (crc-32 JS CRC-32C)', mode: 'inspect', metric: 'verify-local' },
   {
@@ -230,11 +249,11 @@ async function main() {
           staticResources: ds.staticResources,
           workDir: join(EXP, 'run', 'work'),
           ...(dist ? { dist } : {}),
-          ...(storeConfig ? { storeConfig, bundle } : {}),
+          ...(storeConfig ? { storeConfig, ...(v.freshBundle ? {} : { bundle }) } : {}),
         };
         const load = loadavg()[0];
         try {
-          const r = await backupd(args, srv.env, { server: v.store === 's3' ? srv.s3 : v.store === 'sftp' ? srv.sshd : undefined });
+          const r = await backupd(args, srv.env, { server: v.store === 's3' ? srv.s3 : v.store === 'sftp' ? srv.sshd : undefined, launcherFlags: v.launcherFlags !== false });
           const ph = r.doc.phases;
           const pc = r.doc.phaseCpu;
           const parts = v.metric.split('+');

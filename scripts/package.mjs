@@ -37,7 +37,8 @@ const ENTRY = join(ROOT, 'src', 'cli.ts');
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /** Optional native addons of ssh2 (see the header). */
 const NATIVE_EXTERNALS = ['cpu-features', '*.node'];
-const SHEBANG = '#!/usr/bin/env node\n';
+/** The same line as src/cli.ts (its comment says why the flag). */
+const SHEBANG = '#!/usr/bin/env -S node --initial-old-space-size=64\n';
 
 function usage(msg) {
   if (msg) console.error(`package: ${msg}`);

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { startS3rver, startSshd } from './servers.mjs';
-import { BENCH, TMP, run, sleep, timed } from './util.mjs';
+import { BENCH, ROOT, TMP, run, sleep, timed } from './util.mjs';
 
 export const RUN = join(TMP, 'run');
 export const ONE = join(BENCH, 'one-backup.mjs');
@@ -138,9 +138,21 @@ export async function setup(ds, { s3PartSize, s3QueueSize, dir = RUN } = {}) {
 }
 
 
-/** One etcd-backupd path in its own process (bench/one-backup.mjs) under /usr/bin/time. */
-export async function backupd(args, env, { server, nodeArgs = [] } = {}) {
-  const r = await timedWithServer(server, [process.execPath, ...nodeArgs, ONE, JSON.stringify(args)], { env, allowFail: true });
+/**
+ * The node flags etcd-backupd's own launcher passes (the shebang of dist/cli.js, e.g.
+ * --initial-old-space-size): the bench's process must run the code as the binary does.
+ */
+export function launcherNodeFlags(dist = join(ROOT, 'dist')) {
+  const first = readFileSync(join(dist, 'cli.js'), 'utf8').split('\n', 1)[0];
+  const m = /^#!\/usr\/bin\/env (?:-S )?node((?: --[\w-]+(?:=\S+)?)*)\s*$/.exec(first);
+  if (!m) throw new Error(`unexpected shebang in ${dist}/cli.js: ${first}`);
+  return m[1].trim() ? m[1].trim().split(/\s+/) : [];
+}
+
+/** One etcd-backupd path in its own process (bench/one-backup.mjs) under /usr/bin/time, with the launcher's node flags. */
+export async function backupd(args, env, { server, nodeArgs = [], launcherFlags = true } = {}) {
+  const argv = [process.execPath, ...(launcherFlags ? launcherNodeFlags(args.dist) : []), ...nodeArgs, ONE, JSON.stringify(args)];
+  const r = await timedWithServer(server, argv, { env, allowFail: true });
   const line = r.stdout.trim().split('\n').pop();
   let doc;
   try {

@@ -141,7 +141,7 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
     expect(st.mode & 0o111).not.toBe(0);
     expect(st.size).toBeGreaterThan(1024 * 1024);
     const head = readFileSync(join(dir, 'etcd-backupd.mjs'), 'utf8').slice(0, 200);
-    expect(head.startsWith('#!/usr/bin/env node\n')).toBe(true);
+    expect(head.startsWith('#!/usr/bin/env -S node --initial-old-space-size=64\n')).toBe(true);
   });
 
   it('prints its version', async () => {
