@@ -52,7 +52,7 @@ stores:
     path: store
 YAML
 
-CLI=(node "$ROOT/dist/cli.js")
+CLI=("$ROOT/dist/cli.js")  # through its shebang: the node flags of the launcher
 echo "== etcd-backupd check-config"
 "${CLI[@]}" check-config --config "$DEMO/config.yaml"
 echo "== etcd-backupd backup"

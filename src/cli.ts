@@ -1,8 +1,8 @@
 #!/usr/bin/env -S node --initial-old-space-size=64
 // --initial-old-space-size: without it V8 shrinks its old-generation limit to the small heap it sees
-// while a bundle is written, and the upload that follows (ssh2 and the AWS SDK allocate a buffer per
+// while a bundle is written, and the upload that follows (ssh2 allocates a buffer per 32 KiB
 // packet) then runs a full GC every ~100 ms: +50 % CPU for an SFTP upload (measured, see
-// bench/results/2026-11-25-experiments-heap.md). 64 MiB costs no RSS (measured). A flag V8 only reads
+// bench/results/2026-11-25-experiments-heap.md). It costs ~30 MiB of peak RSS, a constant. A flag V8 only reads
 // at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in the packaged bundle.
 import { writeSync } from 'node:fs';
 import { resolve } from 'node:path';
