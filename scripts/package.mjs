@@ -37,8 +37,9 @@ const ENTRY = join(ROOT, 'src', 'cli.ts');
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /** Optional native addons of ssh2 (see the header). */
 const NATIVE_EXTERNALS = ['cpu-features', '*.node'];
-/** The same line as src/cli.ts (its comment says why the flag). */
-const SHEBANG = '#!/usr/bin/env -S node --initial-old-space-size=64\n';
+/** src/cli.ts's own first line, node flags included (its comment says why): one place to change them. */
+const SHEBANG = `${readFileSync(ENTRY, 'utf8').split('\n', 1)[0]}\n`;
+if (!SHEBANG.startsWith('#!')) throw new Error(`${ENTRY} does not start with a shebang line`);
 
 function usage(msg) {
   if (msg) console.error(`package: ${msg}`);
