@@ -21,6 +21,16 @@ export type Reason =
   | 'upload-failed'
   | 'remote-verify-failed'
   | 'store-unavailable'
+  // A store operation passed its deadline or moved fewer bytes than minRate
+  // over stallWindow (a hung or trickling server).
+  | 'store-timeout'
+  // The store answered something that cannot be true: a listing that loops
+  // or is cut short without a way on, an id search that never ends.
+  | 'store-misbehaving'
+  // A backup id is already committed in a store with other content: never overwritten.
+  | 'id-conflict'
+  // Trusted keys are configured and the backup carries no valid signature by one of them.
+  | 'signature-untrusted'
   | 'not-found'
   | 'manifest-invalid'
   | 'checksum-mismatch'

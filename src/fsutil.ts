@@ -1,20 +1,32 @@
 import { randomBytes } from 'node:crypto';
 import { constants, createWriteStream } from 'node:fs';
-import { chmod, mkdir, open, rename, rm } from 'node:fs/promises';
+import { link, lstat, mkdir, open, rename, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-/** Backups hold every Secret of the cluster: directories we create are 0700. */
-export async function mkdirPrivate(dir: string): Promise<void> {
+/**
+ * Backups hold every Secret of the cluster: directories we create are 0700.
+ * A directory that already exists is never changed (it may be /run, /tmp or
+ * a share that others use): `created` tells the caller which case it was.
+ */
+export async function mkdirPrivate(dir: string): Promise<{ created: boolean }> {
+  let first: string | undefined;
   try {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
+    // mkdir's mode is only ever narrowed by the umask, so what it creates is at most 0700.
+    first = await mkdir(dir, { recursive: true, mode: 0o700 });
   } catch (e) {
     // Node's recursive mkdir reports ENOENT where the real cause is EROFS or EACCES: find the real one.
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') await mkdirStepwise(dir);
     throw e;
   }
-  await chmod(dir, 0o700);
+  return { created: first !== undefined };
+}
+
+/** Whether an existing directory lets other users in (group/other bits, not a sticky shared dir like /tmp). */
+export async function isOpenToOthers(dir: string): Promise<boolean> {
+  const st = await lstat(dir).catch(() => undefined);
+  return st !== undefined && st.isDirectory() && (st.mode & 0o077) !== 0 && (st.mode & 0o1000) === 0;
 }
 
 async function mkdirStepwise(dir: string): Promise<void> {
@@ -48,7 +60,7 @@ export function tempNameFor(path: string): string {
  * file: temp name in the same directory, fsync, rename, fsync the directory.
  * Files are 0600. Returns the number of bytes written.
  */
-export async function writeFileAtomic(path: string, body: Readable | Buffer | string): Promise<number> {
+export async function writeFileAtomic(path: string, body: Readable | Buffer | string, opts: { exclusive?: boolean } = {}): Promise<number> {
   await mkdirPrivate(dirname(path));
   const tmp = tempNameFor(path);
   try {
@@ -69,7 +81,11 @@ export async function writeFileAtomic(path: string, body: Readable | Buffer | st
       size = out.bytesWritten;
       await fsyncPath(tmp);
     }
-    await rename(tmp, path);
+    if (opts.exclusive) {
+      // link() fails with EEXIST on an existing name: create-if-absent, atomically.
+      await link(tmp, path);
+      await rm(tmp, { force: true });
+    } else await rename(tmp, path);
     await fsyncPath(dirname(path));
     return size;
   } catch (e) {

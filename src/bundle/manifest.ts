@@ -22,6 +22,7 @@ export const manifestSchema = z
     label: z.string().optional(),
     reason: z.string().optional(),
     pinned: z.boolean(),
+    pinReason: z.string().optional(),
     createdAt: z.string().datetime({ offset: true }),
     startedAt: z.string().datetime({ offset: true }),
     finishedAt: z.string().datetime({ offset: true }),
@@ -52,6 +53,12 @@ export const manifestSchema = z
         encrypted: z.boolean(),
         recipients: z.array(z.string()),
       })
+      .strict()
+      .optional(),
+    // ed25519 over signingPayload() (src/bundle/sign.ts); optional so unsigned
+    // manifests of older versions still parse.
+    signature: z
+      .object({ alg: z.literal('ed25519'), keyId: z.string().regex(/^[0-9a-f]{16}$/), sig: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/) })
       .strict()
       .optional(),
   })
@@ -101,4 +108,9 @@ export function parseBackupId(id: string): { time: Date; node: string } | undefi
 export function objectKeys(cluster: string, id: string, encrypted: boolean): { dir: string; object: string; manifest: string } {
   const dir = `${cluster}/${id}`;
   return { dir, object: `${dir}/${BUNDLE_NAME}${encrypted ? '.age' : ''}`, manifest: `${dir}/${MANIFEST_NAME}` };
+}
+
+/** The manifest that commits an object: beside it in the backup's directory. */
+export function manifestKeyOf(objectKey: string): string {
+  return objectKey.replace(/[^/]+$/, MANIFEST_NAME);
 }

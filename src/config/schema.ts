@@ -44,6 +44,41 @@ const name = z
 
 const count = z.number().int().min(0);
 
+const RATE_UNITS: Record<string, number> = { '': 1, b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, kb: 1000, mb: 1000 ** 2, gb: 1000 ** 3 };
+
+/** `16KiB`, `1MiB/s`, `500000`, `0` (off): bytes per second. */
+export function parseByteRate(v: string | number): number {
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v) || v < 0) throw new Error(`${v} is not a rate in bytes per second`);
+    return v;
+  }
+  const m = /^(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?(?:\/s)?$/i.exec(v.trim());
+  if (!m) throw new Error(`"${v}" is not a rate (examples: 16KiB, 1MiB/s, 0)`);
+  return Number(m[1]) * RATE_UNITS[(m[2] ?? '').toLowerCase()]!;
+}
+
+const byteRate = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
+  try {
+    parseByteRate(v);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+  }
+});
+
+/**
+ * Every store: how long one operation may take (guard.ts). A hung, trickling
+ * or looping server fails the operation instead of holding the run.
+ */
+const storeLimits = {
+  /** One metadata request: head, one list page, delete, a manifest. */
+  requestTimeout: duration.default('60s'),
+  /** One object moved whole: upload, download, read-back; also one whole listing. */
+  transferTimeout: duration.default('6h'),
+  /** A transfer moving fewer bytes per second than this, averaged over stallWindow, has stalled. 0: off. */
+  minRate: byteRate.default('16KiB'),
+  stallWindow: duration.default('60s'),
+};
+
 const localStore = z
   .object({
     name,
@@ -51,6 +86,7 @@ const localStore = z
     path: z.string().min(1),
     verify: z.enum(['readback', 'size']).default('readback'),
     incompleteGrace: age.default('24h'),
+    ...storeLimits,
   })
   .strict();
 
@@ -78,6 +114,7 @@ const s3Store = z
     verify: z.enum(['readback', 'size']).default('readback'),
     /** Incomplete uploads and manifest-less backups older than this are removed by prune. */
     incompleteGrace: age.default('24h'),
+    ...storeLimits,
   })
   .strict();
 
@@ -103,6 +140,7 @@ const sftpStore = z
      */
     serverHash: z.boolean().default(true),
     incompleteGrace: age.default('24h'),
+    ...storeLimits,
   })
   .strict();
 

@@ -82,7 +82,6 @@ import { constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { access, chmod, mkdtemp, open, readFile, readdir, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { delimiter, join, resolve } from 'node:path';
-import type { Readable } from 'node:stream';
 import type { Manifest } from '../bundle/manifest.js';
 import { BackupError, messageOf, type Reason } from '../errors.js';
 import {
@@ -834,28 +833,6 @@ async function waitHealthy(etcd: EtcdProcess, base: string, signal: AbortSignal)
 // The drill
 // ---------------------------------------------------------------------------
 
-/** The Store with `get` streams that an abort destroys (fetchBackup has no signal of its own). */
-function abortableStore(store: Store, signal: AbortSignal): Store {
-  return {
-    name: store.name,
-    type: store.type,
-    put: (k, b, s) => store.put(k, b, s),
-    head: (k) => store.head(k),
-    list: (p) => store.list(p),
-    delete: (k) => store.delete(k),
-    async get(key: string): Promise<Readable> {
-      const s = await store.get(key);
-      const onAbort = () => s.destroy(new Error('restore drill aborted'));
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener('abort', onAbort, { once: true });
-        s.once('close', () => signal.removeEventListener('abort', onAbort));
-      }
-      return s;
-    },
-  };
-}
-
 function safeName(id: string): string {
   return id.replace(/[^A-Za-z0-9._-]/g, '_').slice(0, 80);
 }
@@ -966,7 +943,7 @@ export async function runRestoreDrill(opts: DrillOptions): Promise<DrillResult> 
       await chmod(dir, 0o700);
       await writeOwner();
       await checkFreeSpace(dir, m);
-      const fetched = await fetchBackup(abortableStore(opts.store, signal), m, join(dir, 'fetch'), opts.identities);
+      const fetched = await fetchBackup(opts.store, m, join(dir, 'fetch'), opts.identities, signal);
       snapshot = fetched.snapshot;
       const snap = await inspectSnapshot(snapshot);
       const diffs: string[] = [];

@@ -1,4 +1,4 @@
-import type { Manifest } from '../bundle/manifest.js';
+import { parseBackupId, type Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
@@ -76,7 +76,8 @@ export async function pruneStore(
   // so an upload in progress on this node (or another) is never touched.
   const cutoff = new Date(now.getTime() - storeGraceSeconds(cfg, store.name) * 1000);
   for (const inc of catalog.incomplete) {
-    if (!inc.id.endsWith(`-${cfg.node}`)) continue;
+    // The node from the parsed id: a suffix match would let node master-0 clean ocp-master-0's uploads.
+    if (parseBackupId(inc.id)?.node !== cfg.node) continue;
     if (inc.newest && inc.newest > cutoff) continue;
     out.incomplete.push(inc.id);
     if (opts.dryRun) continue;

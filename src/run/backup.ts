@@ -49,26 +49,65 @@ export interface RunDeps {
   signal?: AbortSignal;
 }
 
+/** Seconds the id search may move forward before the stores' answers count as impossible. */
+const MAX_ID_CANDIDATES = 120;
+/** Candidates a store may fail to answer for before it counts as unreachable for the id choice. */
+const ID_ERRORS_PER_STORE = 2;
+
 /**
  * Ids must stay unique even if two runs fall in one second or the clock went
  * back onto the second of an older backup: an id is taken if the outbox or
- * any reachable store already has it. A store that cannot answer now is
- * skipped (the commit would not reach it either).
+ * any store already has it. An error is never "absent": a store that cannot
+ * answer moves the search on to the next second; one that fails twice is
+ * unreachable now (its delivery checks again before writing and never
+ * overwrites a committed backup). A store that says every id is taken (a
+ * proxy answering 200 to every HEAD) ends the search with store-misbehaving.
  */
-async function uniqueId(cfg: Config, at: Date, stores: Store[]): Promise<{ id: string; at: Date }> {
+async function uniqueId(cfg: Config, at: Date, stores: Store[], log: Logger, signal?: AbortSignal): Promise<{ id: string; at: Date }> {
   let t = new Date(Math.floor(at.getTime() / 1000) * 1000);
-  for (;;) {
+  const failures = new Map<string, number>();
+  const takenBy = new Map<string, number>();
+  for (let i = 0; i < MAX_ID_CANDIDATES; i++, t = new Date(t.getTime() + 1000)) {
+    signal?.throwIfAborted();
     const id = backupId(t, cfg.node);
     const inOutbox = await access(join(outboxDir(cfg), id)).then(
       () => true,
       () => false,
     );
-    const inStore =
-      !inOutbox &&
-      (await Promise.all(stores.map((s) => s.head(`${cfg.cluster}/${id}/${MANIFEST_NAME}`).catch(() => undefined)))).some((x) => x !== undefined);
-    if (!inOutbox && !inStore) return { id, at: t };
-    t = new Date(t.getTime() + 1000);
+    if (inOutbox) continue;
+    const asked = stores.filter((s) => (failures.get(s.name) ?? 0) < ID_ERRORS_PER_STORE);
+    const key = objectKeys(cfg.cluster, id, false).manifest;
+    const answers = await Promise.all(
+      asked.map((s) =>
+        s.head(key, { signal }).then(
+          (info) => ({ store: s.name, taken: info !== undefined }),
+          (e: unknown) => ({ store: s.name, error: messageOf(e) }),
+        ),
+      ),
+    );
+    let free = true;
+    for (const a of answers) {
+      if ('error' in a) {
+        failures.set(a.store, (failures.get(a.store) ?? 0) + 1);
+        log.warn({ store: a.store, id, err: a.error }, 'cannot tell whether the backup id is free in this store; trying the next second');
+        free = false;
+      } else if (a.taken) {
+        takenBy.set(a.store, (takenBy.get(a.store) ?? 0) + 1);
+        free = false;
+      }
+    }
+    if (free) {
+      if (i > 0) log.info({ id, skipped: i }, 'backup id chosen after skipping ids that are taken or unknown');
+      return { id, at: t };
+    }
   }
+  const claimers = [...takenBy.entries()].filter(([, n]) => n > MAX_ID_CANDIDATES / 2).map(([s]) => s);
+  throw new BackupError(
+    'store-misbehaving',
+    `no free backup id in ${MAX_ID_CANDIDATES} consecutive seconds from ${backupId(at, cfg.node)}` +
+      (claimers.length ? `: store ${claimers.join(', ')} says every one of them exists` : ': the stores could not answer'),
+    { hint: 'a store (or a proxy in front of it) answers HEAD with 200 for keys that do not exist; check it with `etcd-backupd list`' },
+  );
 }
 
 /**
@@ -94,7 +133,16 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   // Whatever sits in runs/ now was left by a run that died (we hold the lock): snapshots and
   // private keys must not linger on the node.
   await rm(join(cfg.workDir, 'runs'), { recursive: true, force: true }).catch(() => undefined);
-  const { id, at } = await uniqueId(cfg, startedAt, deps.stores);
+  let chosen: { id: string; at: Date };
+  try {
+    chosen = await uniqueId(cfg, startedAt, deps.stores, deps.log.child({ trigger: req.trigger }), deps.signal);
+  } catch (e) {
+    await lock.release();
+    const id = backupId(startedAt, cfg.node);
+    const failLog = deps.log.child({ runId: id, trigger: req.trigger });
+    return fail({ id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores }, e, failLog, now);
+  }
+  const { id, at } = chosen;
   const log = deps.log.child({ runId: id, trigger: req.trigger });
   const result: RunResult = { id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores };
   const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
@@ -195,7 +243,13 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     );
     deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
     phases['deliver'] = (performance.now() - t0) / 1000;
-    await writeStatus(boxDir, stampFailures(cfg, stores, now()));
+    try {
+      await writeStatus(boxDir, stampFailures(cfg, stores, now()));
+    } catch (e) {
+      // The stores hold what they committed whatever this file says: the run's result stands. Without
+      // the file the outbox delivers again, and each store that holds the backup counts as delivered.
+      log.error({ err: messageOf(e), dir: boxDir }, 'cannot record the deliveries in the outbox (status.json); the next outbox pass checks the stores again');
+    }
 
     const failed = Object.entries(stores).filter(([, o]) => o.result === 'failed');
     if (failed.length > 0) {

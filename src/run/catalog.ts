@@ -23,8 +23,8 @@ async function readAll(stream: NodeJS.ReadableStream, limit: number): Promise<Bu
   return Buffer.concat(chunks);
 }
 
-export async function readManifest(store: Store, key: string): Promise<Manifest> {
-  const body = await readAll(await store.get(key), 1 << 20);
+export async function readManifest(store: Store, key: string, signal?: AbortSignal): Promise<Manifest> {
+  const body = await readAll(await store.get(key, { signal }), 1 << 20);
   return parseManifest(body, `${store.name}:${key}`);
 }
 

@@ -21,7 +21,7 @@ export interface FetchResult {
  * the files exactly as cluster-backup.sh wrote them, which is what
  * OpenShift's cluster-restore.sh expects.
  */
-export async function fetchBackup(store: Store, manifest: Manifest, to: string, identities?: string[]): Promise<FetchResult> {
+export async function fetchBackup(store: Store, manifest: Manifest, to: string, identities?: string[], signal?: AbortSignal): Promise<FetchResult> {
   if (!manifest.object) throw new BackupError('manifest-invalid', `manifest of ${manifest.id} lacks its object record`);
   if (manifest.object.encrypted && !identities?.length) throw needIdentity(manifest);
   await mkdirPrivate(to);
@@ -29,7 +29,7 @@ export async function fetchBackup(store: Store, manifest: Manifest, to: string, 
   if (clash.length) {
     throw new BackupError('usage', `${to} already holds ${clash.join(', ')}; fetch into an empty directory`);
   }
-  const res = await readBundle(await store.get(manifest.object.key), manifest, to, identities);
+  const res = await readBundle(await store.get(manifest.object.key, { signal }), manifest, to, identities);
   const snapshot = res.files.find((f) => /\/snapshot_[^/]*\.db$/.test(f));
   if (!snapshot) throw new BackupError('manifest-invalid', `backup ${manifest.id} holds no snapshot_*.db`);
   return { id: manifest.id, dir: to, files: res.files, snapshot };

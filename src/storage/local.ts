@@ -6,7 +6,7 @@ import type { Readable } from 'node:stream';
 import { fileChunks } from './file-chunks.js';
 import { BackupError } from '../errors.js';
 import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
-import { abortedByShutdown, type ObjectInfo, type PutResult, type Store } from './store.js';
+import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
 
 /**
  * A directory on this node or a mounted NFS share. Objects are files under
@@ -29,12 +29,13 @@ export class LocalStore implements Store {
     return p;
   }
 
-  async put(key: string, body: Readable): Promise<PutResult> {
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
     const path = this.pathOf(key);
     try {
-      const size = await writeFileAtomic(path, body);
+      const size = await writeFileAtomic(path, body, { exclusive: opts.ifAbsent === true });
       return { key, size };
     } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && opts.ifAbsent) throw new ObjectExistsError(this.name, key);
       throw this.writeFailed(path, e);
     }
   }
@@ -46,7 +47,8 @@ export class LocalStore implements Store {
    * written. Across filesystems (an NFS mount) it is a kernel copy (reflink
    * where the filesystem has one) with fsync. Either way temp name + rename.
    */
-  async putFile(key: string, from: string, signal?: AbortSignal): Promise<PutResult> {
+  async putFile(key: string, from: string, opts: PutOptions = {}): Promise<PutResult> {
+    const { signal } = opts;
     const path = this.pathOf(key);
     if (signal?.aborted) throw abortedByShutdown(this.name, `upload of ${key}`);
     const tmp = tempNameFor(path);
@@ -66,12 +68,18 @@ export class LocalStore implements Store {
         await chmod(tmp, 0o600);
         await fsyncPath(tmp);
       }
-      await rename(tmp, path);
+      if (signal?.aborted) throw abortedByShutdown(this.name, `upload of ${key}`);
+      if (opts.ifAbsent) {
+        // link() refuses an existing name: create-if-absent, atomically.
+        await link(tmp, path);
+        await rm(tmp, { force: true });
+      } else await rename(tmp, path);
       await fsyncPath(dirname(path));
       return { key, size: (await stat(path)).size, sameFile };
     } catch (e) {
       await rm(tmp, { force: true }).catch(() => undefined);
-      throw this.writeFailed(path, e);
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST' && opts.ifAbsent) throw new ObjectExistsError(this.name, key);
+      throw e instanceof BackupError ? e : this.writeFailed(path, e);
     }
   }
 
@@ -83,7 +91,7 @@ export class LocalStore implements Store {
     });
   }
 
-  async head(key: string): Promise<ObjectInfo | undefined> {
+  async head(key: string, _opts?: OpOptions): Promise<ObjectInfo | undefined> {
     try {
       const st = await stat(this.pathOf(key));
       return st.isFile() ? { key, size: st.size, modifiedAt: st.mtime } : undefined;
@@ -93,26 +101,36 @@ export class LocalStore implements Store {
     }
   }
 
-  async get(key: string): Promise<Readable> {
+  async get(key: string, opts: TransferOptions = {}): Promise<Readable> {
     const path = this.pathOf(key);
     // Open eagerly so a missing object fails here, not on the first read.
     await stat(path).catch((e: NodeJS.ErrnoException) => {
       throw new BackupError(e.code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${e.code}`);
     });
-    return createReadStream(path, { highWaterMark: 1 << 20 });
+    return createReadStream(path, { highWaterMark: 1 << 20, ...(opts.signal ? { signal: opts.signal } : {}) });
   }
 
-  async readBackSha256(key: string): Promise<{ bytes: number; sha256: string }> {
+  async readBackSha256(key: string, opts: TransferOptions = {}): Promise<{ bytes: number; sha256: string }> {
     const path = this.pathOf(key);
+    const { signal, onProgress } = opts;
+    const name = this.name;
+    async function* chunks(): AsyncGenerator<Buffer> {
+      for await (const c of fileChunks(path, 1 << 20, signal, () => abortedByShutdown(name, `reading back ${key}`))) {
+        onProgress?.(c.length);
+        yield c;
+      }
+    }
     try {
-      return await sha256Of(fileChunks(path));
+      return await sha256Of(chunks());
     } catch (e) {
+      if (e instanceof BackupError) throw e;
       const code = (e as NodeJS.ErrnoException).code;
       throw new BackupError(code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${code ?? (e as Error).message}`, { cause: e });
     }
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
+    const signal = opts.signal;
     const start = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
     const root = resolve(this.root);
     const walk = async function* (dir: string): AsyncIterable<ObjectInfo> {
@@ -125,6 +143,7 @@ export class LocalStore implements Store {
       }
       const entries: string[] = [];
       for await (const d of handle) {
+        signal?.throwIfAborted();
         if (d.name.startsWith('.')) continue; // temp files of unfinished writes
         entries.push(d.name);
         if (d.isDirectory()) entries[entries.length - 1] += '/';
@@ -145,7 +164,8 @@ export class LocalStore implements Store {
     yield* walk(start ? join(root, start) : root);
   }
 
-  async cleanupIncomplete(prefix: string, olderThan: Date): Promise<string[]> {
+  async cleanupIncomplete(prefix: string, olderThan: Date, opts: OpOptions = {}): Promise<string[]> {
+    const signal = opts.signal;
     const removed: string[] = [];
     const root = resolve(this.root);
     const start = join(root, prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '');
@@ -157,6 +177,7 @@ export class LocalStore implements Store {
         return;
       }
       for (const d of entries) {
+        signal?.throwIfAborted();
         const full = join(dir, d.name);
         if (d.isDirectory()) await walk(full);
         else if (/^\..+\.tmp-[0-9a-f]+$/.test(d.name)) {
@@ -172,9 +193,10 @@ export class LocalStore implements Store {
     return removed;
   }
 
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[], opts: OpOptions = {}): Promise<void> {
     const dirs = new Set<string>();
     for (const key of keys) {
+      opts.signal?.throwIfAborted();
       const p = this.pathOf(key);
       await rm(p, { force: true });
       dirs.add(dirname(p));

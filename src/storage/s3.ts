@@ -22,7 +22,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { StoreConfig } from '../config/load.js';
 import { BackupError, type Reason } from '../errors.js';
 import { readFully } from './file-chunks.js';
-import { abortedByShutdown, type ObjectInfo, type PutResult, type Store } from './store.js';
+import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
 
 export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
 
@@ -30,6 +30,10 @@ export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
 const MAX_PARTS = 10_000;
 /** One DeleteObjects request takes at most this many keys. */
 const DELETE_BATCH = 1000;
+/** Pages one listing may take (10 million keys at 1000 a page): past it the server is looping. */
+const MAX_PAGES = 10_000;
+/** Cleanup requests sent after the operation's own signal fired (aborting a multipart upload) get this long. */
+const CLEANUP_MS = 10_000;
 
 /** Timeouts of one HTTP request; retries (maxAttempts) multiply them. */
 export const S3_TIMEOUTS = {
@@ -95,6 +99,11 @@ function facts(e: unknown): ErrorFacts {
   }
   if (detail === 'UnknownError' || detail === 'Unknown') detail = undefined;
   return { code, status, detail };
+}
+
+/** A conditional create (If-None-Match: *) met an existing object. */
+function isPreconditionFailed(f: ErrorFacts): boolean {
+  return f.status === 412 || f.code === 'PreconditionFailed' || f.code === 'ConditionalRequestConflict';
 }
 
 function isNotFound(f: ErrorFacts): boolean {
@@ -195,11 +204,11 @@ export class S3Store implements Store {
    * multipart upload and per-part checksums on completion, which lib-storage sends; without
    * putFile, delivery streams the file through put() and lib-storage.
    */
-  readonly putFile?: (key: string, path: string, signal?: AbortSignal) => Promise<PutResult>;
+  readonly putFile?: (key: string, path: string, opts?: PutOptions) => Promise<PutResult>;
 
   constructor(private readonly cfg: S3StoreConfig) {
     this.name = cfg.name;
-    if (cfg.checksum === 'WHEN_REQUIRED') this.putFile = (key, path, signal) => this.putFileMultipart(key, path, signal);
+    if (cfg.checksum === 'WHEN_REQUIRED') this.putFile = (key, path, opts) => this.putFileMultipart(key, path, opts);
     this.client = createS3Client(cfg, (s) => {
       if (s.length >= 4) this.secrets.add(s);
     });
@@ -261,8 +270,8 @@ export class S3Store implements Store {
     return size && size / this.cfg.partSize > MAX_PARTS - 1 ? Math.ceil(size / (MAX_PARTS - 1) / mib) * mib : this.cfg.partSize;
   }
 
-  private objectParams(Key: string): Omit<PutObjectCommandInput, 'Body'> {
-    const params: Omit<PutObjectCommandInput, 'Body'> = { Bucket: this.cfg.bucket, Key };
+  private objectParams(Key: string): Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'> {
+    const params: Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'> = { Bucket: this.cfg.bucket, Key };
     if (this.cfg.sse) params.ServerSideEncryption = this.cfg.sse;
     if (this.cfg.kmsKeyId) params.SSEKMSKeyId = this.cfg.kmsKeyId;
     if (this.cfg.storageClass) params.StorageClass = this.cfg.storageClass as StorageClass;
@@ -277,7 +286,9 @@ export class S3Store implements Store {
    * buffers) cost twice the CPU, which on a master competes with etcd.
    * Memory: partSize x (queueSize + 1), as with put().
    */
-  private async putFileMultipart(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
+  private async putFileMultipart(key: string, path: string, opts: PutOptions = {}): Promise<PutResult> {
+    const { signal, onProgress } = opts;
+    const ifAbsent = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
     const Key = this.objectKey(key);
     let fh;
     try {
@@ -301,10 +312,11 @@ export class S3Store implements Store {
         const body = Buffer.allocUnsafe(size);
         await readLocal(fh, body, size, 0);
         if (signal?.aborted) throw aborted();
-        await this.client.send(new PutObjectCommand({ ...head, Body: body, ContentLength: size }), { abortSignal: signal });
+        await this.client.send(new PutObjectCommand({ ...head, ...ifAbsent, Body: body, ContentLength: size }), { abortSignal: signal });
+        onProgress?.(size);
         return { key, size };
       }
-      uploadId = (await this.client.send(new CreateMultipartUploadCommand(head))).UploadId;
+      uploadId = (await this.client.send(new CreateMultipartUploadCommand(head), { abortSignal: signal })).UploadId;
       if (!uploadId) throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the server returned no UploadId`);
       const pool: Buffer[] = [];
       const parts: CompletedPart[] = [];
@@ -324,6 +336,7 @@ export class S3Store implements Store {
             if (!r.ETag) throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the server returned no ETag for part ${PartNumber}`);
             parts.push({ PartNumber, ETag: r.ETag });
             pool.push(buf);
+            onProgress?.(len);
           })
           .catch((e: unknown) => {
             failure ??= signal?.aborted ? aborted() : e;
@@ -335,22 +348,28 @@ export class S3Store implements Store {
       if (failure !== undefined) throw failure;
       if (signal?.aborted) throw aborted();
       parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
-      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts } }));
+      await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, MultipartUpload: { Parts: parts }, ...ifAbsent }), {
+        abortSignal: signal,
+      });
       return { key, size };
     } catch (e) {
       // No part may land after the abort: wait for those still in flight (each ends, at worst, by the SDK's timeouts).
       await Promise.allSettled(inflight);
       if (uploadId) {
         // As in put(): servers without AbortMultipartUpload leave the parts to cleanupIncomplete.
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId })).catch(() => undefined);
+        await this.client
+          .send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(CLEANUP_MS) })
+          .catch(() => undefined);
       }
+      if (opts.ifAbsent && isPreconditionFailed(facts(e))) throw new ObjectExistsError(this.name, key);
       throw this.fail('uploading', Key, e);
     } finally {
       await fh.close();
     }
   }
 
-  async put(key: string, body: Readable, size?: number): Promise<PutResult> {
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
+    const { size, signal } = opts;
     const Key = this.objectKey(key);
     let sent = 0;
     let bodyError: unknown;
@@ -370,11 +389,14 @@ export class S3Store implements Store {
     });
     body.pipe(counter);
     const partSize = this.partSizeFor(size);
-    const params: PutObjectCommandInput = { ...this.objectParams(Key), Body: counter };
+    const params: PutObjectCommandInput = { ...this.objectParams(Key), ...(opts.ifAbsent ? { IfNoneMatch: '*' } : {}), Body: counter };
     // leavePartsOnError: lib-storage's own abort would replace the real error with the
     // abort's error on servers without AbortMultipartUpload; we abort ourselves below.
     const upload = new Upload({ client: this.client, params, partSize, queueSize: this.cfg.queueSize, leavePartsOnError: true });
+    const onAbort = () => void upload.abort().catch(() => undefined);
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      if (signal?.aborted) throw signal.reason;
       await upload.done();
     } catch (e) {
       gaveUp = true;
@@ -384,8 +406,12 @@ export class S3Store implements Store {
       if (uploadId) {
         // Servers without AbortMultipartUpload (s3rver) answer with an error: the
         // prune-time cleanupIncomplete (or a bucket lifecycle rule) removes the parts.
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId })).catch(() => undefined);
+        await this.client
+          .send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(CLEANUP_MS) })
+          .catch(() => undefined);
       }
+      if (signal?.aborted && signal.reason instanceof BackupError) throw signal.reason;
+      if (opts.ifAbsent && isPreconditionFailed(facts(e))) throw new ObjectExistsError(this.name, key);
       if (bodyError !== undefined) {
         if (bodyError instanceof BackupError) throw bodyError; // the producer's own reason (bundle-failed, ...)
         throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the data to upload failed: ${(bodyError as Error)?.message ?? String(bodyError)}`, {
@@ -393,14 +419,16 @@ export class S3Store implements Store {
         });
       }
       throw this.fail('uploading', Key, e);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
     }
     return { key, size: sent };
   }
 
-  async head(key: string): Promise<ObjectInfo | undefined> {
+  async head(key: string, opts: OpOptions = {}): Promise<ObjectInfo | undefined> {
     const Key = this.objectKey(key);
     try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key }));
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key }), { abortSignal: opts.signal });
       return { key, size: r.ContentLength ?? 0, ...(r.LastModified ? { modifiedAt: r.LastModified } : {}) };
     } catch (e) {
       if (isNotFound(facts(e))) return undefined;
@@ -408,12 +436,12 @@ export class S3Store implements Store {
     }
   }
 
-  async get(key: string): Promise<Readable> {
+  async get(key: string, opts: TransferOptions = {}): Promise<Readable> {
     const Key = this.objectKey(key);
     let body: Readable;
     let expected: number | undefined;
     try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key }));
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.cfg.bucket, Key }), { abortSignal: opts.signal });
       if (!(r.Body instanceof Readable)) throw new BackupError('internal', `store ${this.name}: reading ${this.url(Key)} gave no body stream`);
       body = r.Body;
       expected = r.ContentLength;
@@ -445,14 +473,22 @@ export class S3Store implements Store {
     return out;
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  /**
+   * Every page within the signal's deadline; a server that keeps answering
+   * "truncated" with a token it gave before, or "truncated" with no token
+   * at all, is refused: the first loops forever, the second hides the rest.
+   */
+  async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
     const base = this.base;
     const Prefix = base + prefix;
+    const seen = new Set<string>();
     let ContinuationToken: string | undefined;
-    do {
+    for (let pages = 1; ; pages++) {
       let page;
       try {
-        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.cfg.bucket, Prefix, ...(ContinuationToken ? { ContinuationToken } : {}) }));
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.cfg.bucket, Prefix, ...(ContinuationToken ? { ContinuationToken } : {}) }), {
+          abortSignal: opts.signal,
+        });
       } catch (e) {
         throw this.fail('listing', Prefix, e, 'store-unavailable');
       }
@@ -460,11 +496,23 @@ export class S3Store implements Store {
         if (!o.Key?.startsWith(base)) continue;
         yield { key: o.Key.slice(base.length), size: o.Size ?? 0, ...(o.LastModified ? { modifiedAt: o.LastModified } : {}) };
       }
-      ContinuationToken = page.IsTruncated ? page.NextContinuationToken : undefined;
-    } while (ContinuationToken);
+      if (!page.IsTruncated) return;
+      ContinuationToken = page.NextContinuationToken;
+      if (!ContinuationToken) throw this.misbehaving(`listing ${this.url(Prefix)}: page ${pages} says there is more but gives no continuation token`);
+      if (seen.has(ContinuationToken)) throw this.misbehaving(`listing ${this.url(Prefix)}: page ${pages} repeats a continuation token it gave before (the listing would loop forever)`);
+      if (pages >= MAX_PAGES) throw this.misbehaving(`listing ${this.url(Prefix)}: more than ${MAX_PAGES} pages`);
+      seen.add(ContinuationToken);
+    }
   }
 
-  async delete(keys: string[]): Promise<void> {
+  private misbehaving(what: string): BackupError {
+    return new BackupError('store-misbehaving', `store ${this.name}: ${what}`, {
+      hint: `the server at ${this.cfg.endpoint ?? `S3 in ${this.cfg.region}`} (or a proxy in front of it) answers listings wrongly; fix it or use another endpoint`,
+    });
+  }
+
+  async delete(keys: string[], opts: OpOptions = {}): Promise<void> {
+    const abortSignal = opts.signal;
     const objectKeys = keys.map((k) => this.objectKey(k));
     for (let i = 0; i < objectKeys.length; i += DELETE_BATCH) {
       const batch = objectKeys.slice(i, i + DELETE_BATCH);
@@ -472,6 +520,7 @@ export class S3Store implements Store {
         try {
           const r = await this.client.send(
             new DeleteObjectsCommand({ Bucket: this.cfg.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+            { abortSignal },
           );
           const errors = (r.Errors ?? []).filter((x) => x.Code !== 'NoSuchKey');
           if (errors.length) {
@@ -495,7 +544,7 @@ export class S3Store implements Store {
       }
       for (const Key of batch) {
         try {
-          await this.client.send(new DeleteObjectCommand({ Bucket: this.cfg.bucket, Key }));
+          await this.client.send(new DeleteObjectCommand({ Bucket: this.cfg.bucket, Key }), { abortSignal });
         } catch (e) {
           if (isNotFound(facts(e))) continue;
           throw this.fail('deleting', Key, e, 'store-unavailable');
@@ -504,16 +553,19 @@ export class S3Store implements Store {
     }
   }
 
-  async cleanupIncomplete(prefix: string, olderThan: Date): Promise<string[]> {
+  async cleanupIncomplete(prefix: string, olderThan: Date, opts: OpOptions = {}): Promise<string[]> {
+    const abortSignal = opts.signal;
     const Prefix = this.base + prefix;
     const removed: string[] = [];
+    const seen = new Set<string>();
     let KeyMarker: string | undefined;
     let UploadIdMarker: string | undefined;
-    do {
+    for (let pages = 1; ; pages++) {
       let page;
       try {
         page = await this.client.send(
           new ListMultipartUploadsCommand({ Bucket: this.cfg.bucket, Prefix, ...(KeyMarker ? { KeyMarker } : {}), ...(UploadIdMarker ? { UploadIdMarker } : {}) }),
+          { abortSignal },
         );
       } catch (e) {
         // Servers without ListMultipartUploads (s3rver) have nothing we could clean up this way.
@@ -523,7 +575,7 @@ export class S3Store implements Store {
       for (const u of page.Uploads ?? []) {
         if (!u.Key || !u.UploadId || !u.Initiated || u.Initiated >= olderThan) continue;
         try {
-          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key: u.Key, UploadId: u.UploadId }));
+          await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.cfg.bucket, Key: u.Key, UploadId: u.UploadId }), { abortSignal });
         } catch (e) {
           const f = facts(e);
           if (f.code === 'NoSuchUpload' || isNotFound(f)) continue; // completed or aborted meanwhile
@@ -531,10 +583,14 @@ export class S3Store implements Store {
         }
         removed.push(`unfinished multipart upload ${this.url(u.Key)} (upload id ${u.UploadId}, started ${u.Initiated.toISOString()})`);
       }
-      KeyMarker = page.IsTruncated ? page.NextKeyMarker : undefined;
-      UploadIdMarker = page.IsTruncated ? page.NextUploadIdMarker : undefined;
-    } while (KeyMarker);
-    return removed;
+      if (!page.IsTruncated) return removed;
+      KeyMarker = page.NextKeyMarker;
+      UploadIdMarker = page.NextUploadIdMarker;
+      const marker = `${KeyMarker ?? ''}\0${UploadIdMarker ?? ''}`;
+      if (!KeyMarker) throw this.misbehaving(`listing unfinished uploads under ${this.url(Prefix)}: page ${pages} says there is more but gives no marker`);
+      if (seen.has(marker) || pages >= MAX_PAGES) throw this.misbehaving(`listing unfinished uploads under ${this.url(Prefix)}: the listing loops (page ${pages})`);
+      seen.add(marker);
+    }
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@ import type { StoreConfig } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { BackupError, type Reason } from '../errors.js';
 import { fileChunks } from './file-chunks.js';
-import { abortedByShutdown, type ObjectInfo, type PutResult, type Store } from './store.js';
+import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
 
 const { Client } = ssh2;
 type SshClient = InstanceType<typeof Client>;
@@ -155,6 +155,14 @@ interface Session {
 }
 
 class ConnectionLost extends Error {}
+
+interface PutState {
+  /** Set once body bytes were consumed: a retry on a fresh connection is no longer possible. */
+  bodyTouched: boolean;
+  bodyFailed(): boolean;
+  ifAbsent: boolean;
+  onProgress?: (bytes: number) => void;
+}
 
 /**
  * An OpenSSH (or other SFTP) server. Objects are files under `path`; a put is
@@ -406,17 +414,47 @@ export class SftpStore implements Store {
    * noticed yet; then `fn` runs once more on a fresh connection, if
    * `canRetry` says nothing irreversible happened (no body bytes consumed).
    */
-  private async withSession<T>(fn: (s: Session) => Promise<T>, canRetry: () => boolean = () => true): Promise<T> {
+  private async withSession<T>(fn: (s: Session) => Promise<T>, canRetry: () => boolean = () => true, signal?: AbortSignal): Promise<T> {
+    if (signal?.aborted) throw signal.reason instanceof BackupError ? signal.reason : abortedByShutdown(this.name, 'operation');
     const s = await this.open();
     const reused = s.uses++ > 0;
+    const unwatch = this.dropOnAbort(s, signal);
     try {
       return await fn(s);
     } catch (e) {
-      if (!reused || s.alive || !canRetry()) throw e;
+      if (!reused || s.alive || !canRetry() || signal?.aborted) throw e;
       const fresh = await this.open();
       fresh.uses++;
-      return fn(fresh);
+      const unwatchFresh = this.dropOnAbort(fresh, signal);
+      try {
+        return await fn(fresh);
+      } finally {
+        unwatchFresh();
+      }
+    } finally {
+      unwatch();
     }
+  }
+
+  /**
+   * An operation that passed its deadline (or a shutdown) ends its session:
+   * ssh2 has no way to cancel one request, and a server that hangs or
+   * trickles on one is not trusted with the next. Requests in flight fail at
+   * once; the next operation connects afresh.
+   */
+  private dropOnAbort(s: Session, signal: AbortSignal | undefined): () => void {
+    if (!signal) return () => undefined;
+    const drop = () => {
+      if (s.alive) {
+        s.alive = false;
+        s.lostReason = signal.reason instanceof Error ? signal.reason.message : 'aborted';
+      }
+      if (this.session === s) this.session = undefined;
+      s.client.destroy();
+    };
+    if (signal.aborted) drop();
+    signal.addEventListener('abort', drop, { once: true });
+    return () => signal.removeEventListener('abort', drop);
   }
 
   async close(): Promise<void> {
@@ -515,7 +553,7 @@ export class SftpStore implements Store {
    * requests in flight (one-at-a-time writes are latency-bound). Returns the
    * number of bytes the server acknowledged.
    */
-  private async writeBody(s: Session, handle: Buffer, body: Readable | AsyncIterable<Buffer>): Promise<number> {
+  private async writeBody(s: Session, handle: Buffer, body: Readable | AsyncIterable<Buffer>, onProgress?: (bytes: number) => void): Promise<number> {
     const piece = this.ioLen(s, 'write');
     let pos = 0;
     let acked = 0;
@@ -551,7 +589,10 @@ export class SftpStore implements Store {
         s.sftp.write(handle, buf, off, len, at, (err) => {
           inflight--;
           if (err) failure ??= err;
-          else acked += len;
+          else {
+            acked += len;
+            onProgress?.(len);
+          }
           settle();
         });
       } catch (e) {
@@ -580,13 +621,13 @@ export class SftpStore implements Store {
 
   // ---------------------------------------------------------------- Store
 
-  async put(key: string, body: Readable, size?: number): Promise<PutResult> {
+  async put(key: string, body: Readable, opts: PutOptions = {}): Promise<PutResult> {
     this.checkKey(key);
     let bodyFailed = false;
     body.once('error', () => (bodyFailed = true));
-    const state = { bodyTouched: false, bodyFailed: () => bodyFailed };
+    const state: PutState = { bodyTouched: false, bodyFailed: () => bodyFailed, ifAbsent: opts.ifAbsent === true, onProgress: opts.onProgress };
     try {
-      return await this.withSession((s) => this.putOn(s, key, body, size, state), () => !state.bodyTouched);
+      return await this.withSession((s) => this.putOn(s, key, body, opts.size, state), () => !state.bodyTouched, opts.signal);
     } catch (e) {
       body.destroy();
       throw e;
@@ -598,7 +639,8 @@ export class SftpStore implements Store {
    * ssh2 copies each request into its packet before returning, so nothing
    * needs a fresh buffer per chunk (half the CPU of a read stream).
    */
-  async putFile(key: string, path: string, signal?: AbortSignal): Promise<PutResult> {
+  async putFile(key: string, path: string, opts: PutOptions = {}): Promise<PutResult> {
+    const { signal } = opts;
     this.checkKey(key);
     const readFailed = (e: unknown) =>
       new BackupError('upload-failed', `store ${this.name}: upload of ${key}: reading ${path} failed: ${(errCode(e) as string | undefined) ?? describe(e)}`, { cause: e });
@@ -616,11 +658,11 @@ export class SftpStore implements Store {
         throw e instanceof BackupError ? e : readFailed(e);
       }
     }
-    const state = { bodyTouched: false, bodyFailed: () => false };
-    return this.withSession((s) => this.putOn(s, key, chunks(), size, state), () => !state.bodyTouched);
+    const state: PutState = { bodyTouched: false, bodyFailed: () => false, ifAbsent: opts.ifAbsent === true, onProgress: opts.onProgress };
+    return this.withSession((s) => this.putOn(s, key, chunks(), size, state), () => !state.bodyTouched, signal);
   }
 
-  private async putOn(s: Session, key: string, body: Readable | AsyncIterable<Buffer>, size: number | undefined, state: { bodyTouched: boolean; bodyFailed(): boolean }): Promise<PutResult> {
+  private async putOn(s: Session, key: string, body: Readable | AsyncIterable<Buffer>, size: number | undefined, state: PutState): Promise<PutResult> {
     const final = this.remote(key);
     const dir = posix.dirname(final);
     const tmp = posix.join(dir, `.${posix.basename(final)}.tmp-${randomBytes(6).toString('hex')}`);
@@ -634,7 +676,7 @@ export class SftpStore implements Store {
       created = true;
       step = 'writing';
       state.bodyTouched = true;
-      const written = await this.writeBody(s, handle, body);
+      const written = await this.writeBody(s, handle, body, state.onProgress);
       if (size !== undefined && written !== size) {
         throw new BackupError('upload-failed', `store ${this.name}: ${key}: the body held ${written} bytes, ${size} were announced`);
       }
@@ -651,7 +693,8 @@ export class SftpStore implements Store {
       handle = undefined;
       await this.closeHandle(s, h);
       step = 'renaming';
-      await this.renameOver(s, tmp, final);
+      if (state.ifAbsent) await this.renameIfAbsent(s, tmp, final, key);
+      else await this.renameOver(s, tmp, final);
       created = false;
       return { key, size: written };
     } catch (e) {
@@ -663,6 +706,20 @@ export class SftpStore implements Store {
       }
       const target = step === 'creating directory' ? dir : step === 'renaming' ? `${tmp} -> ${final}` : tmp;
       throw this.opError('upload-failed', `upload of ${key}: ${step}`, target, e, s);
+    }
+  }
+
+  /**
+   * Create-if-absent: plain SFTP rename refuses an existing target (OpenSSH's
+   * sftp-server links, then unlinks), so a name someone else created in the
+   * meantime is never replaced.
+   */
+  private async renameIfAbsent(s: Session, from: string, to: string, key: string): Promise<void> {
+    try {
+      await this.call<void>(s, (sftp, cb) => sftp.rename(from, to, cb));
+    } catch (e) {
+      if (await this.stat(s, to).catch(() => undefined)) throw new ObjectExistsError(this.name, key);
+      throw e;
     }
   }
 
@@ -687,22 +744,34 @@ export class SftpStore implements Store {
     await this.call<void>(s, (sftp, cb) => sftp.rename(from, to, cb));
   }
 
-  async head(key: string): Promise<ObjectInfo | undefined> {
+  async head(key: string, opts: OpOptions = {}): Promise<ObjectInfo | undefined> {
     this.checkKey(key);
     const path = this.remote(key);
-    return this.withSession(async (s) => {
-      try {
-        const st = await this.stat(s, path);
-        return st?.isFile() ? { key, size: st.size, modifiedAt: new Date(st.mtime * 1000) } : undefined;
-      } catch (e) {
-        throw this.opError('store-unavailable', 'stat', path, e, s);
-      }
-    });
+    return this.withSession(
+      async (s) => {
+        try {
+          const st = await this.stat(s, path);
+          return st?.isFile() ? { key, size: st.size, modifiedAt: new Date(st.mtime * 1000) } : undefined;
+        } catch (e) {
+          throw this.opError('store-unavailable', 'stat', path, e, s);
+        }
+      },
+      undefined,
+      opts.signal,
+    );
   }
 
-  async get(key: string): Promise<Readable> {
+  /** The stream is ended by the guard when the operation's signal fires (destroying it closes the handle). */
+  async get(key: string, opts: TransferOptions = {}): Promise<Readable> {
     this.checkKey(key);
-    return this.withSession((s) => this.getOn(s, key));
+    const stream = await this.withSession((s) => this.getOn(s, key), undefined, opts.signal);
+    const s = this.session;
+    // The session stays tied to the stream: a deadline or stall while reading drops it.
+    if (s && opts.signal) {
+      const unwatch = this.dropOnAbort(s, opts.signal);
+      stream.once('close', unwatch);
+    }
+    return stream;
   }
 
   /**
@@ -712,7 +781,8 @@ export class SftpStore implements Store {
    * Undefined wherever that is not possible (ForceCommand internal-sftp, a
    * chroot, no shell, neither openssl nor sha256sum): the caller reads back.
    */
-  async serverSha256(key: string, signal?: AbortSignal): Promise<string | undefined> {
+  async serverSha256(key: string, opts: OpOptions = {}): Promise<string | undefined> {
+    const { signal } = opts;
     this.checkKey(key);
     if (this.cfg.serverHash === false) return undefined;
     return this.withSession(async (s) => {
@@ -722,7 +792,7 @@ export class SftpStore implements Store {
       const cmd = `f=${shellQuote(path)}; if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$f"; else sha256sum -b "$f"; fi`;
       const out = await this.execOn(s, cmd, signal);
       return /^([0-9a-f]{64})\b/i.exec(out.trim())?.[1]?.toLowerCase();
-    });
+    }, undefined, signal);
   }
 
   /**
@@ -861,26 +931,32 @@ export class SftpStore implements Store {
     yield* visit(start, this.readdir(s, this.remote(start)));
   }
 
-  async *list(prefix: string): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
     // The first directory read may meet a connection that died while idle:
     // withSession retries that on a fresh one; the rest of the walk uses the same session.
-    const { it, head } = await this.withSession(async (s) => {
-      const walk = this.walk(s, prefix, (name) => !name.startsWith('.'), false);
-      return { it: walk, head: await walk.next() };
-    });
+    const { it, head, s } = await this.withSession(
+      async (s) => {
+        const walk = this.walk(s, prefix, (name) => !name.startsWith('.'), false);
+        return { it: walk, head: await walk.next(), s };
+      },
+      undefined,
+      opts.signal,
+    );
+    const unwatch = this.dropOnAbort(s, opts.signal);
     try {
       for (let r = head; !r.done; r = await it.next()) {
         yield { key: r.value.key, size: r.value.attrs.size, modifiedAt: new Date(r.value.attrs.mtime * 1000) };
       }
     } finally {
+      unwatch();
       await it.return(undefined);
     }
   }
 
-  async delete(keys: string[]): Promise<void> {
+  async delete(keys: string[], opts: OpOptions = {}): Promise<void> {
     keys.forEach((k) => this.checkKey(k));
     if (keys.length === 0) return;
-    await this.withSession((s) => this.deleteOn(s, keys));
+    await this.withSession((s) => this.deleteOn(s, keys), undefined, opts.signal);
   }
 
   private async deleteOn(s: Session, keys: string[]): Promise<void> {
@@ -916,8 +992,8 @@ export class SftpStore implements Store {
     }
   }
 
-  async cleanupIncomplete(prefix: string, olderThan: Date): Promise<string[]> {
-    return this.withSession((s) => this.cleanupOn(s, prefix, olderThan));
+  async cleanupIncomplete(prefix: string, olderThan: Date, opts: OpOptions = {}): Promise<string[]> {
+    return this.withSession((s) => this.cleanupOn(s, prefix, olderThan), undefined, opts.signal);
   }
 
   private async cleanupOn(s: Session, prefix: string, olderThan: Date): Promise<string[]> {

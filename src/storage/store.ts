@@ -15,46 +15,120 @@ export interface PutResult {
 }
 
 /**
+ * Every store operation runs under a signal. Callers pass their own (a
+ * daemon shutdown, Ctrl-C); the guard (guard.ts) adds the deadline and the
+ * stall watchdog, so a backend sees one signal that ends the operation for
+ * any of those causes. Backends hand it to every network call they make.
+ */
+export interface OpOptions {
+  signal?: AbortSignal;
+}
+
+/** A transfer reports the bytes it moves, so a stall can be told from slow progress. */
+export interface TransferOptions extends OpOptions {
+  onProgress?: (bytes: number) => void;
+}
+
+export interface PutOptions extends TransferOptions {
+  /** The size the body will have, when known (part sizes, a short-body check). */
+  size?: number;
+  /**
+   * Create the object only if the key is free: an `ObjectExistsError` otherwise.
+   * Atomic on the server where it can be (S3 If-None-Match, a link or an
+   * SFTP rename that refuses an existing target); callers still check first
+   * (an S3-compatible server may ignore If-None-Match).
+   */
+  ifAbsent?: boolean;
+}
+
+/**
  * A flat key/value object store. Keys use '/' separators. Implementations
  * must make `put` atomic from a reader's point of view: an object is either
  * absent or whole (temp name + rename, or multipart complete).
+ *
+ * `head` answers undefined only when the server said the key is absent: any
+ * error throws. An error is never "absent".
  */
 export interface Store {
   readonly name: string;
   readonly type: string;
-  put(key: string, body: Readable, size?: number): Promise<PutResult>;
-  head(key: string): Promise<ObjectInfo | undefined>;
-  get(key: string): Promise<Readable>;
+  put(key: string, body: Readable, opts?: PutOptions): Promise<PutResult>;
+  head(key: string, opts?: OpOptions): Promise<ObjectInfo | undefined>;
+  get(key: string, opts?: TransferOptions): Promise<Readable>;
   /**
    * Stores a local file. Optional: a store that can do better than streaming
    * it (a hard link or a kernel copy on the same machine) implements this.
    */
-  putFile?(key: string, path: string, signal?: AbortSignal): Promise<PutResult>;
+  putFile?(key: string, path: string, opts?: PutOptions): Promise<PutResult>;
   /**
    * The sha256 of the object as computed by the server from what it holds,
    * or undefined when the server cannot compute one. Optional: lets delivery
    * prove a remote copy without pulling every byte back over the wire.
    */
-  serverSha256?(key: string, signal?: AbortSignal): Promise<string | undefined>;
+  serverSha256?(key: string, opts?: OpOptions): Promise<string | undefined>;
   /**
    * Reads the whole object back and hashes it, the cheapest way this store
    * can (a local file into one reused buffer). Optional: get() is the default.
    */
-  readBackSha256?(key: string): Promise<{ bytes: number; sha256: string }>;
-  list(prefix: string): AsyncIterable<ObjectInfo>;
+  readBackSha256?(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }>;
+  /** Every object under `prefix`, in key order. A server whose listing never ends is an error, never a hang. */
+  list(prefix: string, opts?: OpOptions): AsyncIterable<ObjectInfo>;
   /** Removes missing keys silently. */
-  delete(keys: string[]): Promise<void>;
+  delete(keys: string[], opts?: OpOptions): Promise<void>;
   /**
    * Removes leftovers of interrupted writes older than `olderThan` under
    * `prefix`: unfinished multipart uploads (where the server can list
    * them), temp files of an SFTP/local rename that never happened. Returns
    * a description of each removed item, for the log.
    */
-  cleanupIncomplete?(prefix: string, olderThan: Date): Promise<string[]>;
+  cleanupIncomplete?(prefix: string, olderThan: Date, opts?: OpOptions): Promise<string[]>;
   close?(): Promise<void>;
 }
 
 /** The one error every store and delivery step gives when a daemon shutdown cuts it short. */
 export function abortedByShutdown(store: string, what: string): BackupError {
   return new BackupError('upload-failed', `store ${store}: ${what} aborted because the daemon is shutting down`);
+}
+
+/** A put with `ifAbsent` met an existing object. */
+export class ObjectExistsError extends BackupError {
+  constructor(store: string, key: string) {
+    super('id-conflict', `store ${store}: ${key} already exists; it is never overwritten`);
+    this.name = 'ObjectExistsError';
+  }
+}
+
+/**
+ * What ended an operation whose signal fired: the signal's own reason when it
+ * is one of ours (deadline, stall, shutdown), else `fallback`.
+ */
+export function abortReason(signal: AbortSignal | undefined, fallback: () => Error): Error {
+  const r = signal?.reason;
+  return r instanceof BackupError ? r : fallback();
+}
+
+/** Rejects as soon as `signal` fires, whatever `p` does: a backend that ignores its signal cannot hang the caller. */
+export function raceSignal<T>(p: Promise<T>, signal: AbortSignal | undefined, onAbort: () => Error): Promise<T> {
+  if (!signal) return p;
+  if (signal.aborted) {
+    p.catch(() => undefined);
+    return Promise.reject(abortReason(signal, onAbort));
+  }
+  return new Promise<T>((resolve, reject) => {
+    const abort = () => {
+      p.catch(() => undefined);
+      reject(abortReason(signal, onAbort));
+    };
+    signal.addEventListener('abort', abort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', abort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', abort);
+        reject(signal.aborted ? abortReason(signal, () => e as Error) : e);
+      },
+    );
+  });
 }

@@ -36,7 +36,8 @@ export interface VerifyOutcome {
  * caught here, before the manifest commits the backup.
  */
 export async function verifyRemoteCopy(store: Store, key: string, size: number, sha256: string, mode: VerifyMode, opts: VerifyOptions = {}): Promise<VerifyOutcome> {
-  const info = await store.head(key);
+  const signal = opts.signal;
+  const info = await store.head(key, { signal });
   if (!info) throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} is missing right after upload`);
   if (info.size !== size) {
     throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} holds ${info.size} bytes, ${size} were sent`);
@@ -46,14 +47,16 @@ export async function verifyRemoteCopy(store: Store, key: string, size: number, 
   let note: string | undefined;
   if (opts.serverHash && store.serverSha256) {
     // Any failure of the cheap way (no shell, no sha256sum, a chroot) falls back to reading back.
-    const theirs = await store.serverSha256(key, opts.signal).catch(() => undefined);
+    const theirs = await store.serverSha256(key, { signal }).catch(() => undefined);
     // A shutdown interrupted the server's hash: not a reason to start pulling gigabytes back.
     if (opts.signal?.aborted) throw abortedByShutdown(store.name, `${key}: verification`);
     if (theirs === sha256) return { proof: 'server-sha256' };
     // A mismatch fails only if the bytes themselves disagree: the server's hash command could be a wrapper or see another file.
     if (theirs !== undefined) note = `the server's sha256 of ${key} was ${theirs}, expected ${sha256}; read back to decide`;
   }
-  const got = store.readBackSha256 ? await store.readBackSha256(key) : await sha256Of(await store.get(key));
+  // The read-back is one transfer under the store's deadline and stall watchdog (guard.ts): a
+  // trickling server fails it with store-timeout instead of holding the run for hours.
+  const got = store.readBackSha256 ? await store.readBackSha256(key, { signal }) : await sha256Of(await store.get(key, { signal }));
   if (got.bytes !== size || got.sha256 !== sha256) {
     throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} read back as ${got.bytes} bytes with sha256 ${got.sha256}, sent ${size} bytes with ${sha256}`);
   }

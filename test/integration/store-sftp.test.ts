@@ -133,7 +133,10 @@ describe('SftpStore against OpenSSH sshd', () => {
 
   it('is what createStore builds for type sftp', async () => {
     const store = await createStore(configFor(sshd));
-    expect(store).toBeInstanceOf(SftpStore);
+    // Guarded (deadlines, stall watchdog): the methods of an SftpStore behind it.
+    expect(store).not.toBeInstanceOf(SftpStore);
+    await store.put('k/created.txt', Readable.from([Buffer.from('via createStore')]));
+    expect(await store.head('k/created.txt')).toMatchObject({ size: 15 });
     expect(store.type).toBe('sftp');
     await store.close?.();
   });
@@ -285,7 +288,7 @@ describe('SftpStore against OpenSSH sshd', () => {
         yield Buffer.alloc(100 * 1024, 2);
       })(),
     );
-    const putting = store.put('cl/20260101T000000Z-m0/backup.tar', body, 400 * 1024);
+    const putting = store.put('cl/20260101T000000Z-m0/backup.tar', body, { size: 400 * 1024 });
     await sent;
     // Let the first writes reach the server.
     await new Promise((r) => setTimeout(r, 300));
@@ -319,7 +322,7 @@ describe('SftpStore against OpenSSH sshd', () => {
     expect(await keys(store, 'f/')).toEqual([]);
     expect((await filesOnDisk(cfg.path)).filter((f) => f.includes('.tmp-'))).toEqual([]);
 
-    const short = await expectRejected(store.put('f/x/short.tar', Readable.from([Buffer.alloc(10)]), 11));
+    const short = await expectRejected(store.put('f/x/short.tar', Readable.from([Buffer.alloc(10)]), { size: 11 }));
     expect(short.reason).toBe('upload-failed');
     expect(short.message).toContain('10 bytes, 11 were announced');
     expect(await filesOnDisk(cfg.path)).toEqual([]);

@@ -1,11 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/storage/store.js';
+import { DEFAULT_LIMITS, guardStore } from '../../src/storage/guard.js';
 
 /**
  * The behaviour every Store must have, run against the real server behind it.
@@ -18,6 +19,8 @@ export interface ContractOptions {
   listCount?: number;
   /** Size of the large streamed object. */
   largeBytes?: number;
+  /** The server ignores S3's If-None-Match (s3rver): a conditional put then overwrites, and delivery's own check is what protects. */
+  ignoresIfNoneMatch?: boolean;
 }
 
 async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
@@ -53,7 +56,10 @@ export function storeContract(label: string, opts: ContractOptions): void {
     let store: Store;
     let cleanup: (() => Promise<void>) | undefined;
     beforeAll(async () => {
-      ({ store, cleanup } = await opts.make());
+      const made = await opts.make();
+      // Through the guard, as createStore hands stores out: deadlines and watchdogs must not change behaviour.
+      store = guardStore(made.store, DEFAULT_LIMITS);
+      cleanup = made.cleanup;
     });
     afterAll(async () => {
       await store?.close?.();
@@ -106,13 +112,37 @@ export function storeContract(label: string, opts: ContractOptions): void {
         const big = join(dir, 'big');
         const ac = new AbortController();
         ac.abort();
-        const a = await store.putFile!('c/pf/aborted', big, ac.signal).then(
+        const a = await store.putFile!('c/pf/aborted', big, { signal: ac.signal }).then(
           () => undefined,
           (err: { reason?: string; message: string }) => err,
         );
         expect(a?.reason).toBe('upload-failed');
         expect(a?.message).toMatch(/aborted because the daemon is shutting down/);
         expect(await store.head('c/pf/aborted')).toBeUndefined();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
+    it(opts.ignoresIfNoneMatch ? 'put with ifAbsent creates a new key (this server ignores If-None-Match: delivery checks first)' : 'put with ifAbsent creates a new key and refuses an existing one (id-conflict), leaving it as it was', async () => {
+      await store.put('c/ifa/m.json', Readable.from([Buffer.from('first')]), { ifAbsent: true });
+      expect((await drain(await store.get('c/ifa/m.json'))).bytes).toBe(5);
+      if (opts.ignoresIfNoneMatch) return;
+      const e = await store.put('c/ifa/m.json', Readable.from([Buffer.from('second, longer')]), { ifAbsent: true }).then(
+        () => undefined,
+        (err: { reason?: string }) => err,
+      );
+      expect(e?.reason).toBe('id-conflict');
+      expect((await drain(await store.get('c/ifa/m.json'))).bytes).toBe(5);
+      const dir = mkdtempSync(join(tmpdir(), 'contract-ifa-'));
+      try {
+        writeFileSync(join(dir, 'f'), 'file body');
+        const f = await store.putFile!('c/ifa/m.json', join(dir, 'f'), { ifAbsent: true }).then(
+          () => undefined,
+          (err: { reason?: string }) => err,
+        );
+        expect(f?.reason).toBe('id-conflict');
+        expect((await drain(await store.get('c/ifa/m.json'))).bytes).toBe(5);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
