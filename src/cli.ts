@@ -21,6 +21,9 @@ import { pruneStore } from './retention/apply.js';
 import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from './retention/plan.js';
 import { readFileSync } from 'node:fs';
 import { findBackup, loadCatalog } from './run/catalog.js';
+import { loadTrust } from './run/trust.js';
+import { isOpenToOthers } from './fsutil.js';
+import { configWarnings } from './config/warnings.js';
 import { fetchBackup, needIdentity, verifyBackup } from './run/fetch.js';
 import type { Manifest } from './bundle/manifest.js';
 import { parseDurationSeconds } from './config/duration.js';
@@ -40,13 +43,14 @@ const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane
 Usage:
   etcd-backupd backup    --config F [--label L] [--reason T] [--pin] [--force] [--json]
   etcd-backupd list      --config F [--store S] [--json]
-  etcd-backupd verify    --config F [--store S] ID|latest [--restore] [--identity FILE] [--json]
-  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--identity FILE] [--json]
+  etcd-backupd verify    --config F [--store S] ID|latest [--restore] [--identity FILE] [--allow-untrusted] [--json]
+  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--identity FILE] [--allow-untrusted] [--json]
   etcd-backupd prune     --config F [--store S] [--dry-run] [--json]
   etcd-backupd retention --config F --simulate FILE [--now ISO] [--json]
   etcd-backupd pin|unpin --config F ID [--reason T]
   etcd-backupd run       --config F                  # the daemon
   etcd-backupd inspect   SNAPSHOT.db [--json]
+  etcd-backupd keygen    --out PREFIX [--json]      # signing key pair: PREFIX (private) and PREFIX.pub
   etcd-backupd check-config --config F
   etcd-backupd --version
 
@@ -173,7 +177,7 @@ async function cmdList(argv: string[]): Promise<number> {
   const cfg = configFrom(values);
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const cat = await loadCatalog(store, cfg.cluster);
+    const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg));
     for (const p of cat.problems) err(`warning: skipping unreadable manifest ${p.key}: ${p.error}`);
     if (values.json) {
       printJson({
@@ -187,6 +191,8 @@ async function cmdList(argv: string[]): Promise<number> {
           totalKey: m.etcd.totalKey,
           label: m.label ?? null,
           pinned: m.pinned,
+          ...(m.pinReason ? { pinReason: m.pinReason } : {}),
+          signed: cat.signed.get(m.id) ?? 'none',
           trigger: m.trigger,
           encrypted: m.object?.encrypted ?? false,
           recipients: m.object?.recipients ?? [],
@@ -197,23 +203,26 @@ async function cmdList(argv: string[]): Promise<number> {
       });
       return EXIT_OK;
     }
-    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned']];
+    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned', 'Signed']];
     for (const m of cat.backups) {
-      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '']);
+      const signed = cat.signed.get(m.id) ?? 'none';
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed]);
     }
     out(table(rows));
+    const untrusted = [...cat.signed.values()].filter((v) => v === 'untrusted' || (cat.trust?.keys && v === 'none')).length;
+    if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
     out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
     return EXIT_OK;
   });
 }
 
 async function cmdVerify(argv: string[], log: Logger): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, identity: { type: 'string' } }, 1);
+  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
   const cfg = configFrom(values);
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalog(store, cfg.cluster), positionals[0]!, store.name);
+    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
     try {
       const r = await verifyBackup(store, m, resolve(cfg.workDir, 'tmp'), identities);
@@ -270,14 +279,17 @@ async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identitie
 }
 
 async function cmdFetch(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' } }, 1);
+  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
   if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
   const cfg = configFrom(values);
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalog(store, cfg.cluster), positionals[0]!, store.name);
-    const r = await fetchBackup(store, m, resolve(String(values.to)), identities);
+    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
+    const to = resolve(String(values.to));
+    // An existing directory is never changed; the files are 0600 whatever it allows.
+    if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);
+    const r = await fetchBackup(store, m, to, identities, interruptSignal());
     if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
     else {
       out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}) into ${r.dir}; every sha256 matches the manifest:`);
@@ -293,7 +305,7 @@ async function cmdPrune(argv: string[], log: Logger): Promise<number> {
   const cfg = configFrom(values);
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true });
+    const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true, trust: await loadTrust(cfg) });
     if (values.json) {
       printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, errors: r.errors });
     } else {
@@ -348,18 +360,63 @@ async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
   return EXIT_OK;
 }
 
+/**
+ * The daemon. SIGHUP reloads the config file: the services stop (a run in
+ * progress is waited for, as at shutdown) and start again with the new
+ * config; a config that does not validate is logged and the running one
+ * stays. SIGTERM/SIGINT stop it.
+ */
 async function cmdRun(argv: string[], log: Logger): Promise<number> {
   const { values } = parse(argv, { config: { type: 'string', short: 'c' } }, 0);
-  const cfg = configFrom(values);
+  let cfg = configFrom(values);
   const { startDaemon } = await import('./daemon.js');
-  const d = await startDaemon(cfg, log);
+  let d = await startDaemon(cfg, log);
+  let stopping = false;
+  let reloading: Promise<void> | undefined;
+  const reload = async () => {
+    let next: Config;
+    try {
+      next = loadConfig(cfg.configPath!);
+    } catch (e) {
+      log.error({ reason: reasonOf(e), err: messageOf(e) }, 'SIGHUP: the config file does not validate; the daemon keeps running with the configuration it has');
+      return;
+    }
+    log.info({ config: cfg.configPath }, 'SIGHUP: reloading the configuration');
+    await d.stop();
+    if (stopping) return;
+    try {
+      d = await startDaemon(next, log);
+      cfg = next;
+    } catch (e) {
+      log.error({ reason: reasonOf(e), err: messageOf(e) }, 'SIGHUP: cannot start with the new configuration; starting again with the previous one');
+      d = await startDaemon(cfg, log);
+    }
+  };
+  process.on('SIGHUP', () => {
+    if (stopping) return;
+    if (reloading) {
+      log.warn('SIGHUP: a reload is already in progress');
+      return;
+    }
+    reloading = reload().finally(() => (reloading = undefined));
+  });
   const onSignal = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');
-    void d.stop();
+    stopping = true;
+    void (reloading ?? Promise.resolve()).then(() => d.stop());
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
-  await d.done;
+  for (;;) {
+    await d.done;
+    const r = reloading;
+    if (!r) break;
+    await r;
+    if (stopping) {
+      await d.stop();
+      break;
+    }
+  }
   return EXIT_OK;
 }
 
@@ -376,6 +433,7 @@ async function cmdInspect(argv: string[]): Promise<number> {
 async function cmdCheckConfig(argv: string[]): Promise<number> {
   const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } }, 0);
   const cfg = configFrom(values);
+  for (const w of configWarnings(cfg)) err(`warning: ${w}`);
   if (values.json) printJson(redactConfig(cfg));
   else out(`# ${cfg.configPath} is valid; effective configuration:\n${yamlStringify(redactConfig(cfg))}`);
   return EXIT_OK;
@@ -418,6 +476,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdPin(rest, false);
       case 'run':
         return await cmdRun(rest, log);
+      case 'keygen': {
+        const { keygenCommand } = await import('./bundle/keygen-cmd.js');
+        return await keygenCommand(rest, out);
+      }
       default:
         throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
     }

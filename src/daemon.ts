@@ -7,7 +7,9 @@ import { createLogger, type Logger } from './log.js';
 import { BackupMetrics } from './metrics/metrics.js';
 import { startMetricsServer } from './metrics/server.js';
 import type { BackupRequest, Trigger } from './run/backup.js';
-import { loadCatalog } from './run/catalog.js';
+import { findBackup, loadCatalog, untrustedBackups } from './run/catalog.js';
+import { loadTrust } from './run/trust.js';
+import { configWarnings } from './config/warnings.js';
 import { deliverOutbox, runCycle, type CycleResult } from './run/cycle.js';
 import { listOutbox, summarizeOutbox } from './run/outbox.js';
 import { setPinned } from './run/pin.js';
@@ -66,13 +68,16 @@ async function startServices(
   let stopping = false;
 
   const refreshInventory = async () => {
+    const trust = await loadTrust(cfg).catch(() => undefined);
     for (const store of stores) {
       try {
-        const cat = await loadCatalog(store, cfg.cluster);
-        const mine = cat.backups.filter((m) => m.node === cfg.node);
+        const cat = await loadCatalog(store, cfg.cluster, trust);
+        const untrusted = untrustedBackups(cat);
+        const mine = cat.backups.filter((m) => m.node === cfg.node && !untrusted.includes(m));
         metrics.setInventory(store.name, {
           count: mine.length,
           pinned: mine.filter((m) => m.pinned).length,
+          untrusted: untrusted.length,
           oldest: mine.length ? new Date(mine[mine.length - 1]!.createdAt) : undefined,
           newest: mine.length ? new Date(mine[0]!.createdAt) : undefined,
         });
@@ -151,6 +156,7 @@ async function startServices(
     { version: VERSION, cluster: cfg.cluster, node: cfg.node, schedule: cfg.schedule, timezone: cfg.timezone, next: schedule.next()?.toISOString(), metrics: `${server.address}:${server.port}`, control: cfg.control.socket, stores: storeNames },
     'etcd-backupd daemon started',
   );
+  for (const w of configWarnings(cfg)) log.warn(w);
 
   setControlHandler(handleControl);
   async function handleControl(req: ControlRequest, emit: (e: ControlEvent) => void): Promise<{ data: unknown; exitCode: number }> {
@@ -220,7 +226,7 @@ async function startServices(
   }
   async function runDrillSlot(slot: Date): Promise<void> {
     const store = stores.find((s) => s.name === (cfg.drill.store ?? storeNames[0]))!;
-    const cat = await loadCatalog(store, cfg.cluster);
+    const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg));
     const turn = drillNodeFor(
       cat.backups.map((b) => b.node),
       slot,
@@ -230,8 +236,9 @@ async function startServices(
       log.info({ slot: slot.toISOString(), node: turn ?? 'none' }, 'restore drill: another node has this slot');
       return;
     }
-    const m = cat.backups[0];
-    if (!m) return;
+    if (!cat.backups.length) return;
+    // The backup a restore would take: with trusted keys, never one someone else planted.
+    const m = findBackup(cat, 'latest', store.name);
     const identities = m.object?.encrypted && cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
     log.info({ id: m.id, store: store.name }, 'restore drill started');
     const r = await runRestoreDrill({

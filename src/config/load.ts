@@ -101,6 +101,7 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
     }),
     control: { socket: abs(raw.control.socket) },
     drill: { ...raw.drill, identityFile: raw.drill.identityFile && abs(raw.drill.identityFile) },
+    signing: { keyFile: raw.signing.keyFile && abs(raw.signing.keyFile), trustedKeys: raw.signing.trustedKeys.map(abs) },
   };
   const problems = missingFiles(cfg);
   if (problems.length) throw new ConfigError(file, problems);
@@ -115,6 +116,8 @@ function missingFiles(cfg: Config): string[] {
     ['etcd.keyFile', cfg.etcd.keyFile, 'file'],
   ];
   want.push(['drill.identityFile', cfg.drill.identityFile, 'file']);
+  want.push(['signing.keyFile', cfg.signing.keyFile, 'file']);
+  cfg.signing.trustedKeys.forEach((k, i) => want.push([`signing.trustedKeys[${i}]`, k, 'file']));
   cfg.stores.forEach((s, i) => {
     if (s.type === 's3') {
       want.push([`stores[${i}].accessKeyIdFile`, s.accessKeyIdFile, 'file'], [`stores[${i}].secretAccessKeyFile`, s.secretAccessKeyFile, 'file'], [`stores[${i}].sessionTokenFile`, s.sessionTokenFile, 'file']);

@@ -259,6 +259,18 @@ export const configSchema = z
     shutdownTimeout: duration.default('60s'),
     /** /readyz fails after this many consecutive failed runs. */
     readyFailureThreshold: z.number().int().min(1).default(3),
+    /**
+     * Signed manifests (ed25519): keyFile on the masters signs every manifest; with any
+     * trustedKeys, only backups signed by one of them count as good (latest, verify, fetch,
+     * retention's newest verified). Create a pair with `etcd-backupd keygen --out PREFIX`.
+     */
+    signing: z
+      .object({
+        keyFile: z.string().min(1).optional(),
+        trustedKeys: z.array(z.string().min(1)).default([]),
+      })
+      .strict()
+      .default({}),
     encryption: z
       .object({ recipients: z.array(z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, 'expected an age X25519 recipient (age1...)')).default([]) })
       .strict()

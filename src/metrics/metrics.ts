@@ -43,6 +43,8 @@ export type SkipReason = 'busy';
 export interface StoreInventory {
   count: number;
   pinned: number;
+  /** Committed backups of the cluster (any node) without a signature by a trusted key; 0 without trusted keys. */
+  untrusted?: number;
   oldest?: Date;
   newest?: Date;
 }
@@ -142,6 +144,7 @@ export class BackupMetrics {
   private readonly skippedTicks: Counter<'reason'>;
   private readonly backups: Gauge<'store'>;
   private readonly backupsPinned: Gauge<'store'>;
+  private readonly untrustedBackups: Gauge<'store'>;
   private readonly oldestBackup: Gauge<'store'>;
   private readonly newestBackup: Gauge<'store'>;
   private readonly outboxBacklog: Gauge;
@@ -194,6 +197,11 @@ export class BackupMetrics {
     this.skippedTicks = counter('skipped_ticks_total', 'Scheduled ticks that started no run, by reason (busy: a run was in progress).', ['reason'] as const);
     this.backups = gauge('backups', 'Verified backups of this node on the store at the last listing.', ['store'] as const);
     this.backupsPinned = gauge('backups_pinned', 'Pinned backups of this node on the store at the last listing.', ['store'] as const);
+    this.untrustedBackups = gauge(
+      'untrusted_backups',
+      'Committed backups of the cluster in the store that carry no signature by a trusted key (signing.trustedKeys), at the last listing: planted or altered by someone who can write the store, or written before signing was turned on.',
+      ['store'] as const,
+    );
     this.oldestBackup = gauge('oldest_backup_timestamp_seconds', 'Creation time of the oldest verified backup of this node on the store.', ['store'] as const);
     this.newestBackup = gauge('newest_backup_timestamp_seconds', 'Creation time of the newest verified backup of this node on the store.', ['store'] as const);
     this.outboxBacklog = gauge('outbox_backlog', 'Sealed bundles in the local outbox that some store does not hold yet.');
@@ -334,6 +342,7 @@ export class BackupMetrics {
   setInventory(store: string, inv: StoreInventory): void {
     this.backups.set({ store }, inv.count);
     this.backupsPinned.set({ store }, inv.pinned);
+    this.untrustedBackups.set({ store }, inv.untrusted ?? 0);
     if (inv.oldest) this.oldestBackup.set({ store }, seconds(inv.oldest));
     else this.oldestBackup.remove({ store });
     if (inv.newest) this.newestBackup.set({ store }, seconds(inv.newest));

@@ -4,6 +4,7 @@ import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { loadCatalog, type Catalog } from '../run/catalog.js';
+import { counts, type Trust } from '../run/trust.js';
 import type { Store } from '../storage/store.js';
 import { planRetention, type RetentionPlan } from './plan.js';
 
@@ -23,15 +24,24 @@ function storeGraceSeconds(cfg: Config, storeName: string): number {
   return parseDurationSeconds(s?.incompleteGrace ?? '24h');
 }
 
-/** The retention plan for this node's series in one store: only committed (verified) backups count. */
-export function planForCatalog(cfg: Config, backups: Manifest[], now: Date): RetentionPlan {
+/**
+ * The retention plan for this node's series in one store: only committed
+ * (verified) backups count. With trusted keys, a backup without a trusted
+ * signature takes no part in the plan (it must not push a real backup out of
+ * its slot, nor count as the newest verified) and is kept as evidence, with
+ * reason `untrusted`: retention never deletes it.
+ */
+export function planForCatalog(cfg: Config, backups: Manifest[], now: Date, trust?: Trust): RetentionPlan {
   const series = backups.filter((m) => m.node === cfg.node);
-  return planRetention(
-    series.map((m) => ({ id: m.id, time: new Date(m.createdAt), pinned: m.pinned, verified: true })),
+  const plan = planRetention(
+    series.filter((m) => counts(m, trust)).map((m) => ({ id: m.id, time: new Date(m.createdAt), pinned: m.pinned, verified: true })),
     { ...cfg.retention, keepWithinSeconds: cfg.retention.keepWithinSeconds },
     now,
     cfg.timezone,
   );
+  const untrusted = series.filter((m) => !counts(m, trust)).map((m) => ({ id: m.id, time: new Date(m.createdAt), reasons: ['untrusted'] }));
+  if (!untrusted.length) return plan;
+  return { ...plan, keep: [...plan.keep, ...untrusted].sort((a, b) => b.time.getTime() - a.time.getTime()) };
 }
 
 /** Moves the protected ids from prune to keep, with reason `current-run`. */
@@ -52,11 +62,11 @@ export async function pruneStore(
   cfg: Config,
   store: Store,
   log: Logger,
-  opts: { dryRun: boolean; now?: Date; /** Ids never pruned now: the backup this run just took (the clock may have gone back). */ protect?: string[] },
+  opts: { dryRun: boolean; now?: Date; /** Ids never pruned now: the backup this run just took (the clock may have gone back). */ protect?: string[]; trust?: Trust },
 ): Promise<PruneOutcome> {
   const now = opts.now ?? new Date();
-  const catalog = await loadCatalog(store, cfg.cluster);
-  const plan = protectIds(planForCatalog(cfg, catalog.backups, now), opts.protect ?? []);
+  const catalog = await loadCatalog(store, cfg.cluster, opts.trust);
+  const plan = protectIds(planForCatalog(cfg, catalog.backups, now, opts.trust), opts.protect ?? []);
   const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], catalog };
   const byId = new Map(catalog.backups.map((m) => [m.id, m]));
   for (const p of plan.prune) {

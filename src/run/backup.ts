@@ -2,6 +2,7 @@ import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BUNDLE_NAME, MANIFEST_FORMAT, MANIFEST_NAME, backupId, objectKeys, serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { writeBundle } from '../bundle/write.js';
+import { loadSigningKey, signManifest } from '../bundle/sign.js';
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
 import { inspectSnapshot } from '../etcd/snapshot.js';
@@ -159,6 +160,8 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   const boxDir = join(outboxDir(cfg), id);
   try {
     log.info({ label: req.label, pin: req.pin ?? false, force: req.force ?? false }, 'backup run started');
+    // Before anything is taken: a snapshot that cannot be signed would not count where trusted keys are set.
+    const signer = cfg.signing?.keyFile ? await loadSigningKey(cfg.signing.keyFile) : undefined;
     const pre = await phase('preflight', () => runPreflight(cfg));
     result.preflight = { checks: pre.checks, forced: req.force === true && pre.blocking.length > 0 };
     for (const c of pre.checks) if (!c.ok) log.warn({ check: c.name, detail: c.detail }, 'preflight check failed');
@@ -223,12 +226,13 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
         });
       }),
     );
-    const manifest: Manifest = {
+    const unsigned: Manifest = {
       ...(base as Manifest),
       finishedAt,
       artifacts: bundle.artifacts,
       object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients] },
     };
+    const manifest = signer ? signManifest(unsigned, signer) : unsigned;
     await writeFileAtomic(join(boxDir, MANIFEST_NAME), serializeManifest(manifest));
     result.manifest = manifest;
     await rm(runDir, { recursive: true, force: true });

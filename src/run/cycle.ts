@@ -1,5 +1,6 @@
 import type { Config } from '../config/load.js';
-import { BackupError, messageOf } from '../errors.js';
+import { BackupError, messageOf, reasonOf } from '../errors.js';
+import { loadTrust } from './trust.js';
 import type { Logger } from '../log.js';
 import { pruneStore, type PruneOutcome } from '../retention/apply.js';
 import type { Store } from '../storage/store.js';
@@ -25,11 +26,16 @@ export async function runCycle(cfg: Config, deps: RunDeps, req: BackupRequest): 
   const delivered = await deliverOutbox(cfg, deps.stores, deps.log);
   const pruned: PruneOutcome[] = [];
   if (run.result === 'success') {
-    for (const store of deps.stores) {
+    // Without its trusted keys retention could not tell a planted backup from a real one: it waits.
+    const trust = await loadTrust(cfg).catch((e: unknown) => {
+      deps.log.error({ err: messageOf(e) }, 'retention skipped: cannot read signing.trustedKeys');
+      return undefined;
+    });
+    for (const store of trust ? deps.stores : []) {
       try {
-        pruned.push(await pruneStore(cfg, store, deps.log, { dryRun: false, protect: [run.id] }));
+        pruned.push(await pruneStore(cfg, store, deps.log, { dryRun: false, protect: [run.id], trust }));
       } catch (e) {
-        deps.log.error({ store: store.name, err: messageOf(e) }, 'retention failed');
+        deps.log.error({ store: store.name, reason: reasonOf(e), err: messageOf(e) }, 'retention failed');
       }
     }
   }

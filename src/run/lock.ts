@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupError } from '../errors.js';
 import { mkdirPrivate } from '../fsutil.js';
@@ -35,6 +35,52 @@ function alive(pid: number, startTime?: string): boolean {
   return now === undefined || now === startTime;
 }
 
+type Holder = { pid?: number; startTime?: string; what?: string; since?: string };
+
+async function readHolder(path: string): Promise<{ text: string; holder: Holder } | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  try {
+    return { text, holder: JSON.parse(text) as Holder };
+  } catch {
+    return { text, holder: {} }; // half-written by a process that died right after creating it
+  }
+}
+
+/** A takeover guard older than this was left by a process that died inside the few statements it covers. */
+const TAKEOVER_STALE_MS = 10_000;
+
+/**
+ * Removes a stale lock, but only the very one we judged stale: two starters
+ * that both saw it stale would otherwise each remove it, and the second
+ * would remove the first one's fresh lock. Only the holder of the takeover
+ * guard (an O_EXCL file) may remove it, after checking it is unchanged.
+ */
+async function removeStale(path: string, staleText: string): Promise<void> {
+  const guard = `${path}.takeover`;
+  let fh;
+  try {
+    fh = await open(guard, 'wx', 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    const st = await stat(guard).catch(() => undefined);
+    if (st && Date.now() - st.mtimeMs > TAKEOVER_STALE_MS) await rm(guard, { force: true });
+    return; // someone else is taking over: our next attempt sees what they did
+  }
+  try {
+    const now = await readHolder(path);
+    if (now && now.text === staleText) await rm(path, { force: true });
+  } finally {
+    await fh.close();
+    await rm(guard, { force: true });
+  }
+}
+
 /**
  * One run at a time per node: an O_EXCL lock file holding the owner's pid.
  * A lock left by a process that died (SIGKILL, power loss) is taken over,
@@ -43,7 +89,7 @@ function alive(pid: number, startTime?: string): boolean {
 export async function acquireRunLock(workDir: string, what: string, name: 'run.lock' | 'outbox.lock' = 'run.lock'): Promise<RunLock> {
   await mkdirPrivate(workDir);
   const path = join(workDir, name);
-  for (let attempt = 0; attempt < 2; attempt++) {
+  for (let attempt = 0; attempt < 5; attempt++) {
     try {
       const fh = await open(path, 'wx', 0o600);
       await fh.writeFile(JSON.stringify({ pid: process.pid, startTime: startTimeOf(process.pid), what, since: new Date().toISOString() }));
@@ -58,21 +104,21 @@ export async function acquireRunLock(workDir: string, what: string, name: 'run.l
       };
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      let holder: { pid?: number; startTime?: string; what?: string; since?: string } = {};
-      try {
-        holder = JSON.parse(await readFile(path, 'utf8'));
-      } catch {
-        /* half-written by a process that died right after creating it */
-      }
-      if (holder.pid && alive(holder.pid, holder.startTime)) {
-        throw new BackupError('lock-busy', `${name === 'run.lock' ? 'another backup is running' : 'another outbox delivery is running'} on this node (pid ${holder.pid}, ${holder.what ?? 'run'} since ${holder.since ?? '?'})`, {
+      const seen = await readHolder(path);
+      if (!seen) continue; // released meanwhile
+      const holder = seen.holder;
+      // A file without a pid may be one that its creator has not written yet: young means busy.
+      const young = !holder.pid && Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? 0) < 5000;
+      if (young || (holder.pid && alive(holder.pid, holder.startTime))) {
+        throw new BackupError('lock-busy', `${name === 'run.lock' ? 'another backup is running' : 'another outbox delivery is running'} on this node (pid ${holder.pid ?? '?'}, ${holder.what ?? 'run'} since ${holder.since ?? '?'})`, {
           hint: 'wait for it to finish; a running daemon executes CLI backups itself when asked through its control socket',
         });
       }
-      await rm(path, { force: true });
+      await removeStale(path, seen.text);
+      await new Promise((r) => setTimeout(r, 20 * (attempt + 1)));
     }
   }
-  throw new BackupError('lock-busy', `cannot take the run lock ${path}`);
+  throw new BackupError('lock-busy', `cannot take the run lock ${path}: it keeps changing hands`);
 }
 
 /** Whether a live process holds the lock (without taking it). */

@@ -30,7 +30,9 @@ export async function setPinned(cfg: Config, stores: Store[], id: string, pinned
       }
       const m = await readManifest(store, key);
       m.pinned = pinned;
-      if (pinned && reason) m.reason = reason;
+      if (pinned && reason) m.pinReason = reason;
+    if (!pinned) delete m.pinReason;
+      if (!pinned) delete m.pinReason;
       await store.put(key, Readable.from([serializeManifest(m)]));
       out.stores[store.name] = { result: 'success' };
     } catch (e) {
@@ -43,7 +45,8 @@ export async function setPinned(cfg: Config, stores: Store[], id: string, pinned
   try {
     const m = parseManifest(await readFile(boxManifest), `outbox ${id}`);
     m.pinned = pinned;
-    if (pinned && reason) m.reason = reason;
+    if (pinned && reason) m.pinReason = reason;
+    if (!pinned) delete m.pinReason;
     await writeFileAtomic(boxManifest, serializeManifest(m));
   } catch {
     /* not in the outbox */

@@ -18,7 +18,7 @@ const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
 const PROMETHEUS_RULE = join(ROOT, 'packaging/prometheus/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
-const ALERTS = ['EtcdBackupMissing', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing'];
+const ALERTS = ['EtcdBackupMissing', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups'];
 
 interface Rule {
   alert?: string;
