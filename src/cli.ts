@@ -370,9 +370,10 @@ async function cmdRun(argv: string[], log: Logger): Promise<number> {
   const { values } = parse(argv, { config: { type: 'string', short: 'c' } }, 0);
   let cfg = configFrom(values);
   const { startDaemon } = await import('./daemon.js');
-  let d = await startDaemon(cfg, log);
+  let d: Awaited<ReturnType<typeof startDaemon>> | undefined;
   let stopping = false;
   let reloading: Promise<void> | undefined;
+  let hupPending = false;
   const reload = async () => {
     let next: Config;
     try {
@@ -382,7 +383,7 @@ async function cmdRun(argv: string[], log: Logger): Promise<number> {
       return;
     }
     log.info({ config: cfg.configPath }, 'SIGHUP: reloading the configuration');
-    await d.stop();
+    await d!.stop();
     if (stopping) return;
     try {
       d = await startDaemon(next, log);
@@ -392,18 +393,26 @@ async function cmdRun(argv: string[], log: Logger): Promise<number> {
       d = await startDaemon(cfg, log);
     }
   };
-  process.on('SIGHUP', () => {
+  // A SIGHUP while starting or reloading is not lost: it triggers one more reload afterwards
+  // (and is never left to its default action, which kills the process).
+  const onHup = () => {
     if (stopping) return;
-    if (reloading) {
-      log.warn('SIGHUP: a reload is already in progress');
-      return;
-    }
-    reloading = reload().finally(() => (reloading = undefined));
-  });
+    hupPending = true;
+    if (!d || reloading) return;
+    reloading = (async () => {
+      while (hupPending && !stopping) {
+        hupPending = false;
+        await reload();
+      }
+    })().finally(() => (reloading = undefined));
+  };
+  process.on('SIGHUP', onHup);
+  d = await startDaemon(cfg, log);
+  if (hupPending) onHup();
   const onSignal = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');
     stopping = true;
-    void (reloading ?? Promise.resolve()).then(() => d.stop());
+    void (reloading ?? Promise.resolve()).then(() => d!.stop());
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));

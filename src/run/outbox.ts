@@ -141,7 +141,10 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
       // A store that fails now will fail for the younger bundles too: keep order, try again later.
       if (outcome.result === 'failed') blocked.add(name);
     }
-    if (changed) await writeStatus(e.dir, e.stores);
+    if (changed) {
+      // The stores hold what they committed whatever this file says; without it the next pass asks them again.
+      await writeStatus(e.dir, e.stores).catch((err: unknown) => log.error({ id: e.id, err: messageOf(err) }, 'cannot record the deliveries in the outbox (status.json)'));
+    }
   }
   return done;
 }
