@@ -131,10 +131,14 @@ class Deadline {
   }
 }
 
-/** A pass-through that reports every chunk, and fails (destroying its source) when the deadline fires. */
+/**
+ * A pass-through that reports every chunk, and fails (destroying its source)
+ * when the deadline fires. Its buffer is small: for an upload the rate seen
+ * here is the rate the store takes the bytes at, give or take 64 KiB.
+ */
 function watched(src: Readable, d: Deadline, onClose: () => void): Transform {
   const out = new Transform({
-    highWaterMark: 1 << 20,
+    highWaterMark: 64 * 1024,
     transform(chunk: Buffer, _enc, cb) {
       d.progress(chunk.length);
       cb(null, chunk);
