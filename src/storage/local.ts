@@ -9,6 +9,16 @@ import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil
 import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
 
 /**
+ * The filesystem's own "there is no such file": ENOENT, or ENOTDIR (a path
+ * component is a file, so nothing can be below it). Anything else (EIO,
+ * EACCES, a stale NFS handle) is an error, never "absent".
+ */
+function isAbsent(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
  * A directory on this node or a mounted NFS share. Objects are files under
  * `root`; writes are temp-name + fsync + rename, so a crash leaves either the
  * old state or the whole new file, plus at worst a dot-temp file that list
@@ -96,7 +106,7 @@ export class LocalStore implements Store {
       const st = await stat(this.pathOf(key));
       return st.isFile() ? { key, size: st.size, modifiedAt: st.mtime } : undefined;
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isAbsent(e)) return undefined;
       throw e;
     }
   }
@@ -105,7 +115,7 @@ export class LocalStore implements Store {
     const path = this.pathOf(key);
     // Open eagerly so a missing object fails here, not on the first read.
     await stat(path).catch((e: NodeJS.ErrnoException) => {
-      throw new BackupError(e.code === 'ENOENT' ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${e.code}`);
+      throw new BackupError(isAbsent(e) ? 'not-found' : 'store-unavailable', `store ${this.name}: cannot read ${key}: ${e.code}`);
     });
     return createReadStream(path, { highWaterMark: 1 << 20, ...(opts.signal ? { signal: opts.signal } : {}) });
   }
