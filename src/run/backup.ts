@@ -69,7 +69,7 @@ async function uniqueId(cfg: Config, at: Date, stores: Store[], log: Logger, sig
   const failures = new Map<string, number>();
   const takenBy = new Map<string, number>();
   for (let i = 0; i < MAX_ID_CANDIDATES; i++, t = new Date(t.getTime() + 1000)) {
-    signal?.throwIfAborted();
+    if (signal?.aborted) throw new BackupError('upload-failed', 'stopped while choosing a backup id: the daemon is shutting down');
     const id = backupId(t, cfg.node);
     const inOutbox = await access(join(outboxDir(cfg), id)).then(
       () => true,
