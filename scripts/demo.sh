@@ -7,9 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 bash scripts/install-deps.sh
-if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm ci --no-audit --no-fund
-fi
+# Node 24 from the npm registry, first on PATH (the system Node may be an older one).
+source scripts/node-env.sh
 npm run build --silent
 
 DEMO="$ROOT/.tmp/demo"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the integration tests use (real etcd,
-# openssl, sshd, promtool, restic, age, rclone). Idempotent: it only touches
+# openssl, sshd, promtool, restic, age, rclone, zstd and the aws CLI that read
+# stored objects by hand). Idempotent: it only touches
 # apt when a binary is missing. Run as root, non-interactively.
 set -euo pipefail
 
@@ -18,6 +19,8 @@ declare -a CHECKS=(
   "age:age"
   "faketime:faketime"
   "rclone:rclone"
+  "zstd:zstd"
+  "aws:awscli"
 )
 
 have() {

@@ -40,6 +40,9 @@ const NATIVE_EXTERNALS = ['cpu-features', '*.node'];
 /** src/cli.ts's own first line, node flags included (its comment says why): one place to change them. */
 const SHEBANG = `${readFileSync(ENTRY, 'utf8').split('\n', 1)[0]}\n`;
 if (!SHEBANG.startsWith('#!')) throw new Error(`${ENTRY} does not start with a shebang line`);
+/** The node flags of that line (`--initial-old-space-size=64`): the single executable carries them as its execArgv. */
+const SHEBANG_WORDS = SHEBANG.slice(2).trim().split(/\s+/);
+const NODE_FLAGS = SHEBANG_WORDS.slice(SHEBANG_WORDS.indexOf('node') + 1);
 
 function usage(msg) {
   if (msg) console.error(`package: ${msg}`);
@@ -95,7 +98,8 @@ const isNativeAddon = (p) => p === 'cpu-features' || p.endsWith('.node');
 /** Runs the artefact from an empty directory: the quickest proof that nothing outside the file is needed. */
 function smoke(cmd, argv) {
   const v = execFileSync(cmd, [...argv, '--version'], { cwd: tmpdir(), encoding: 'utf8', env: { ...process.env, NODE_PATH: '' } }).trim();
-  if (v !== VERSION) throw new Error(`${[cmd, ...argv].join(' ')} --version printed "${v}", expected ${VERSION}`);
+  const want = `etcd-backupd ${VERSION} (node ${process.version})`;
+  if (v !== want) throw new Error(`${[cmd, ...argv].join(' ')} --version printed "${v}", expected "${want}"`);
 }
 
 async function buildMjs() {
@@ -135,6 +139,8 @@ function seaUnsupported() {
   // --experimental-sea-config exists since 20.0 (18.16); useCodeCache and disableExperimentalSEAWarning since 20.6.
   if (major < 20) return `node ${process.versions.node} has no --experimental-sea-config (20.0 or later needed)`;
   if (major === 20 && minor < 6) return `node ${process.versions.node} lacks the SEA code cache used here (20.6 or later needed)`;
+  // execArgv in the SEA config: without it the executable would run without the launcher's V8 flags.
+  if (major < 24) return `node ${process.versions.node} cannot give a single executable its node flags (${NODE_FLAGS.join(' ')}; SEA execArgv needs Node 24)`;
   if (process.platform !== 'linux') return `this script injects and runs Linux executables only (platform ${process.platform}; macOS and Windows need codesign/signtool steps)`;
   // Distribution builds of node may lack the fuse; postject would fail later with a less clear message.
   const bin = readFileSync(process.execPath);
@@ -187,8 +193,9 @@ async function buildSea() {
   if (dynamicImports) throw new Error(`${main}: ${dynamicImports.length} import() left, which an SEA with a code cache cannot run`);
   const blob = join(seaDir, 'sea-prep.blob');
   const config = join(seaDir, 'sea-config.json');
-  writeFileSync(config, JSON.stringify({ main, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true }, null, 2));
-  execFileSync(process.execPath, ['--experimental-sea-config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
+  writeFileSync(config, JSON.stringify({ main, output: blob, disableExperimentalSEAWarning: true, useCodeCache: true, execArgv: NODE_FLAGS }, null, 2));
+  // The code cache is made under the same V8 flags the executable runs with: V8 rejects a cache made under others.
+  execFileSync(process.execPath, [...NODE_FLAGS, '--experimental-sea-config', config], { stdio: ['ignore', 'ignore', 'inherit'] });
   const exe = join(outDir, 'etcd-backupd');
   copyFileSync(process.execPath, exe);
   chmodSync(exe, 0o755);

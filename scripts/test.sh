@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-if [[ ! -d node_modules ]] || [[ package-lock.json -nt node_modules/.package-lock.json ]]; then
-  npm ci --no-audit --no-fund
-fi
+# Node 24 from the npm registry, first on PATH (the system Node may be an older one).
+source scripts/node-env.sh
+echo "test.sh: node $(node --version) from $(command -v node)" >&2
 npm run build
 exec npx vitest run "$@"

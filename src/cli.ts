@@ -32,7 +32,7 @@ import { createSource } from './source/index.js';
 import { createStores, type Store } from './storage/index.js';
 import { fmtBytes } from './etcd/health.js';
 import { stringify as yamlStringify } from 'yaml';
-import { VERSION } from './version.js';
+import { TOOL_NAME, VERSION } from './version.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -52,16 +52,34 @@ Usage:
   etcd-backupd inspect   SNAPSHOT.db [--json]
   etcd-backupd keygen    --out PREFIX [--json]      # signing key pair: PREFIX (private) and PREFIX.pub
   etcd-backupd check-config --config F
-  etcd-backupd --version
+  etcd-backupd --version [--json]                  # names the Node version too
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or config.
 `;
 
+/**
+ * Writes all of `text`, however long and however slow the reader: writeSync
+ * to a pipe writes what fits (a partial write) or fails with EAGAIN when the
+ * pipe is non-blocking and full. Without the loop a long message lost its
+ * tail, `reason:` line included.
+ */
+function writeAllSync(fd: number, text: string): void {
+  const buf = Buffer.from(text.endsWith('\n') ? text : text + '\n');
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  for (let off = 0; off < buf.length; ) {
+    try {
+      off += writeSync(fd, buf, off, buf.length - off);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      Atomics.wait(pause, 0, 0, 2); // the reader has not caught up: wait a moment, synchronously
+    }
+  }
+}
 function out(text: string): void {
-  writeSync(1, text.endsWith('\n') ? text : text + '\n');
+  writeAllSync(1, text);
 }
 function err(text: string): void {
-  writeSync(2, text.endsWith('\n') ? text : text + '\n');
+  writeAllSync(2, text);
 }
 function printJson(v: unknown): void {
   out(JSON.stringify(v, null, 2));
@@ -455,7 +473,9 @@ export async function main(argv: string[]): Promise<number> {
     switch (cmd) {
       case '--version':
       case 'version':
-        out(VERSION);
+        // The runtime ships inside the single executable: which Node it is matters for security updates.
+        if (rest.includes('--json')) printJson({ name: TOOL_NAME, version: VERSION, node: process.version, execArgv: process.execArgv });
+        else out(`${TOOL_NAME} ${VERSION} (node ${process.version})`);
         return EXIT_OK;
       case undefined:
       case '-h':

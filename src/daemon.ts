@@ -65,6 +65,8 @@ async function startServices(
   metrics.restoreState(state);
   const abort = new AbortController();
   let current: Promise<CycleResult> | undefined;
+  /** The cycle in progress has finished its backup and is doing upkeep (outbox, retention, inventory). */
+  let inUpkeep = false;
   let stopping = false;
 
   const refreshInventory = async () => {
@@ -92,7 +94,7 @@ async function startServices(
     if (current || stopping) return undefined;
     current = (async () => {
       metrics.setNextRun(schedule.next());
-      const cyc = await runCycle(cfg, { source, stores, log: runLog, signal: abort.signal }, req);
+      const cyc = await runCycle(cfg, { source, stores, log: runLog, signal: abort.signal }, req, { onRunDone: () => (inUpkeep = true) });
       state = applyRun(state, cyc.run);
       await saveState(cfg.workDir, state).catch((e) => log.error({ err: messageOf(e) }, 'cannot save state'));
       metrics.recordRun(cyc.run);
@@ -104,6 +106,7 @@ async function startServices(
       return cyc;
     })().finally(() => {
       current = undefined;
+      inUpkeep = false;
       metrics.setNextRun(schedule.next());
     });
     return current;
@@ -163,6 +166,8 @@ async function startServices(
     switch (req.op) {
       case 'backup': {
         const runLog = createLogger({ tee: (line) => emit({ type: 'log', ...(safeParse(line) as { level: string; msg: string }) }) });
+        // A cycle whose backup is done only tidies up (outbox, retention): wait for it rather than refuse.
+        if (current && inUpkeep) await current.catch(() => undefined);
         const p = trigger({ trigger: 'manual', label: req.label, reason: req.reason, pin: req.pin, force: req.force }, runLog);
         if (!p) {
           throw new BackupError('lock-busy', stopping ? 'the daemon is shutting down' : 'a backup is already running in the daemon', {

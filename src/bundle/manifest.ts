@@ -3,6 +3,8 @@ import { z } from 'zod';
 export const MANIFEST_FORMAT = 1;
 export const MANIFEST_NAME = 'manifest.json';
 export const BUNDLE_NAME = 'backup.tar';
+export const CODECS = ['zstd', 'none'] as const;
+export type Codec = (typeof CODECS)[number];
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 const artifact = z.object({ name: z.string().regex(/^[A-Za-z0-9._-]+$/), size: z.number().int().nonnegative(), sha256 }).strict();
@@ -52,6 +54,10 @@ export const manifestSchema = z
         sha256,
         encrypted: z.boolean(),
         recipients: z.array(z.string()),
+        /** How the tar was compressed before (any) encryption; absent in backups from before compression: none. */
+        codec: z.enum(CODECS).optional(),
+        /** Bytes of the tar before compression and encryption. */
+        rawSize: z.number().int().nonnegative().optional(),
       })
       .strict()
       .optional(),
@@ -104,10 +110,18 @@ export function parseBackupId(id: string): { time: Date; node: string } | undefi
   return Number.isNaN(time.getTime()) ? undefined : { time, node: m[2]! };
 }
 
-/** Remote layout: `<prefix>/<cluster>/<backup-id>/{backup.tar[.age],manifest.json}`; the store adds its own prefix. */
-export function objectKeys(cluster: string, id: string, encrypted: boolean): { dir: string; object: string; manifest: string } {
+/** What a stored bundle is called: `backup.tar`, `.zst` when compressed, `.age` after that when encrypted. */
+export function bundleName(o: { codec?: Codec; encrypted: boolean }): string {
+  return `${BUNDLE_NAME}${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`;
+}
+
+/** Every name a backup's own object may have (a manifest may only speak for one of these). */
+export const BUNDLE_NAMES: readonly string[] = CODECS.flatMap((codec) => [false, true].map((encrypted) => bundleName({ codec, encrypted })));
+
+/** Remote layout: `<prefix>/<cluster>/<backup-id>/{backup.tar[.zst][.age],manifest.json}`; the store adds its own prefix. */
+export function objectKeys(cluster: string, id: string, o: { codec?: Codec; encrypted: boolean }): { dir: string; object: string; manifest: string } {
   const dir = `${cluster}/${id}`;
-  return { dir, object: `${dir}/${BUNDLE_NAME}${encrypted ? '.age' : ''}`, manifest: `${dir}/${MANIFEST_NAME}` };
+  return { dir, object: `${dir}/${bundleName(o)}`, manifest: `${dir}/${MANIFEST_NAME}` };
 }
 
 /** The manifest that commits an object: beside it in the backup's directory. */

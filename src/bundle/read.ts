@@ -1,7 +1,8 @@
 import { createWriteStream } from 'node:fs';
 import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Readable, Writable } from 'node:stream';
+import { type Readable, type Transform, Writable } from 'node:stream';
+import { createZstdDecompress } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { BackupError } from '../errors.js';
@@ -90,15 +91,17 @@ export async function readBundle(body: Readable, manifest: Manifest, to?: string
       });
   });
 
+  // Stored bytes -> (decrypt) -> (decompress) -> tar. The object hash is of the stored bytes.
+  const unpack: Transform[] = manifest.object?.codec === 'zstd' ? [createZstdDecompress()] : [];
   try {
     if (manifest.object?.encrypted) {
       if (!identities?.length) throw new BackupError('usage', `backup ${manifest.id} is encrypted; an age identity is needed to read it`);
       // Hash the ciphertext as the store holds it, then decrypt into the extractor.
       const cipher = body.pipe(whole);
       body.on('error', (e) => whole.destroy(e));
-      await pipeline(await decryptStream(cipher, identities), extract);
+      await pipeline([await decryptStream(cipher, identities), ...unpack, extract]);
     } else {
-      await pipeline(body, whole, extract);
+      await pipeline([body, whole, ...unpack, extract]);
     }
     await lastEntry;
     if (extract.destroyed && (extract as unknown as { errored?: Error }).errored) throw (extract as unknown as { errored: Error }).errored;

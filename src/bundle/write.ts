@@ -2,35 +2,68 @@ import { createHash, type Hash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { Readable } from 'node:stream';
+import { Transform, type Readable } from 'node:stream';
+import { constants as zlibConstants, createZstdCompress } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
 import { encryptStream } from './encrypt.js';
 import { HashingStream } from './hash.js';
-import { MANIFEST_NAME, type ManifestArtifact } from './manifest.js';
+import { MANIFEST_NAME, type Codec, type ManifestArtifact } from './manifest.js';
 
 export interface BundleResult {
+  /** Bytes of the bundle as stored (compressed and/or encrypted). */
   size: number;
   sha256: string;
+  /** Bytes of the tar before compression and encryption. */
+  rawSize: number;
   artifacts: ManifestArtifact[];
+}
+
+export interface BundleOptions {
+  recipients?: string[];
+  codec?: Codec;
+  /** zstd level (1-19). */
+  level?: number;
+  /** Tests: force the stream path for a plain bundle too. */
+  viaStream?: boolean;
 }
 
 const READ_CHUNK = 1 << 20;
 
+/** A pass-through that counts what flows through it (the raw tar, before compression). */
+function counter(): Transform & { bytes: number } {
+  const t = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      t.bytes += chunk.length;
+      cb(null, chunk);
+    },
+  }) as Transform & { bytes: number };
+  t.bytes = 0;
+  return t;
+}
+
 /**
- * Streams the artifacts into one tar at `to`, hashing each artifact and the
- * whole tar on the way; each file is read exactly once. `manifestFor` gets the
- * artifact hashes and returns the manifest that goes in last, so the tar
- * carries its own description.
+ * zstd with a content checksum in the frame: a decompressor refuses a frame
+ * whose bytes changed, on top of the sha256 of the stored object.
  */
-export async function writeBundle(
-  to: string,
-  files: string[],
-  manifestFor: (artifacts: ManifestArtifact[]) => Buffer,
-  opts: { recipients?: string[]; /** Tests: force the stream path for a plain bundle too. */ viaStream?: boolean } = {},
-): Promise<BundleResult> {
-  if (!opts.recipients?.length && !opts.viaStream) return writePlainBundle(to, files, manifestFor);
+export function zstdCompressor(level = 3): Transform {
+  return createZstdCompress({ params: { [zlibConstants.ZSTD_c_compressionLevel]: level, [zlibConstants.ZSTD_c_checksumFlag]: 1 } });
+}
+
+/**
+ * Streams the artifacts into one tar at `to` (zstd-compressed, then
+ * age-encrypted, as configured), hashing each artifact and what is stored on
+ * the way; each file is read exactly once. `manifestFor` gets the artifact
+ * hashes and returns the manifest that goes in last, so the tar carries its
+ * own description.
+ */
+export async function writeBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer, opts: BundleOptions = {}): Promise<BundleResult> {
+  const codec = opts.codec ?? 'none';
+  if (!opts.recipients?.length && codec === 'none' && !opts.viaStream) {
+    const plain = await writePlainBundle(to, files, manifestFor);
+    return { ...plain, rawSize: plain.size };
+  }
   const pack = tar.pack();
   const whole = new HashingStream();
   const artifacts: ManifestArtifact[] = [];
@@ -54,24 +87,29 @@ export async function writeBundle(
     fillError = e;
     pack.destroy(e);
   });
-  // The object hash is of what the store will hold: the ciphertext when encrypting.
-  // pipe() does not forward errors; without this a failed read would hang the write.
-  pack.on('error', (e: Error) => whole.destroy(e));
-  let body: NodeJS.ReadableStream = pack as unknown as NodeJS.ReadableStream;
+  // pipe() does not forward errors: every stage fails the hashing end, or a failed read would hang the write.
+  const chain = (from: NodeJS.ReadableStream, to: Transform): Transform => {
+    from.on('error', (e: Error) => to.destroy(e));
+    return from.pipe(to);
+  };
+  const raw = counter();
+  let body: Readable = chain(pack as unknown as NodeJS.ReadableStream, raw);
+  if (codec === 'zstd') body = chain(body, zstdCompressor(opts.level));
   if (opts.recipients?.length) {
-    const cipher = await encryptStream(Readable.from(pack as unknown as AsyncIterable<Buffer>), opts.recipients);
+    // Compress, then encrypt: ciphertext does not compress. The object hash is of the ciphertext, what the store holds.
+    const cipher = await encryptStream(body, opts.recipients);
     cipher.on('error', (e) => whole.destroy(e));
     body = cipher;
   }
   try {
-    await writeFileAtomic(to, body.pipe(whole));
+    await writeFileAtomic(to, chain(body, whole));
   } catch (e) {
     await filling;
     throw fillError ?? e;
   }
   await filling;
   if (fillError) throw fillError;
-  return { size: whole.bytes, sha256: whole.digest(), artifacts };
+  return { size: whole.bytes, sha256: whole.digest(), rawSize: raw.bytes, artifacts };
 }
 
 /** Buffers in the read -> hash -> write ring: one being read, one hashed, the rest being written. */
@@ -116,7 +154,7 @@ async function writeFully(fh: FileHandle, buf: Buffer, pos: number): Promise<voi
  * what the stream path writes (a test holds them equal), at about half the
  * CPU: no fresh buffer, page faults and stream hops per chunk.
  */
-async function writePlainBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer): Promise<BundleResult> {
+async function writePlainBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer): Promise<Omit<BundleResult, 'rawSize'>> {
   await mkdirPrivate(dirname(to));
   const tmp = tempNameFor(to);
   const out = await open(tmp, 'wx', 0o600);

@@ -1,6 +1,6 @@
 import { access, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BUNDLE_NAME, MANIFEST_FORMAT, MANIFEST_NAME, backupId, objectKeys, serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { MANIFEST_FORMAT, MANIFEST_NAME, backupId, bundleName, objectKeys, serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { writeBundle } from '../bundle/write.js';
 import { loadSigningKey, signManifest } from '../bundle/sign.js';
 import type { Config } from '../config/load.js';
@@ -77,7 +77,7 @@ async function uniqueId(cfg: Config, at: Date, stores: Store[], log: Logger, sig
     );
     if (inOutbox) continue;
     const asked = stores.filter((s) => (failures.get(s.name) ?? 0) < ID_ERRORS_PER_STORE);
-    const key = objectKeys(cfg.cluster, id, false).manifest;
+    const key = objectKeys(cfg.cluster, id, { encrypted: false }).manifest;
     const answers = await Promise.all(
       asked.map((s) =>
         s.head(key, { signal }).then(
@@ -184,7 +184,8 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
 
     const recipients = cfg.encryption.recipients;
     const encrypted = recipients.length > 0;
-    const keys = objectKeys(cfg.cluster, id, encrypted);
+    const codec = cfg.compression?.codec ?? 'none';
+    const keys = objectKeys(cfg.cluster, id, { codec, encrypted });
     const base: Omit<Manifest, 'artifacts' | 'finishedAt'> = {
       format: MANIFEST_FORMAT,
       id,
@@ -213,13 +214,13 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     stripUndefined(base.etcd);
 
     await mkdirPrivate(boxDir);
-    const bundlePath = join(boxDir, BUNDLE_NAME + (encrypted ? '.age' : ''));
+    const bundlePath = join(boxDir, bundleName({ codec, encrypted }));
     let finishedAt = '';
     const bundle = await phase('bundle', () =>
       writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
         finishedAt = now().toISOString();
         return serializeManifest({ ...base, finishedAt, artifacts: list } as Manifest);
-      }, { recipients }).catch((e: NodeJS.ErrnoException) => {
+      }, { recipients, codec, level: cfg.compression?.level }).catch((e: NodeJS.ErrnoException) => {
         throw new BackupError('bundle-failed', `cannot write the bundle ${bundlePath}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), {
           cause: e,
           hint: e.code === 'ENOSPC' ? 'workDir is full: free space there or raise preflight.freeSpaceFactor so preflight catches it' : undefined,
@@ -230,13 +231,13 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
       ...(base as Manifest),
       finishedAt,
       artifacts: bundle.artifacts,
-      object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients] },
+      object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients], codec, rawSize: bundle.rawSize },
     };
     const manifest = signer ? signManifest(unsigned, signer) : unsigned;
     await writeFileAtomic(join(boxDir, MANIFEST_NAME), serializeManifest(manifest));
     result.manifest = manifest;
     await rm(runDir, { recursive: true, force: true });
-    log.info({ size: bundle.size, sha256: bundle.sha256 }, 'bundle sealed in the outbox');
+    log.info({ size: bundle.size, rawSize: bundle.rawSize, codec, sha256: bundle.sha256 }, 'bundle sealed in the outbox');
 
     const t0 = performance.now();
     const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));

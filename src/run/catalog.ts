@@ -1,4 +1,4 @@
-import { MANIFEST_NAME, parseManifest, type Manifest } from '../bundle/manifest.js';
+import { BUNDLE_NAMES, MANIFEST_NAME, parseManifest, type Manifest } from '../bundle/manifest.js';
 import { BackupError, messageOf } from '../errors.js';
 import type { Store } from '../storage/store.js';
 import { counts, isEnforced, signedStatus, type SignedStatus, type Trust } from './trust.js';
@@ -67,7 +67,7 @@ export async function loadCatalog(store: Store, cluster: string, trust?: Trust):
       const m = await readManifest(store, key);
       if (m.id !== id || m.cluster !== cluster) throw new Error(`manifest describes ${m.cluster}/${m.id}, found under ${cluster}/${id}`);
       // A manifest may only speak for its own object: prune deletes what it names.
-      const own = [`${cluster}/${id}/backup.tar`, `${cluster}/${id}/backup.tar.age`];
+      const own = BUNDLE_NAMES.map((n) => `${cluster}/${id}/${n}`);
       if (m.object && !own.includes(m.object.key)) throw new Error(`manifest names object ${m.object.key}, which is not this backup's`);
       cat.backups.push(m);
       cat.signed.set(m.id, signedStatus(m, trust));

@@ -21,8 +21,9 @@ export interface CycleResult {
  * then the outbox's debts, then retention. Retention runs only after a
  * successful run: a failing node keeps everything it has.
  */
-export async function runCycle(cfg: Config, deps: RunDeps, req: BackupRequest): Promise<CycleResult> {
+export async function runCycle(cfg: Config, deps: RunDeps, req: BackupRequest, hooks: { /** The backup itself is over; upkeep (outbox, retention) follows. */ onRunDone?: (run: RunResult) => void } = {}): Promise<CycleResult> {
   const run = await runBackup(cfg, deps, req);
+  hooks.onRunDone?.(run);
   const delivered = await deliverOutbox(cfg, deps.stores, deps.log);
   const pruned: PruneOutcome[] = [];
   if (run.result === 'success') {

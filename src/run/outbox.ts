@@ -1,6 +1,6 @@
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BUNDLE_NAME, MANIFEST_NAME, parseManifest, type Manifest } from '../bundle/manifest.js';
+import { MANIFEST_NAME, bundleName, parseManifest, type Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
@@ -14,9 +14,9 @@ export function outboxDir(cfg: Config): string {
   return join(cfg.workDir, 'outbox');
 }
 
-/** The sealed object in an outbox entry: `backup.tar`, or `backup.tar.age` when encrypted. */
+/** The sealed object in an outbox entry, named as in the stores (`backup.tar[.zst][.age]`). */
 export function bundleFile(dir: string, m: Manifest): string {
-  return join(dir, BUNDLE_NAME + (m.object?.encrypted ? '.age' : ''));
+  return join(dir, bundleName({ codec: m.object?.codec, encrypted: m.object?.encrypted === true }));
 }
 
 export interface DeliveryStatus extends StoreOutcome {

@@ -99,8 +99,8 @@ describe('backup with the cluster-backup.sh source into a local store', () => {
   it('lays the backup out as DESIGN.md says, manifest last, private modes', () => {
     const store = join(env.dir, 'store');
     const bdir = join(store, 'test-cluster', backup.id);
-    expect(readdirSync(bdir).sort()).toEqual(['backup.tar', 'manifest.json']);
-    for (const f of ['backup.tar', 'manifest.json']) expect(statSync(join(bdir, f)).mode & 0o777).toBe(0o600);
+    expect(readdirSync(bdir).sort()).toEqual(['backup.tar.zst', 'manifest.json']);
+    for (const f of ['backup.tar.zst', 'manifest.json']) expect(statSync(join(bdir, f)).mode & 0o777).toBe(0o600);
     for (const d of [store, join(store, 'test-cluster'), bdir, join(env.dir, 'work')]) expect(statSync(d).mode & 0o777).toBe(0o700);
     const m = JSON.parse(readFileSync(join(bdir, 'manifest.json'), 'utf8'));
     expect(m).toMatchObject({
@@ -114,13 +114,13 @@ describe('backup with the cluster-backup.sh source into a local store', () => {
       pinned: false,
       source: { type: 'cluster-backup', possiblyDirty: false },
       preflight: { forced: false, failedChecks: [] },
-      object: { key: `test-cluster/${backup.id}/backup.tar`, encrypted: false },
+      object: { key: `test-cluster/${backup.id}/backup.tar.zst`, encrypted: false, codec: 'zstd' },
     });
     expect(m.etcd.version).toMatch(/^3\.4\./);
     expect(m.etcd.clusterId).toMatch(/^\d+$/);
     expect(m.etcd.totalKey).toBeGreaterThanOrEqual(data.size);
     expect(m.artifacts.map((a: { name: string }) => a.name)).toEqual([expect.stringMatching(/^snapshot_\d{4}-\d\d-\d\d_\d{6}\.db$/), expect.stringMatching(/^static_kuberesources_.*\.tar\.gz$/)]);
-    expect(m.object.size).toBe(statSync(join(bdir, 'backup.tar')).size);
+    expect(m.object.size).toBe(statSync(join(bdir, 'backup.tar.zst')).size);
   });
 
   it('keeps a delivered copy in the outbox (local.keep=1) and no run leftovers', () => {
@@ -168,7 +168,7 @@ describe('backup with the cluster-backup.sh source into a local store', () => {
   it('detects a damaged stored object', async () => {
     const e2 = setup('cb-corrupt');
     const b = JSON.parse((await runCli(['backup', '--config', e2.file, '--json'])).stdout);
-    const obj = join(e2.dir, 'store', 'test-cluster', b.id, 'backup.tar');
+    const obj = join(e2.dir, 'store', 'test-cluster', b.id, 'backup.tar.zst');
     const buf = readFileSync(obj);
     buf[Math.floor(buf.length / 2)] ^= 0x01;
     writeFileSync(obj, buf);
@@ -265,7 +265,7 @@ describe('failures name their cause', () => {
   it('bad usage exits 2', async () => {
     expect((await runCli(['frobnicate'])).code).toBe(2);
     expect((await runCli(['list'])).code).toBe(2);
-    expect((await runCli(['--version'])).stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect((await runCli(['--version'])).stdout.trim()).toMatch(/^etcd-backupd \d+\.\d+\.\d+ \(node v\d+\.\d+\.\d+\)$/);
   });
 });
 

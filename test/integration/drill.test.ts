@@ -157,8 +157,7 @@ async function tamperedCopy(name: string, mutate: (db: Buffer) => number, rehash
   const root = join(dir, 'tampered', name);
   const work = join(root, 'work');
   await mkdir(work, { recursive: true, mode: 0o700 });
-  const src = objectKeys(CLUSTER, manifest.id, false);
-  const files = (await readBundle(createReadStream(join(storeDir, src.object)), manifest, work)).files;
+  const files = (await readBundle(createReadStream(join(storeDir, manifest.object!.key)), manifest, work)).files;
   const snap = files.find((f) => f.endsWith('.db'))!;
   const whole = await readFile(snap);
   const db = Buffer.from(whole.subarray(0, whole.length - 32));
@@ -172,10 +171,14 @@ async function tamperedCopy(name: string, mutate: (db: Buffer) => number, rehash
   const base = { ...manifest, etcd };
   delete (base as Partial<Manifest>).object;
   const storeRoot = join(root, 'store');
-  const keys = objectKeys(CLUSTER, manifest.id, false);
+  const keys = objectKeys(CLUSTER, manifest.id, { encrypted: false });
   await mkdir(join(storeRoot, keys.dir), { recursive: true, mode: 0o700 });
   const bundle = await writeBundle(join(storeRoot, keys.object), files, (artifacts) => serializeManifest({ ...base, artifacts } as Manifest));
-  const m: Manifest = { ...base, artifacts: bundle.artifacts, object: { ...manifest.object!, size: bundle.size, sha256: bundle.sha256 } };
+  const m: Manifest = {
+    ...base,
+    artifacts: bundle.artifacts,
+    object: { ...manifest.object!, key: keys.object, codec: 'none', rawSize: bundle.rawSize, size: bundle.size, sha256: bundle.sha256 },
+  };
   await writeFile(join(storeRoot, keys.manifest), serializeManifest(m), { mode: 0o600 });
   return { store: new LocalStore('tampered', storeRoot), manifest: m };
 }
@@ -381,7 +384,7 @@ describe('histories the HashKV rule must get right', () => {
     }
     const rep = await inspectSnapshot(snap);
     const id = `20261125T020000Z-${name}`;
-    const keys = objectKeys(CLUSTER, id, false);
+    const keys = objectKeys(CLUSTER, id, { encrypted: false });
     const storeRoot = join(root, 'store');
     await mkdir(join(storeRoot, keys.dir), { recursive: true, mode: 0o700 });
     const base = { ...manifest, id, etcd: { revision: rep.revision, totalKey: rep.totalKey, hash: rep.hash, totalSize: rep.totalSize } };

@@ -79,12 +79,12 @@ describe('encrypted backups end to end', () => {
 
   it('stores only ciphertext, and a manifest that says for whom', () => {
     const bdir = join(storeDir, 'c1', id);
-    expect(readdirSync(bdir).sort()).toEqual(['backup.tar.age', 'manifest.json']);
-    const obj = readFileSync(join(bdir, 'backup.tar.age'));
+    expect(readdirSync(bdir).sort()).toEqual(['backup.tar.zst.age', 'manifest.json']);
+    const obj = readFileSync(join(bdir, 'backup.tar.zst.age'));
     expect(obj.subarray(0, 21).toString()).toBe('age-encryption.org/v1');
     expect(obj.includes(Buffer.from('top-secret-value-'))).toBe(false);
     const m = JSON.parse(readFileSync(join(bdir, 'manifest.json'), 'utf8'));
-    expect(m.object).toMatchObject({ key: `c1/${id}/backup.tar.age`, encrypted: true, recipients: [recipient] });
+    expect(m.object).toMatchObject({ key: `c1/${id}/backup.tar.zst.age`, encrypted: true, recipients: [recipient], codec: 'zstd' });
     expect(JSON.stringify(m)).not.toContain('AGE-SECRET-KEY');
   });
 
@@ -93,8 +93,9 @@ describe('encrypted backups end to end', () => {
     expect(JSON.parse(r.stdout).backups[0]).toMatchObject({ id, encrypted: true, recipients: [recipient] });
   });
 
-  it('the stored object decrypts with the age CLI into the bundle tar', () => {
-    const tarBytes = execFileSync('age', ['-d', '-i', identityFile, join(storeDir, 'c1', id, 'backup.tar.age')], { maxBuffer: 64 << 20 });
+  it('the stored object decrypts with the age CLI into the zstd-compressed bundle tar', () => {
+    const compressed = execFileSync('age', ['-d', '-i', identityFile, join(storeDir, 'c1', id, 'backup.tar.zst.age')], { maxBuffer: 64 << 20 });
+    const tarBytes = execFileSync('zstd', ['-d', '-c'], { input: compressed, maxBuffer: 64 << 20 });
     const tarPath = join(dir, 'bundle.tar');
     writeFileSync(tarPath, tarBytes);
     const names = execFileSync('tar', ['tf', tarPath]).toString().trim().split('\n');

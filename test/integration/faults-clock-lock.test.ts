@@ -149,7 +149,7 @@ describe('two CLI backups at once (no daemon)', () => {
     const a = startBackup(env.file);
     const outbox = join(env.dir, 'work', 'outbox');
     // The first run is sealing its bundle (outbox entry without a manifest yet): hold it there.
-    await until(() => listFiles(outbox).some((f) => /\.backup\.tar\.tmp-/.test(f)), 'the bundle being written');
+    await until(() => listFiles(outbox).some((f) => /\.backup\.tar(\.zst)?\.tmp-/.test(f)), 'the bundle being written');
     a.child.kill('SIGSTOP');
     let b;
     try {

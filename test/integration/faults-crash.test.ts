@@ -93,7 +93,7 @@ describe('SIGKILL of the daemon during an upload, then a restart', () => {
     // What a crash leaves: the lock of a dead process, the sealed bundle in the outbox, no committed backup.
     const work = join(env.dir, 'work');
     expect(existsSync(join(work, 'run.lock'))).toBe(true);
-    expect(readdirSync(join(work, 'outbox', id)).sort()).toEqual(expect.arrayContaining(['backup.tar', 'manifest.json']));
+    expect(readdirSync(join(work, 'outbox', id)).sort()).toEqual(expect.arrayContaining(['backup.tar.zst', 'manifest.json']));
     const before = await list(env.file, 's3');
     expect(before.backups.map((b) => b.id)).not.toContain(id);
 
@@ -129,7 +129,7 @@ describe('SIGKILL of the daemon during an upload, then a restart', () => {
     const id = String((await d.waitFor((l) => l.msg === 'bundle sealed in the outbox', 120_000, 'a sealed bundle')).runId);
     const tmp = await whenSeen(
       () => {
-        const t = tmpFilesUnder(path).filter((f) => f.includes(`${id}/.backup.tar.tmp-`));
+        const t = tmpFilesUnder(path).filter((f) => f.includes(`${id}/.backup.tar.zst.tmp-`));
         return t.length && statSync(join(path, t[0]!)).size > 0 ? t[0] : undefined;
       },
       60_000,
@@ -163,7 +163,7 @@ describe('SIGKILL of the daemon during an upload, then a restart', () => {
     const id = String((await d.waitFor((l) => l.msg === 'bundle sealed in the outbox', 120_000, 'a sealed bundle')).runId);
     expect(await d.stop('SIGKILL')).toBe(128);
 
-    const leftover = tempNameFor(join(store, 'c1', id, 'backup.tar'));
+    const leftover = tempNameFor(join(store, 'c1', id, 'backup.tar.zst'));
     mkdirSync(join(store, 'c1', id), { recursive: true, mode: 0o700 });
     writeFileSync(leftover, randomBytes(64 * 1024), { mode: 0o600 });
     expect(JSON.stringify(await list(env.file, 'nfs'))).not.toContain(basename(leftover));

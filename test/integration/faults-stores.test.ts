@@ -262,7 +262,7 @@ describe('a local store on a full or read-only filesystem', () => {
     size = doc.size;
     expect(size).toBeGreaterThan(1024 * 1024);
     expect(doc).toMatchObject({ result: 'failed', reason: 'upload-failed', stores: { nfs: { result: 'failed', reason: 'upload-failed' } } });
-    expect(doc.stores.nfs.error).toMatch(/store nfs: writing .*backup\.tar failed: ENOSPC/);
+    expect(doc.stores.nfs.error).toMatch(/store nfs: writing .*backup\.tar\.zst failed: ENOSPC/);
     expect(storeFiles()).toEqual([]);
     expect(readdirSync(join(env.dir, 'work', 'outbox'))).toEqual([firstId]);
     // The human form says the same.

@@ -76,7 +76,7 @@ function s3Env(name: string, store: Record<string, unknown> = {}, extra: Record<
 /** The fake's full keys of backup `id` under env's store prefix. */
 function keysOf(env: Env, id: string): { manifest: string; object: string } {
   const prefix = String((env.cfg.stores as Record<string, unknown>[])[0]!.prefix);
-  return { manifest: `${prefix}/c1/${id}/manifest.json`, object: `${prefix}/c1/${id}/backup.tar` };
+  return { manifest: `${prefix}/c1/${id}/manifest.json`, object: `${prefix}/c1/${id}/backup.tar.zst` };
 }
 
 /** Copies of what the fake holds for `id` (undefined where a key is missing). */
@@ -211,7 +211,7 @@ describe('a failed re-delivery to a full local store (ENOSPC)', () => {
     const id = first.doc.id;
     const files = () => listFiles(join(storeDir, 'c1', id));
     const read = (f: string) => readFileSync(join(storeDir, 'c1', id, f));
-    const before = { manifest: read('manifest.json'), object: read('backup.tar') };
+    const before = { manifest: read('manifest.json'), object: read('backup.tar.zst') };
     rmSync(join(env.dir, 'work', 'outbox', id, 'status.json')); // the crash window
     // Fill the filesystem: every new write there fails with ENOSPC.
     try {
@@ -222,9 +222,9 @@ describe('a failed re-delivery to a full local store (ENOSPC)', () => {
     const second = await backup(env);
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/ENOSPC/);
-    expect(files()).toEqual(['backup.tar', 'manifest.json']);
+    expect(files()).toEqual(['backup.tar.zst', 'manifest.json']);
     expect(read('manifest.json').equals(before.manifest)).toBe(true);
-    expect(read('backup.tar').equals(before.object)).toBe(true);
+    expect(read('backup.tar.zst').equals(before.object)).toBe(true);
     expect((await committed(env)).map((b) => b.id)).toContain(id);
   }, 180_000);
 });
@@ -331,7 +331,7 @@ describe('a download that trickles (minRate 1KiB over stallWindow 2s)', () => {
   }, 120_000);
 
   it('S3 GET at 1 byte/s: backup (read-back verification) fails with store-timeout within 30 s', async () => {
-    const f = s3.faults.trickle(1, { key: /\/backup\.tar$/ });
+    const f = s3.faults.trickle(1, { key: /\/backup\.tar\.zst$/ });
     const r = await backup(env, { killAfterMs: 60_000 });
     s3.faults.clear();
     expect(f.hits, 'the backup never read its object back').toBeGreaterThan(0);
@@ -341,7 +341,7 @@ describe('a download that trickles (minRate 1KiB over stallWindow 2s)', () => {
   }, 120_000);
 
   it('S3 GET at 1 byte/s: fetch latest fails with store-timeout within 30 s and leaves nothing in the target', async () => {
-    const f = s3.faults.trickle(1, { key: /\/backup\.tar$/ });
+    const f = s3.faults.trickle(1, { key: /\/backup\.tar\.zst$/ });
     const to = join(env.dir, 'restore');
     const fe = await timed(['fetch', '--config', env.file, 'latest', '--to', to], { killAfterMs: 60_000 });
     s3.faults.clear();

@@ -16,6 +16,13 @@
  * - the ConfigMap's config.yaml passes the config schema (zod, without the
  *   file-existence checks of parseConfig), and every file path it names is
  *   where the DaemonSet mounts that file.
+ * - packaging/Containerfile, read statically: UBI 9 minimal at a pinned tag,
+ *   the single executable as the only file copied in, no Node.js installed or
+ *   run, nsenter present, root, the entrypoint the DaemonSet relies on. The
+ *   image is NOT built here: this machine has no container engine (no podman,
+ *   no Docker daemon), and the build pulls its base image from the network.
+ *   The RUN step that checks the image at build time (`etcd-backupd --version`
+ *   and `nsenter --version` on the base, no `node`) runs only where it is built.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -33,6 +40,7 @@ import { ROOT } from '../support/cli.js';
 
 const execFileP = promisify(execFile);
 const DIR = join(ROOT, 'packaging', 'kubernetes');
+const CONTAINERFILE = join(ROOT, 'packaging', 'Containerfile');
 const NAMESPACE = 'openshift-etcd';
 
 type Obj = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string; labels?: Record<string, string> } } & Record<string, any>;
@@ -70,6 +78,110 @@ function validate(o: Obj, where: string): void {
   } catch (e) {
     throw new Error(`${where}: ${o.kind} ${o.metadata?.name} is invalid: ${(e as Error).message}`);
   }
+}
+
+interface Instruction {
+  keyword: string;
+  args: string;
+  line: number;
+}
+
+const INSTRUCTIONS = new Set(['FROM', 'RUN', 'CMD', 'LABEL', 'EXPOSE', 'ENV', 'ADD', 'COPY', 'ENTRYPOINT', 'VOLUME', 'USER', 'WORKDIR', 'ARG', 'ONBUILD', 'STOPSIGNAL', 'HEALTHCHECK', 'SHELL', 'MAINTAINER']);
+
+/** A Containerfile's instructions, continuation lines joined and comments dropped, as buildah and BuildKit read it. */
+function parseContainerfile(text: string): Instruction[] {
+  const out: Instruction[] = [];
+  const lines = text.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const start = i + 1;
+    let line = lines[i]!.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    while (line.endsWith('\\')) {
+      if (++i >= lines.length) throw new Error(`Containerfile line ${start}: continued past the end of the file`);
+      const next = lines[i]!.trim();
+      if (next.startsWith('#')) continue;
+      line = `${line.slice(0, -1).trimEnd()} ${next}`;
+    }
+    const m = /^([A-Za-z]+)\s+(\S.*)$/.exec(line);
+    if (!m || !INSTRUCTIONS.has(m[1]!.toUpperCase())) throw new Error(`Containerfile line ${start}: not an instruction: ${line}`);
+    out.push({ keyword: m[1]!.toUpperCase(), args: m[2]!.trim(), line: start });
+  }
+  return out;
+}
+
+/** Every LABEL's key="value" pairs; a LABEL that does not parse completely throws. */
+function labelsOf(cf: Instruction[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const i of cf.filter((x) => x.keyword === 'LABEL')) {
+    const re = /([\w.-]+)=(?:"((?:[^"\\]|\\.)*)"|(\S+))\s*/gy;
+    let m: RegExpExecArray | null;
+    let end = 0;
+    while ((m = re.exec(i.args))) {
+      labels[m[1]!] = m[2] ?? m[3]!;
+      end = re.lastIndex;
+    }
+    if (end !== i.args.length) throw new Error(`Containerfile line ${i.line}: LABEL does not parse after ${JSON.stringify(i.args.slice(end, end + 40))}`);
+  }
+  return labels;
+}
+
+/** The simple commands of a RUN (split at &&, ||, ;), each as words, a leading `!` dropped. */
+function commandsOf(run: string): string[][] {
+  return run
+    .split(/&&|\|\||;/)
+    .map((c) => c.trim().replace(/^!\s*/, '').split(/\s+/).filter(Boolean))
+    .filter((w) => w.length > 0);
+}
+
+const UBI_MINIMAL = /^registry\.access\.redhat\.com\/ubi9\/ubi-minimal:9\.\d+(?:-\d+)?(?:@sha256:[0-9a-f]{64})?$/;
+/** Commands that would put a Node.js runtime into the image, download at build time, or use another package manager. */
+const FORBIDDEN_COMMANDS = new Set(['node', 'nodejs', 'npm', 'npx', 'corepack', 'curl', 'wget', 'dnf', 'yum', 'rpm', 'apt', 'apt-get', 'apk', 'pip', 'pip3']);
+
+/** What is wrong with a Containerfile for this project (README, "Install on OpenShift"); empty when nothing is. */
+function containerfileProblems(text: string): string[] {
+  const problems: string[] = [];
+  const cf = parseContainerfile(text);
+  const all = (k: string) => cf.filter((i) => i.keyword === k);
+
+  const froms = all('FROM');
+  if (froms.length !== 1) problems.push(`${froms.length} FROM lines: one stage only, nothing copied from another image`);
+  for (const f of froms) if (!UBI_MINIMAL.test(f.args)) problems.push(`base ${f.args} is not registry.access.redhat.com/ubi9/ubi-minimal at a pinned 9.x tag`);
+  if (cf[0]?.keyword !== 'FROM') problems.push('the first instruction is not FROM');
+
+  if (all('ADD').length) problems.push('ADD (it can fetch URLs and unpack archives): use COPY');
+  const copies = all('COPY').map((i) => i.args.split(/\s+/).filter((w) => !w.startsWith('--chmod=') && !w.startsWith('--chown=')).join(' '));
+  if (JSON.stringify(copies) !== JSON.stringify(['dist-bundle/etcd-backupd /usr/local/bin/etcd-backupd'])) {
+    problems.push(`COPY ${JSON.stringify(copies)}: the single executable dist-bundle/etcd-backupd to /usr/local/bin/etcd-backupd must be the only file copied in`);
+  }
+
+  const runs = all('RUN');
+  const commands = runs.flatMap((r) => commandsOf(r.args));
+  for (const c of commands) if (FORBIDDEN_COMMANDS.has(c[0]!) || /^node(js)?$/.test(c[0]!.split('/').at(-1)!)) problems.push(`RUN ${c.join(' ')}: no Node.js, no download, microdnf only`);
+  const installs = commands.filter((c) => c[0] === 'microdnf' && c.includes('install'));
+  const packages = installs.flatMap((c) => c.slice(c.indexOf('install') + 1).filter((w) => !w.startsWith('-')));
+  for (const p of ['util-linux', 'ca-certificates']) if (!packages.includes(p)) problems.push(`microdnf does not install ${p}`);
+  for (const p of packages) if (/node|npm/i.test(p)) problems.push(`microdnf installs ${p}: the executable carries its own Node.js`);
+  for (const c of installs) {
+    if (!c.includes('--nodocs')) problems.push(`${c.join(' ')}: without --nodocs`);
+    if (!c.includes('-y') && !c.includes('--assumeyes')) problems.push(`${c.join(' ')}: without -y it waits for an answer`);
+  }
+  for (const r of runs) {
+    if (/\bmicrodnf\s[^&|;]*\binstall\b/.test(r.args) && !/\bmicrodnf clean all\b/.test(r.args)) problems.push(`line ${r.line}: microdnf install without microdnf clean all in the same layer`);
+  }
+  // The build itself checks the image: the executable runs on this base, nsenter is there, node is not.
+  const copyLine = all('COPY')[0]?.line ?? Infinity;
+  const checks = runs.filter((r) => r.line > copyLine).flatMap((r) => commandsOf(r.args).map((c) => c.join(' ')));
+  for (const want of ['etcd-backupd --version', 'nsenter --version', 'command -v node']) if (!checks.includes(want)) problems.push(`no RUN ${want} after the COPY`);
+
+  const user = all('USER').at(-1)?.args;
+  if (user !== '0' && user !== 'root') problems.push(`USER ${user ?? '(none)'}: cluster-backup.sh needs root`);
+  if (!all('EXPOSE').some((i) => i.args.split(/\s+/).includes('9979'))) problems.push('no EXPOSE 9979');
+  const exec = (k: string) => all(k).map((i) => i.args);
+  if (JSON.stringify(exec('ENTRYPOINT')) !== JSON.stringify(['["/usr/local/bin/etcd-backupd"]'])) problems.push(`ENTRYPOINT ${JSON.stringify(exec('ENTRYPOINT'))}`);
+  if (JSON.stringify(exec('CMD')) !== JSON.stringify(['["run"]'])) problems.push(`CMD ${JSON.stringify(exec('CMD'))}`);
+  const labels = labelsOf(cf);
+  for (const k of ['org.opencontainers.image.version', 'version']) if (labels[k] !== VERSION) problems.push(`LABEL ${k}=${labels[k]}, not ${VERSION}`);
+  return problems;
 }
 
 const kustomization = parseYaml(readFileSync(join(DIR, 'kustomization.yaml'), 'utf8'));
@@ -205,12 +317,14 @@ describe('the DaemonSet', () => {
   it('uses the placeholder image of this version, which packaging/Containerfile builds', () => {
     expect(container.image).toBe(`quay.io/etcd-backupd/etcd-backupd:${VERSION}`);
     expect(kustomization.images).toEqual([{ name: 'quay.io/etcd-backupd/etcd-backupd', newTag: VERSION }]);
-    const cf = readFileSync(join(ROOT, 'packaging', 'Containerfile'), 'utf8');
-    expect(cf).toMatch(/^FROM docker\.io\/library\/node:20-slim$/m);
-    expect(cf).toContain('COPY dist-bundle/etcd-backupd.mjs /usr/local/lib/etcd-backupd/etcd-backupd.mjs');
-    expect(cf).toContain(`org.opencontainers.image.version="${VERSION}"`);
-    expect(cf).toMatch(/^ENTRYPOINT \["\/usr\/local\/bin\/etcd-backupd"\]$/m);
+    const cf = parseContainerfile(readFileSync(CONTAINERFILE, 'utf8'));
+    expect(labelsOf(cf)['org.opencontainers.image.version']).toBe(VERSION);
+    // No command: the image's ENTRYPOINT (the single executable) runs with these args.
+    expect(container.command).toBeUndefined();
+    expect(cf.filter((i) => i.keyword === 'ENTRYPOINT').map((i) => JSON.parse(i.args))).toEqual([['/usr/local/bin/etcd-backupd']]);
     expect(container.args.slice(0, 1)).toEqual(['run']);
+    // Root in the image too (the pod asks for runAsUser 0; the image must not rely on the pod alone).
+    expect(cf.filter((i) => i.keyword === 'USER').at(-1)?.args).toBe('0');
   });
 });
 
@@ -298,5 +412,40 @@ describe('the ConfigMap config.yaml', () => {
     expect(cfg.success, JSON.stringify(cfg.error?.issues)).toBe(true);
     expect(cfg.data!.stores.map((s) => s.name)).toEqual(['s3', 'vault']);
     expect(cfg.data!.encryption.recipients).toHaveLength(1);
+  });
+});
+
+describe('packaging/Containerfile (read statically: no container engine on this machine)', () => {
+  const text = readFileSync(CONTAINERFILE, 'utf8');
+
+  it('is UBI 9 minimal at a pinned tag with the single executable, no Node.js, nsenter, root, the etcd-backupd entrypoint', () => {
+    expect(containerfileProblems(text)).toEqual([]);
+    const cf = parseContainerfile(text);
+    expect(cf.filter((i) => i.keyword === 'FROM').map((i) => i.args)).toEqual([expect.stringMatching(/^registry\.access\.redhat\.com\/ubi9\/ubi-minimal:9\.\d+/)]);
+    // Nowhere in what the build runs or sets: no node, no .mjs (comments and label texts aside).
+    for (const i of cf.filter((x) => x.keyword !== 'LABEL')) expect(`${i.keyword} ${i.args}`.replace('command -v node', ''), `line ${i.line}`).not.toMatch(/\bnode(js)?\b|\.mjs\b|NODE_/i);
+    expect(labelsOf(cf)).toMatchObject({ 'org.opencontainers.image.version': VERSION, version: VERSION, 'org.opencontainers.image.licenses': 'Apache-2.0' });
+  });
+
+  it('the check is real: it rejects a Node base image, a Node install, the .mjs, a floating tag, no nsenter, a non-root user', () => {
+    const mutate = (from: RegExp | string, to: string) => {
+      const t = text.replace(from, to);
+      expect(t, `mutation ${from} no longer applies to the Containerfile`).not.toBe(text);
+      return containerfileProblems(t);
+    };
+    const fromLine = /^FROM .*$/m;
+    expect(mutate(fromLine, 'FROM docker.io/library/node:24-slim')).toEqual([expect.stringContaining('is not registry.access.redhat.com/ubi9/ubi-minimal')]);
+    expect(mutate(fromLine, 'FROM registry.access.redhat.com/ubi9/nodejs-22-minimal:latest')).toEqual([expect.stringContaining('is not registry.access.redhat.com/ubi9/ubi-minimal')]);
+    expect(mutate(fromLine, 'FROM registry.access.redhat.com/ubi9/ubi-minimal:latest')).toHaveLength(1);
+    expect(mutate(fromLine, 'FROM registry.access.redhat.com/ubi9/ubi-minimal')).toHaveLength(1);
+    // A Node.js runtime in any form: an extra stage, a package, a download.
+    expect(mutate(fromLine, 'FROM docker.io/library/node:24-slim AS node\n$&\nCOPY --from=node /usr/local/bin/node /usr/local/bin/node').length).toBeGreaterThanOrEqual(2);
+    expect(mutate(' util-linux ', ' nodejs util-linux ')).toEqual([expect.stringContaining('installs nodejs')]);
+    expect(mutate(/^RUN nsenter/m, 'RUN curl -fsSLo /tmp/n.tgz https://nodejs.org/dist/v24.21.0/node-v24.21.0-linux-x64.tar.gz && nsenter')).toEqual([expect.stringContaining('RUN curl')]);
+    expect(mutate('COPY dist-bundle/etcd-backupd /usr/local/bin/etcd-backupd', 'COPY dist-bundle/etcd-backupd.mjs /usr/local/bin/etcd-backupd')).toEqual([expect.stringContaining('COPY')]);
+    expect(mutate(' util-linux ', ' ')).toEqual(['microdnf does not install util-linux']);
+    expect(mutate(/^USER 0$/m, 'USER 1001')).toEqual([expect.stringContaining('USER 1001')]);
+    expect(mutate('--nodocs', '')).toEqual([expect.stringContaining('without --nodocs')]);
+    expect(mutate(/^ENTRYPOINT .*$/m, 'ENTRYPOINT ["node", "/usr/local/lib/etcd-backupd/etcd-backupd.mjs"]').length).toBeGreaterThanOrEqual(1);
   });
 });

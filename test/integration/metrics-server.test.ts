@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 import { parseListen, startMetricsServer, type MetricsServer } from '../../src/metrics/server.js';
 import type { RunResult } from '../../src/run/backup.js';
+import { VERSION } from '../../src/version.js';
 
 function requirePromtool(): void {
   const r = spawnSync('promtool', ['--version'], { encoding: 'utf8' });
@@ -126,7 +127,7 @@ describe('metrics server', () => {
     const r = await call(server.port, 'GET', '/metrics');
     expect(r.status).toBe(200);
     expect(r.headers['content-type']).toMatch(/^text\/plain; version=0\.0\.4/);
-    expect(r.body).toContain('etcd_backup_info{cluster="prod",node="master-0",version="0.1.0"} 1');
+    expect(r.body).toContain(`etcd_backup_info{cluster="prod",node="master-0",version="${VERSION}"} 1`);
     expect(r.body).toContain('etcd_backup_runs_total{result="failed",trigger="manual"} 1');
     expect(r.body).toContain('etcd_backup_store_failures_total{store="s3",reason="upload-failed"} 1');
     expect(r.body).toContain('etcd_backup_schedule_interval_seconds 86400');

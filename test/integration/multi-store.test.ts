@@ -57,7 +57,7 @@ describe('local + S3 + SFTP', () => {
     const { code, stderr, doc } = await backup();
     expect(code, stderr).toBe(0);
     expect(Object.keys(doc.stores).sort()).toEqual(['nfs', 's3', 'vault']);
-    for (const s of ['nfs', 's3', 'vault']) expect(doc.stores[s]).toMatchObject({ result: 'success', key: `prod/${doc.id}/backup.tar` });
+    for (const s of ['nfs', 's3', 'vault']) expect(doc.stores[s]).toMatchObject({ result: 'success', key: `prod/${doc.id}/backup.tar.zst` });
     firstId = doc.id;
   });
 

@@ -144,17 +144,22 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
     expect(head.startsWith('#!/usr/bin/env -S node --initial-old-space-size=64\n')).toBe(true);
   });
 
-  it('prints its version', async () => {
+  it('prints its version and the Node version it runs on', async () => {
     const r = await node(['--version']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.trim()).toBe(VERSION);
+    expect(r.stdout.trim()).toBe(`etcd-backupd ${VERSION} (node ${process.version})`);
     expect(r.stderr).toBe('');
   });
 
-  it('runs as ./etcd-backupd.mjs through its shebang', async () => {
-    const r = await run(join(dir, 'etcd-backupd.mjs'), ['--version'], dir);
+  it('runs as ./etcd-backupd.mjs through its shebang, with the launcher flags, on Node 24+', async () => {
+    // The shebang's `env` finds the first node on PATH: the test's own (Node 24 from node_modules/node).
+    const env = { ...cleanEnv(), PATH: `${dirname(process.execPath)}:${process.env.PATH}` };
+    const r = await run(join(dir, 'etcd-backupd.mjs'), ['--version', '--json'], dir, undefined, env);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.trim()).toBe(VERSION);
+    const doc = JSON.parse(r.stdout) as { version: string; node: string; execArgv: string[] };
+    expect(doc.version).toBe(VERSION);
+    expect(Number(doc.node.slice(1).split('.')[0])).toBeGreaterThanOrEqual(24);
+    expect(doc.execArgv).toContain('--initial-old-space-size=64');
   });
 
   it('check-config accepts a valid config and refuses a bad one with exit 2', async () => {
@@ -242,11 +247,18 @@ describe('dist-bundle/etcd-backupd, the single executable (SEA)', () => {
     if (seaDir) await rm(seaDir, { recursive: true, force: true });
   });
 
-  it('prints its version with nothing on stderr (no SEA or require warnings)', async () => {
+  it('prints its version and its Node (24+) with nothing on stderr (no SEA or require warnings)', async () => {
     const r = await sea(['--version']);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stdout.trim()).toBe(VERSION);
+    expect(r.stdout.trim()).toBe(`etcd-backupd ${VERSION} (node ${process.version})`);
+    expect(Number(process.versions.node.split('.')[0])).toBeGreaterThanOrEqual(24);
     expect(r.stderr).toBe('');
+  });
+
+  it('carries the launcher node flags itself (SEA execArgv): no install path runs without them', async () => {
+    const r = await sea(['--version', '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect((JSON.parse(r.stdout) as { execArgv: string[] }).execArgv).toContain('--initial-old-space-size=64');
   });
 
   it('checks the config and lists the backups of every store', async () => {

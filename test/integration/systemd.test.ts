@@ -1,23 +1,31 @@
 /**
- * systemd/ (README, "Install with systemd"):
+ * systemd/ (README, "Install with systemd"). The unit runs the single
+ * executable (SEA), built here by `node scripts/package.mjs --out DIR` as
+ * `npm run package` builds it (about 5 s more than the bundle alone; it needs
+ * the Node 24 binary that runs this test, with the SEA fuse):
  * - `systemd-analyze verify` passes on the unit with no warning at all
  *   (systemd need not be PID 1 for verify; it does check that the ExecStart
- *   binary exists, /usr/bin/node here);
+ *   binary exists: /usr/local/bin/etcd-backupd, or this build's executable in
+ *   a copy of the unit where none is installed);
+ * - ExecStart is the executable, no `node` and no .mjs, and nothing in the
+ *   unit stops V8's JIT (MemoryDenyWriteExecute=);
  * - the tmpfiles.d entry creates its directories 0700 (systemd-tmpfiles --root);
  * - the example config is valid as shipped (schema) and passes check-config
- *   once its file paths point at files that exist;
- * - the README's install followed by hand, without systemd: the bundle and the
- *   config put where the unit expects them (under a temporary root), the
- *   unit's ExecStart command line run as a process with the unit's
- *   Environment= and UMask=, against a real TLS etcd and the stand-in
- *   cluster-backup.sh: /readyz answers 200, the catch-up backup succeeds, and
+ *   (run by the executable) once its file paths point at files that exist;
+ * - the README's install followed by hand, without systemd: the executable
+ *   and the config put where the unit expects them (under a temporary root),
+ *   the unit's ExecStart command line run as a process with the unit's
+ *   Environment=, UMask= and systemd's default PATH, against a real TLS etcd
+ *   and the stand-in cluster-backup.sh: the process is the installed
+ *   executable on its own Node 24 with its V8 flags (whatever `node` the
+ *   machine has), /readyz answers 200, the catch-up backup succeeds, and
  *   SIGTERM stops it with exit code 0. A bad config exits 2, which the unit
  *   does not restart (RestartPreventExitStatus=2).
  * What is NOT exercised here: the sandboxing settings themselves, which need
  * systemd as PID 1 (this machine has none).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
@@ -25,13 +33,20 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { configSchema } from '../../src/config/schema.js';
+import { VERSION } from '../../src/version.js';
 import { FAKE_CLUSTER_BACKUP, ROOT, tempDir } from '../support/cli.js';
-import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 
 const execFileP = promisify(execFile);
 const UNIT = join(ROOT, 'systemd', 'etcd-backupd.service');
 const EXAMPLE = join(ROOT, 'systemd', 'config.yaml');
 const TMPFILES = join(ROOT, 'systemd', 'etcd-backupd.tmpfiles.conf');
+/** Where the README installs the single executable, and what ExecStart runs. */
+const INSTALLED = '/usr/local/bin/etcd-backupd';
+/** The PATH systemd gives a system service (`systemd-path search-binaries-default`): no node_modules/.bin in it. */
+const SYSTEMD_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** The V8 flag the executable carries (src/cli.ts's shebang, SEA execArgv). */
+const V8_FLAG = '--initial-old-space-size=64';
 
 /** `[Service]` keys of a unit file, each with every value it was given (comments and continuations handled). */
 function parseUnit(text: string): Map<string, Map<string, string[]>> {
@@ -88,16 +103,19 @@ async function ensureSystemdAnalyze(): Promise<void> {
 }
 
 let dir: string;
-let bundle: string;
+/** This build's single executable (what the README installs as /usr/local/bin/etcd-backupd). */
+let sea: string;
 
 beforeAll(async () => {
   dir = tempDir('systemd');
-  // A bundle of its own (package.test.ts rebuilds dist-bundle/ meanwhile).
-  await Promise.all([
-    execFileP(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--no-sea', '--out', join(dir, 'bundle')], { cwd: ROOT, timeout: 300_000 }),
+  // A build of its own (package.test.ts rebuilds dist-bundle/ meanwhile), single executable included.
+  const [built] = await Promise.all([
+    execFileP(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--out', join(dir, 'build')], { cwd: ROOT, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 }),
     ensureSystemdAnalyze(),
   ]);
-  bundle = join(dir, 'bundle', 'etcd-backupd.mjs');
+  sea = join(dir, 'build', 'etcd-backupd');
+  // package.mjs skips the executable with the reason printed (e.g. a node older than 24 runs this test).
+  if (!existsSync(sea)) throw new Error(`scripts/package.mjs made no single executable:\n${built.stdout}${built.stderr}`);
 }, 900_000);
 
 afterAll(async () => {
@@ -106,12 +124,16 @@ afterAll(async () => {
 
 describe('systemd/etcd-backupd.service', () => {
   it('passes systemd-analyze verify without a single warning', async () => {
-    // verify checks that the ExecStart binary exists; where node is not /usr/bin/node,
-    // verify a copy whose ExecStart names this node instead (same unit otherwise).
+    // verify checks that the ExecStart binary exists; where none is installed at
+    // /usr/local/bin/etcd-backupd, verify a copy whose ExecStart names this build's
+    // executable instead (same unit otherwise).
     let file = UNIT;
-    if (!existsSync('/usr/bin/node')) {
+    if (!existsSync(INSTALLED)) {
       file = join(dir, 'etcd-backupd.service');
-      writeFileSync(file, readFileSync(UNIT, 'utf8').replace('ExecStart=/usr/bin/node ', `ExecStart=${process.execPath} `));
+      const text = readFileSync(UNIT, 'utf8');
+      const copy = text.replace(`ExecStart=${INSTALLED} `, `ExecStart=${sea} `);
+      expect(copy, `ExecStart no longer starts with ${INSTALLED}`).not.toBe(text);
+      writeFileSync(file, copy);
     }
     const r = await execFileP('systemd-analyze', ['verify', '--man=no', file]).then(
       (x) => ({ code: 0, ...x }),
@@ -123,7 +145,7 @@ describe('systemd/etcd-backupd.service', () => {
 
   it('says what the README says: simple, restarts on failure but not on a bad config, mixed kill, the documented paths', () => {
     expect(one('Type')).toBe('simple');
-    expect(splitCommand(one('ExecStart'))).toEqual(['/usr/bin/node', '/usr/local/lib/etcd-backupd/etcd-backupd.mjs', 'run', '--config', '/etc/etcd-backupd/config.yaml']);
+    expect(splitCommand(one('ExecStart'))).toEqual([INSTALLED, 'run', '--config', '/etc/etcd-backupd/config.yaml']);
     expect(one('Restart')).toBe('on-failure');
     expect(one('RestartPreventExitStatus')).toBe('2');
     expect(one('KillMode')).toBe('mixed');
@@ -139,6 +161,18 @@ describe('systemd/etcd-backupd.service', () => {
     // The example config matches the unit's directories.
     expect(example.workDir).toBe('/var/lib/etcd-backupd');
     expect(example.control.socket).toBe('/run/etcd-backupd/control.sock');
+  });
+
+  it('runs the single executable: no node, no .mjs anywhere in the unit, and nothing that stops V8 JIT', () => {
+    const text = readFileSync(UNIT, 'utf8');
+    // Comments included: a comment that still says /usr/bin/node or the .mjs misleads whoever edits the unit.
+    expect(text).not.toMatch(/\/usr\/bin\/node|\/usr\/local\/lib\/etcd-backupd|\.mjs\b/);
+    for (const key of ['ExecStart', 'ExecStartPre', 'ExecStartPost', 'ExecReload', 'ExecStop']) {
+      for (const v of service.get(key) ?? []) expect(splitCommand(v).some((w) => /(^|\/)node(js)?$/.test(w)), `${key}=${v}`).toBe(false);
+    }
+    // V8 writes the machine code it generates, then executes it: W^X must stay off.
+    expect(service.get('MemoryDenyWriteExecute') ?? ['no']).toEqual(['no']);
+    expect(text).toMatch(/^# - MemoryDenyWriteExecute=yes: the executable is Node\.js/m); // under "Deliberately NOT set", with the reason
   });
 
   it('etcd-backupd.tmpfiles.conf creates its directories root-only', async () => {
@@ -185,7 +219,7 @@ describe('systemd/config.yaml', () => {
     cfg.control.socket = join(d, 'control.sock');
     const configFile = join(d, 'config.yaml');
     writeFileSync(configFile, stringifyYaml(cfg), { mode: 0o600 });
-    const r = await execFileP(process.execPath, [bundle, 'check-config', '--config', configFile, '--json']);
+    const r = await execFileP(sea, ['check-config', '--config', configFile, '--json'], { env: { PATH: SYSTEMD_PATH, LANG: 'C.UTF-8' } });
     const eff = JSON.parse(r.stdout);
     expect(eff).toMatchObject({ cluster: 'prod-east', schedule: '0 2 * * *', jitter: '15m', source: { type: 'cluster-backup' } });
     expect(eff.stores.map((s: { name: string }) => s.name)).toEqual(['nfs', 's3']);
@@ -206,10 +240,10 @@ describe('the README install followed by hand: the unit command line as a proces
   beforeAll(async () => {
     cluster = await startEtcdCluster({ members: 1, tls: true });
     root = join(dir, 'root');
-    // README: install -D -m 0755 dist-bundle/etcd-backupd.mjs /usr/local/lib/etcd-backupd/etcd-backupd.mjs
-    mkdirSync(inRoot('/usr/local/lib/etcd-backupd'), { recursive: true });
-    copyFileSync(bundle, inRoot('/usr/local/lib/etcd-backupd/etcd-backupd.mjs'));
-    chmodSync(inRoot('/usr/local/lib/etcd-backupd/etcd-backupd.mjs'), 0o755);
+    // README: install -D -m 0755 /tmp/etcd-backupd /usr/local/bin/etcd-backupd
+    mkdirSync(inRoot('/usr/local/bin'), { recursive: true });
+    copyFileSync(sea, inRoot(INSTALLED));
+    chmodSync(inRoot(INSTALLED), 0o755);
     // StateDirectory= / RuntimeDirectory= as systemd would create them.
     for (const d of ['/var/lib/etcd-backupd', '/run/etcd-backupd', '/etc/etcd-backupd']) mkdirSync(inRoot(d), { recursive: true, mode: 0o700 });
     storeDir = inRoot('/mnt/etcd-backups');
@@ -220,19 +254,20 @@ describe('the README install followed by hand: the unit command line as a proces
     cfg.control.socket = inRoot(cfg.control.socket);
     cfg.source.script = FAKE_CLUSTER_BACKUP;
     cfg.source.timeout = '120s';
-    cfg.source.env = { ETCDCTL_ENDPOINTS: cluster.endpoints[0]!, ETCDCTL_CACERT: cluster.tls!.caFile, ETCDCTL_CERT: cluster.tls!.certFile, ETCDCTL_KEY: cluster.tls!.keyFile };
+    // ETCDCTL_BIN: the stand-in's etcdctl wherever the test machine has it (the unit's PATH is systemd's, below).
+    cfg.source.env = { ETCDCTL_ENDPOINTS: cluster.endpoints[0]!, ETCDCTL_CACERT: cluster.tls!.caFile, ETCDCTL_CERT: cluster.tls!.certFile, ETCDCTL_KEY: cluster.tls!.keyFile, ETCDCTL_BIN: ensureTool('etcdctl') };
     cfg.etcd = { endpoints: [cluster.endpoints[0]!], caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile };
     cfg.stores = [{ name: 'nfs', type: 'local', path: storeDir }];
     cfg.metrics.listen = '127.0.0.1:0';
     configFile = inRoot('/etc/etcd-backupd/config.yaml');
     writeFileSync(configFile, stringifyYaml(cfg), { mode: 0o600 });
 
-    argv = splitCommand(one('ExecStart')).map((a, i) => {
-      if (i === 0) return existsSync(a) ? a : process.execPath; // /usr/bin/node
-      if (a === '/etc/etcd-backupd/config.yaml') return configFile;
-      return a.startsWith('/') ? inRoot(a) : a;
-    });
-    env = { PATH: process.env.PATH, LANG: 'C.UTF-8' };
+    // Every absolute path into the temporary root, the executable (argv[0]) included.
+    argv = splitCommand(one('ExecStart')).map((a) => (a.startsWith('/') ? inRoot(a) : a));
+    expect(argv[0]).toBe(inRoot(INSTALLED));
+    expect(argv).toContain(configFile);
+    // systemd's PATH for a service, not this test's (which has node_modules/.bin and Node 24 first).
+    env = { PATH: SYSTEMD_PATH, LANG: 'C.UTF-8' };
     for (const e of service.get('Environment') ?? []) {
       const [k, ...v] = e.split('=');
       env[k!] = v.join('=').replace(/^\/run\//, `${inRoot('/run')}/`);
@@ -246,6 +281,16 @@ describe('the README install followed by hand: the unit command line as a proces
   /** The command line under sh, so that UMask= applies as systemd applies it; cwd / as for a system service. */
   const start = (args: string[]): ChildProcess =>
     spawn('/bin/sh', ['-c', `umask ${one('UMask')} && exec "$@"`, 'sh', ...args], { cwd: '/', env, stdio: ['ignore', 'pipe', 'pipe'] });
+
+  it('is the executable alone: its own Node 24 and V8 flags, whatever node the PATH holds', async () => {
+    const r = await execFileP(argv[0]!, ['--version', '--json'], { cwd: '/', env });
+    const v = JSON.parse(r.stdout) as { name: string; version: string; node: string; execArgv: string[] };
+    // The Node that built it (scripts/package.mjs copies its own binary), not /usr/bin/node or any other on PATH.
+    expect(v).toMatchObject({ name: 'etcd-backupd', version: VERSION, node: process.version });
+    expect(Number(v.node.slice(1).split('.')[0])).toBeGreaterThanOrEqual(24);
+    expect(v.execArgv).toContain(V8_FLAG);
+    expect((await execFileP(argv[0]!, ['--version'], { cwd: '/', env })).stdout).toBe(`etcd-backupd ${VERSION} (node ${process.version})\n`);
+  });
 
   it('serves /readyz, takes the catch-up backup, and exits 0 on SIGTERM', async () => {
     const child = start(argv);
@@ -275,6 +320,8 @@ describe('the README install followed by hand: the unit command line as a proces
       });
     try {
       const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 'daemon start', 30_000);
+      // The daemon process is the installed executable itself (sh exec'd it; no node in between).
+      expect(readlinkSync(`/proc/${child.pid}/exe`)).toBe(inRoot(INSTALLED));
       const url = `http://${String(started.metrics)}`;
       const ready = await fetch(`${url}/readyz`);
       expect(ready.status).toBe(200);
@@ -286,8 +333,10 @@ describe('the README install followed by hand: the unit command line as a proces
       const series = join(storeDir, 'prod-east');
       const ids = readdirSync(series);
       expect(ids).toHaveLength(1);
-      expect(readdirSync(join(series, ids[0]!)).sort()).toEqual(['backup.tar', 'manifest.json']);
-      expect(statSync(join(series, ids[0]!, 'backup.tar')).mode & 0o777).toBe(0o600);
+      // The bundle and its manifest: backup.tar, or backup.tar.zst with compression (the default since 0.2.0).
+      const files = readdirSync(join(series, ids[0]!)).sort();
+      expect(files).toEqual([expect.stringMatching(/^backup\.tar(\.zst)?$/), 'manifest.json']);
+      expect(statSync(join(series, ids[0]!, files[0]!)).mode & 0o777).toBe(0o600);
       // The run is recorded in the metrics right after its log line (and its prune).
       const counted = /^etcd_backup_runs_total\{result="success",trigger="catch-up"\} 1$/m;
       let metrics = '';

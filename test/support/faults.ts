@@ -138,6 +138,15 @@ export function pidsWithEnv(name: string, value: string): number[] {
   return out;
 }
 
+/** Whether `pid` runs the node binary (by /proc/PID/exe: the thread name differs between Node versions). */
+export function isNode(pid: number): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/exe`) === process.execPath || /\/node$/.test(readlinkSync(`/proc/${pid}/exe`));
+  } catch {
+    return false;
+  }
+}
+
 export function commOf(pid: number): string {
   try {
     return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
@@ -280,9 +289,9 @@ export async function spawnDaemon(configFile: string, opts: DaemonOptions = {}):
     child,
     pid: () => {
       if (!opts.wrapper?.length) return child.pid!;
-      // the wrapper's (only) descendant running node
+      // the wrapper's (only) descendant running node (its comm is `node` up to Node 22, `MainThread` from 24)
       const kids = descendantsOf(child.pid!);
-      const node = kids.find((p) => commOf(p) === 'node');
+      const node = kids.find((p) => isNode(p));
       if (!node) throw new Error(`no node process under wrapper ${child.pid}`);
       return node;
     },
