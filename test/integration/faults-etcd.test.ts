@@ -200,8 +200,8 @@ describe('workDir too small', () => {
   it('preflight passes (freeSpaceFactor 1) but the bundle does not fit: bundle-failed, and workDir is left clean', async () => {
     const size = await dbSize();
     expect(size).toBeGreaterThan(2 * MiB);
-    const env = makeEnv(root, 'disk-bundle', etcd, { preflight: { freeSpaceFactor: 1 } });
-    // The snapshot fits, a second copy (the bundle) does not.
+    // Uncompressed: the snapshot fits, a second copy (the bundle) does not. (zstd would make the bundle fit.)
+    const env = makeEnv(root, 'disk-bundle', etcd, { preflight: { freeSpaceFactor: 1 }, compression: { codec: 'none' } });
     const fs = mountSmallFs(join(env.dir, 'work'), Math.ceil(size * 1.5));
     mounts.push(fs);
     const r = await runCli(['backup', '--config', env.file, '--json'], { env: { ETCD_BACKUPD_NO_DAEMON: '1' } });
