@@ -5,7 +5,7 @@
 // bench/results/2026-11-25-experiments-heap.md). It costs ~30 MiB of peak RSS, a constant. A flag V8 only reads
 // at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in the packaged bundle.
 import { writeSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadConfig, redactConfig, type Config } from './config/load.js';
 import { BackupError, messageOf, reasonOf } from './errors.js';
@@ -49,7 +49,7 @@ Usage:
   etcd-backupd retention --config F --simulate FILE [--now ISO] [--json]
   etcd-backupd pin|unpin --config F ID [--reason T]
   etcd-backupd run       --config F                  # the daemon
-  etcd-backupd inspect   SNAPSHOT.db [--json]
+  etcd-backupd inspect   SNAPSHOT.db|BUNDLE [--identity FILE] [--json]
   etcd-backupd keygen    --out PREFIX [--json]      # signing key pair: PREFIX (private) and PREFIX.pub
   etcd-backupd check-config --config F
   etcd-backupd --version [--json]                  # names the Node version too
@@ -447,14 +447,37 @@ async function cmdRun(argv: string[], log: Logger): Promise<number> {
   return EXIT_OK;
 }
 
+/**
+ * A snapshot file, or a bundle as stored (`backup.tar`, `.tar.zst`,
+ * `.tar.zst.age` with --identity): for a bundle, the snapshot inside it is
+ * extracted to a private temp directory and inspected.
+ */
 async function cmdInspect(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 1);
-  const r = await inspectSnapshot(positionals[0]!);
-  if (values.json) printJson({ hash: r.hash, revision: r.revision, totalKey: r.totalKey, totalSize: r.totalSize, trailer: r.trailer });
-  else {
-    out(table([['HASH', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' }, identity: { type: 'string' } }, 1);
+  const path = positionals[0]!;
+  const { openBundle, sniffFile } = await import('./bundle/open-bundle.js');
+  const kind = await sniffFile(path);
+  if (kind === 'unknown') {
+    // Maybe a snapshot whose first meta page is damaged: the snapshot check says what is wrong with it.
+    await inspectSnapshot(path).catch((e: unknown) => {
+      throw new BackupError(reasonOf(e) === 'internal' ? 'snapshot-corrupt' : reasonOf(e), `${messageOf(e)} (and it is not a bundle of this tool: tar, zstd or age)`, {
+        hint: 'inspect takes snapshot_*.db as etcdctl/cluster-backup.sh write it, or backup.tar[.zst][.age] as the stores hold it',
+      });
+    });
   }
-  return r.trailer === 'mismatch' ? EXIT_FAILED : EXIT_OK;
+  const bundle = kind === 'snapshot' || kind === 'unknown' ? undefined : await openBundle(path, kind, typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined);
+  try {
+    const r = await inspectSnapshot(bundle?.snapshot ?? path);
+    const inside = bundle ? { bundle: { codec: bundle.codec, encrypted: bundle.encrypted, snapshot: basename(bundle.snapshot), entries: bundle.entries } } : {};
+    if (values.json) printJson({ hash: r.hash, revision: r.revision, totalKey: r.totalKey, totalSize: r.totalSize, trailer: r.trailer, ...inside });
+    else {
+      if (bundle) out(`${path} is a bundle (${[bundle.encrypted ? 'age' : '', bundle.codec === 'zstd' ? 'zstd' : '', 'tar'].filter(Boolean).join(' over ')}) of ${bundle.entries.join(', ')}; its snapshot ${basename(bundle.snapshot)}:`);
+      out(table([['HASH', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+    }
+    return r.trailer === 'mismatch' ? EXIT_FAILED : EXIT_OK;
+  } finally {
+    await bundle?.cleanup();
+  }
 }
 
 async function cmdCheckConfig(argv: string[]): Promise<number> {

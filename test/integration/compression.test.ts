@@ -78,6 +78,14 @@ describe('zstd by default, against s3rver', () => {
     mkdirSync(out, { recursive: true });
     execFileSync('tar', ['-x', '-C', out], { input: tarBytes });
     for (const a of m.artifacts) expect(sha(readFileSync(join(out, a.name))), a.name).toBe(a.sha256);
+    writeFileSync(join(root, 'stored.tar.zst'), stored);
+  });
+
+  it('inspect reads the stored .tar.zst as a bundle and reports its snapshot as etcdctl would', async () => {
+    const r = await runCli(['inspect', join(root, 'stored.tar.zst'), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { hash: number; revision: number; totalKey: number; trailer: string; bundle: { codec: string; encrypted: boolean } };
+    expect(doc).toMatchObject({ hash: m.etcd.hash, revision: m.etcd.revision, totalKey: m.etcd.totalKey, trailer: 'ok', bundle: { codec: 'zstd', encrypted: false } });
   });
 
   it('fetch gives the artifacts back byte-identical to what the source produced; verify reads it end to end', async () => {
@@ -112,6 +120,9 @@ describe('codec none, old uncompressed backups, and zstd with age', () => {
     const f = await runCli(['fetch', id, '--config', env.file, '--to', to], { env: noDaemon });
     expect(f.code, f.stderr).toBe(0);
     for (const a of m.artifacts) expect(sha(readFileSync(join(to, a.name)))).toBe(a.sha256);
+    const i = await runCli(['inspect', join(root, 'none-store', 'c1', id, 'backup.tar'), '--json']);
+    expect(i.code, i.stderr).toBe(0);
+    expect(JSON.parse(i.stdout)).toMatchObject({ revision: m.etcd.revision, hash: m.etcd.hash, bundle: { codec: 'none', encrypted: false } });
   });
 
   it('compressed, then encrypted: backup.tar.zst.age, which age -d | zstd -d | tar reads', async () => {
@@ -131,5 +142,12 @@ describe('codec none, old uncompressed backups, and zstd with age', () => {
     const f = await runCli(['fetch', id, '--config', env.file, '--to', to, '--identity', key], { env: noDaemon });
     expect(f.code, f.stderr).toBe(0);
     for (const a of m.artifacts) expect(sha(readFileSync(join(to, a.name)))).toBe(a.sha256);
+    const object = join(root, 'age-store', m.object!.key);
+    const without = await runCli(['inspect', object]);
+    expect(without.code).toBe(2);
+    expect(without.stderr).toMatch(/encrypted \(age\); pass --identity FILE/);
+    const i = await runCli(['inspect', object, '--identity', key, '--json']);
+    expect(i.code, i.stderr).toBe(0);
+    expect(JSON.parse(i.stdout)).toMatchObject({ revision: m.etcd.revision, hash: m.etcd.hash, bundle: { codec: 'zstd', encrypted: true } });
   });
 });
