@@ -236,7 +236,7 @@ async function main() {
     if (needsBundle) {
       log('making one bundle for the delivery experiments');
       const r = await backupd({ mode: 'bundle', keepBundle: true, snapshot: ds.snapshot, staticResources: ds.staticResources, workDir: join(EXP, 'bundle') }, srv.env);
-      bundle = { path: r.doc.bundlePath, size: r.doc.bytes, sha256: r.doc.sha256, artifacts: r.doc.artifacts };
+      bundle = { path: r.doc.bundlePath, size: r.doc.bytes, rawSize: r.doc.rawBytes, sha256: r.doc.sha256, artifacts: r.doc.artifacts };
     }
     for (let rep = 1; rep <= REPEATS; rep++) {
       for (const v of variants) {

@@ -8,13 +8,19 @@
 //   json: { mode: 'deliver' | 'all' | 'inspect' | 'bundle',
 //           snapshot, staticResources, workDir, storeConfig: {...} | stores: [...],
 //           dist?: directory of the built code (default dist/, experiments pass a patched copy),
-//           prefix?: object key prefix (cluster name) }
+//           prefix?: object key prefix (cluster name),
+//           compression?: { codec?: 'zstd' | 'none', level?: 1-19 }: the config key, validated and
+//             defaulted by the product's own config schema (zstd, level 3 when absent) }
 //
 //  deliver: writeBundle, then deliverToStore to one store (upload, remote verify, manifest)
 //  all:     inspectSnapshot (verify-local), writeBundle, deliverToStore to every store in turn
 //  inspect: inspectSnapshot only;  bundle: writeBundle only
 //  keepBundle: leave the bundle in the outbox (its path is printed); bundle: {path, size, sha256, artifacts}
 //  of such a kept bundle makes deliver skip bundling (experiments on upload/verify knobs)
+//
+//  Prints bytes (the bundle as stored: compressed), rawBytes (the tar before compression),
+//  codec/level, and rssAfter: this process's peak RSS (KiB) after each step, for the
+//  memory breakdown.
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { rm } from 'node:fs/promises';
@@ -26,13 +32,24 @@ const load = (p) => import(pathToFileURL(join(dist, p)).href);
 
 const t0 = performance.now();
 const { writeBundle } = await load('bundle/write.js');
-const { BUNDLE_NAME, MANIFEST_FORMAT, backupId, objectKeys, serializeManifest } = await load('bundle/manifest.js');
+const manifestMod = await load('bundle/manifest.js');
+const { BUNDLE_NAME, MANIFEST_FORMAT, backupId, objectKeys, serializeManifest } = manifestMod;
+// Older builds (experiments on a patched copy of an older dist/) have no codec in the name.
+const bundleName = manifestMod.bundleName ?? ((o) => `${BUNDLE_NAME}${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`);
 const { deliverToStore } = await load('run/deliver.js');
 const { createStore } = await load('storage/index.js');
 const { parseConfig } = await load('config/load.js');
 const { inspectSnapshot } = await load('etcd/snapshot.js');
 const { silentLogger } = await load('log.js');
 const tLoaded = performance.now();
+/** Peak RSS (KiB) of this process after each step: where the memory goes. */
+const rssAfter = { loaded: process.resourceUsage().maxRSS };
+/** RSS (KiB) right after each step: what the step kept (the peak above is what it needed meanwhile). */
+const rssNow = { loaded: Math.round(process.memoryUsage.rss() / 1024) };
+const markRss = (name) => {
+  rssAfter[name] = process.resourceUsage().maxRSS;
+  rssNow[name] = Math.round(process.memoryUsage.rss() / 1024);
+};
 
 const phases = {};
 /** CPU seconds (user+sys) of this process per phase: robust when other work shares the machine. */
@@ -99,22 +116,27 @@ const cfg = parseConfig(
     source: { type: 'etcdctl', staticPodDir: args.workDir },
     etcd: { endpoints: ['http://127.0.0.1:2379'] },
     stores: storeDocs.length ? storeDocs : [{ name: 'none', type: 'local', path: join(args.workDir, 'none') }],
+    ...(args.compression ? { compression: args.compression } : {}),
   },
   '<bench>',
 );
-const result = { mode: args.mode, phases, phaseCpu, ok: true, stores: {} };
+// As runBackup: no compression key in a build that predates it means a plain tar.
+const codec = cfg.compression?.codec ?? 'none';
+const level = cfg.compression?.level;
+const result = { mode: args.mode, codec, level: codec === 'zstd' ? level : undefined, phases, phaseCpu, rssAfter, rssNow, ok: true, stores: {} };
 
 let snap;
 if (args.mode === 'all' || args.mode === 'inspect') {
   snap = await time('verify-local', () => inspectSnapshot(args.snapshot));
   if (snap.trailer !== 'ok') throw new Error(`trailer ${snap.trailer}`);
   result.inspect = snap;
+  markRss('verify-local');
 }
 
 if (args.mode !== 'inspect') {
   const now = new Date();
   const id = backupId(now, cfg.node);
-  const keys = objectKeys(cfg.cluster, id, false);
+  const keys = objectKeys(cfg.cluster, id, { codec, encrypted: false });
   const boxDir = join(cfg.workDir, 'outbox', id);
   const base = {
     format: MANIFEST_FORMAT,
@@ -132,18 +154,26 @@ if (args.mode !== 'inspect') {
   };
   let finishedAt = new Date().toISOString();
   // args.bundle: a bundle made earlier ({path, size, sha256, artifacts}): deliver it without bundling again.
-  const bundlePath = args.bundle?.path ?? join(boxDir, BUNDLE_NAME);
+  const bundlePath = args.bundle?.path ?? join(boxDir, bundleName({ codec, encrypted: false }));
   const bundle =
     args.bundle ??
     (await time('bundle', () =>
-      writeBundle(bundlePath, [args.snapshot, args.staticResources], (list) => {
-        finishedAt = new Date().toISOString();
-        return serializeManifest({ ...base, finishedAt, artifacts: list });
-      }),
+      writeBundle(
+        bundlePath,
+        [args.snapshot, args.staticResources],
+        (list) => {
+          finishedAt = new Date().toISOString();
+          return serializeManifest({ ...base, finishedAt, artifacts: list });
+        },
+        { codec, level },
+      ),
     ));
+  if (!args.bundle) markRss('bundle');
   result.bytes = bundle.size;
+  result.rawBytes = bundle.rawSize ?? bundle.size;
   result.sha256 = bundle.sha256;
-  const manifest = { ...base, finishedAt, artifacts: bundle.artifacts, object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted: false, recipients: [] } };
+  const object = { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted: false, recipients: [], ...(cfg.compression ? { codec, rawSize: result.rawBytes } : {}) };
+  const manifest = { ...base, finishedAt, artifacts: bundle.artifacts, object };
   if (args.mode !== 'bundle') {
     for (const sc of cfg.stores) {
       const real = await createStore(sc); // await: sync in some versions of the code, async in others
@@ -162,6 +192,7 @@ if (args.mode !== 'inspect') {
       phases.upload = (phases.upload ?? 0) + (o.uploadSeconds ?? 0);
       phases.verify = (phases.verify ?? 0) + (o.verifySeconds ?? 0);
       phases.commit = (phases.commit ?? 0) + commit;
+      markRss(`store:${sc.name}`);
     }
   }
   result.key = keys.object;
@@ -175,5 +206,7 @@ result.loadSeconds = (tLoaded - t0) / 1000;
 result.inProcessSeconds = (performance.now() - t0) / 1000;
 result.cpu = { user: ru.userCPUTime / 1e6, sys: ru.systemCPUTime / 1e6 };
 result.maxRssKiB = ru.maxRSS;
+const mem = process.memoryUsage();
+result.memoryAtEnd = Object.fromEntries(Object.entries(mem).map(([k, v]) => [k, Math.round(v / 1024)])); // KiB
 process.stdout.write(JSON.stringify(result) + '\n');
 process.exitCode = result.ok ? 0 : 1;

@@ -113,12 +113,15 @@ export async function setup(ds, { s3PartSize, s3QueueSize, dir = RUN } = {}) {
   };
   const s3BucketDir = join(s3.dir, 'bench');
   const ssh = ['-i', sshd.privateKeyFile, '-P', String(sshd.port), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${sshd.knownHostsFile}`];
+  // The same for ssh(1), whose port flag is -p.
+  const sshExec = ['-i', sshd.privateKeyFile, '-p', String(sshd.port), '-o', 'BatchMode=yes', '-o', 'StrictHostKeyChecking=yes', '-o', `UserKnownHostsFile=${sshd.knownHostsFile}`];
   return {
     s3,
     sshd,
     env,
     stores,
     ssh,
+    sshExec,
     clean: {
       local: () => emptyDir(join(dir, 'stores')),
       localOtherFs: () => emptyDir(join(shmDir, 'stores')),
@@ -161,6 +164,7 @@ export async function backupd(args, env, { server, nodeArgs = [], launcherFlags 
     throw new Error(`one-backup.mjs printed no result (exit ${r.code}): ${r.stderr.slice(-1500)}`);
   }
   if (!doc.ok) throw new Error(`etcd-backupd ${args.mode} failed: ${doc.error}`);
-  return { ...r, doc, bytes: doc.bytes, phases: doc.phases };
+  // bytes: what the process handled (the raw tar); storedBytes: the bundle as stored (zstd-compressed by default).
+  return { ...r, doc, bytes: doc.rawBytes ?? doc.bytes, storedBytes: doc.bytes, phases: doc.phases };
 }
 
