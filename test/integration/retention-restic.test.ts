@@ -32,6 +32,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDuration, planRetention, type RetentionItem, type RetentionPolicy } from '../../src/retention/plan.js';
+import { rng } from '../support/rng.js';
 
 const execFileP = promisify(execFile);
 
@@ -141,18 +142,6 @@ async function addCheapKey(repoDir: string, password: string): Promise<string> {
   const id = createHash('sha256').update(file).digest('hex');
   await writeFile(join(keysDir, id), file);
   return id;
-}
-
-/** Deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** "YYYY-MM-DD HH:MM:SS" of an instant in UTC shifted by offsetHours (restic --time is local time). */

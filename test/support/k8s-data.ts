@@ -8,7 +8,11 @@
  */
 import { createHash } from 'node:crypto';
 
-/** A small deterministic PRNG (mulberry32), so a dataset is the same on every run. */
+/**
+ * A small deterministic PRNG (mulberry32), so a dataset is the same on every run. Its own copy of
+ * test/support/rng.ts: the bench imports this file straight from Node 24 (type stripping), which
+ * does not map a `./rng.js` import to the .ts file.
+ */
 function rng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {

@@ -11,6 +11,7 @@ import {
   type RetentionPolicy,
 } from '../../src/retention/plan.js';
 import { isoWeek, wallClockIn } from '../../src/retention/calendar.js';
+import { rng } from '../support/rng.js';
 
 const NONE: RetentionPolicy = { keepLast: 0, hourly: 0, daily: 0, weekly: 0, monthly: 0, yearly: 0, keepWithinSeconds: 0 };
 const P = (p: Partial<RetentionPolicy>): RetentionPolicy => ({ ...NONE, ...p });
@@ -470,16 +471,6 @@ describe('planRetention: duplicates and validation', () => {
 });
 
 describe('planRetention: properties against an independent set-based model (UTC)', () => {
-  function rng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    };
-  }
   const bucketOf: Record<string, (d: Date) => string> = {
     hourly: (d) => d.toISOString().slice(0, 13),
     daily: (d) => d.toISOString().slice(0, 10),
