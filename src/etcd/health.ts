@@ -40,6 +40,8 @@ interface MemberListResponse {
  * does a voting quorum answer. Each question is one check with a detail a
  * person can act on; the report never throws for an unhealthy cluster.
  */
+const HEALTH_ATTEMPTS = 3;
+
 export async function checkEtcdHealth(gw: EtcdGateway, endpoints: string[]): Promise<{ checks: PreflightCheck[]; facts: EtcdFacts }> {
   const checks: PreflightCheck[] = [];
   const facts: EtcdFacts = {};
@@ -63,7 +65,15 @@ export async function checkEtcdHealth(gw: EtcdGateway, endpoints: string[]): Pro
     checks.push({ name: 'endpoint-health', ok: false, detail: `no configured etcd endpoint answers: ${errors.join('; ')}` });
     return { checks, facts };
   }
-  const health = await gw.call<{ health?: string; reason?: string }>(usedEndpoint, 'health').catch((e: Error) => ({ health: 'false', reason: e.message }));
+  // /health is a quorum read with a 1 s budget inside etcd: on a busy member (a compaction, a
+  // defrag, fsync stalls) it says "false" for a moment. Ask up to 3 times, half a second apart,
+  // before a scheduled backup is refused for it; a cluster that is really sick stays "false".
+  let health: { health?: string; reason?: string } = {};
+  for (let attempt = 0; attempt < HEALTH_ATTEMPTS; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 500));
+    health = await gw.call<{ health?: string; reason?: string }>(usedEndpoint, 'health').catch((e: Error) => ({ health: 'false', reason: e.message }));
+    if (health.health === 'true') break;
+  }
   checks.push({
     name: 'endpoint-health',
     ok: health.health === 'true',
