@@ -20,7 +20,7 @@ import { setPinned } from './run/pin.js';
 import { pruneStore } from './retention/apply.js';
 import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from './retention/plan.js';
 import { readFileSync } from 'node:fs';
-import { findBackup, loadCatalog } from './run/catalog.js';
+import { findBackup, loadCatalog, untrustedBackups } from './run/catalog.js';
 import { loadTrust } from './run/trust.js';
 import { isOpenToOthers } from './fsutil.js';
 import { configWarnings } from './config/warnings.js';
@@ -227,7 +227,7 @@ async function cmdList(argv: string[]): Promise<number> {
       rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed]);
     }
     out(table(rows));
-    const untrusted = [...cat.signed.values()].filter((v) => v === 'untrusted' || (cat.trust?.keys && v === 'none')).length;
+    const untrusted = untrustedBackups(cat).length;
     if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
     out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
     return EXIT_OK;
@@ -457,17 +457,15 @@ async function cmdInspect(argv: string[]): Promise<number> {
   const path = positionals[0]!;
   const { openBundle, sniffFile } = await import('./bundle/open-bundle.js');
   const kind = await sniffFile(path);
-  if (kind === 'unknown') {
-    // Maybe a snapshot whose first meta page is damaged: the snapshot check says what is wrong with it.
-    await inspectSnapshot(path).catch((e: unknown) => {
+  const bundle = kind === 'snapshot' || kind === 'unknown' ? undefined : await openBundle(path, kind, typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined);
+  try {
+    // An unknown file may be a snapshot whose first meta page is damaged: the snapshot check says what is wrong with it.
+    const r = await inspectSnapshot(bundle?.snapshot ?? path).catch((e: unknown) => {
+      if (kind !== 'unknown') throw e;
       throw new BackupError(reasonOf(e) === 'internal' ? 'snapshot-corrupt' : reasonOf(e), `${messageOf(e)} (and it is not a bundle of this tool: tar, zstd or age)`, {
         hint: 'inspect takes snapshot_*.db as etcdctl/cluster-backup.sh write it, or backup.tar[.zst][.age] as the stores hold it',
       });
     });
-  }
-  const bundle = kind === 'snapshot' || kind === 'unknown' ? undefined : await openBundle(path, kind, typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined);
-  try {
-    const r = await inspectSnapshot(bundle?.snapshot ?? path);
     const inside = bundle ? { bundle: { codec: bundle.codec, encrypted: bundle.encrypted, snapshot: basename(bundle.snapshot), entries: bundle.entries } } : {};
     if (values.json) printJson({ hash: r.hash, revision: r.revision, totalKey: r.totalKey, totalSize: r.totalSize, trailer: r.trailer, ...inside });
     else {

@@ -56,6 +56,20 @@ export function tempNameFor(path: string): string {
 }
 
 /**
+ * Gives a finished temp file its final name and makes that durable (fsync of
+ * the directory). `exclusive`: create-if-absent, atomically (link() fails
+ * with EEXIST on an existing name; the temp name is then removed by the
+ * caller's cleanup), else rename over whatever is there.
+ */
+export async function commitTemp(tmp: string, path: string, exclusive: boolean): Promise<void> {
+  if (exclusive) {
+    await link(tmp, path);
+    await rm(tmp, { force: true });
+  } else await rename(tmp, path);
+  await fsyncPath(dirname(path));
+}
+
+/**
  * Writes a stream to `path` so that a reader sees either nothing or the whole
  * file: temp name in the same directory, fsync, rename, fsync the directory.
  * Files are 0600. Returns the number of bytes written.
@@ -81,12 +95,7 @@ export async function writeFileAtomic(path: string, body: Readable | Buffer | st
       size = out.bytesWritten;
       await fsyncPath(tmp);
     }
-    if (opts.exclusive) {
-      // link() fails with EEXIST on an existing name: create-if-absent, atomically.
-      await link(tmp, path);
-      await rm(tmp, { force: true });
-    } else await rename(tmp, path);
-    await fsyncPath(dirname(path));
+    await commitTemp(tmp, path, opts.exclusive === true);
     return size;
   } catch (e) {
     await rm(tmp, { force: true });

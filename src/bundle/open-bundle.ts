@@ -1,15 +1,13 @@
-import { createReadStream } from 'node:fs';
+import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, type Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createWriteStream } from 'node:fs';
 import { createZstdDecompress } from 'node:zlib';
 import tar from 'tar-stream';
 import { BackupError } from '../errors.js';
 import { decryptStream } from './encrypt.js';
-import { MANIFEST_NAME } from './manifest.js';
 
 /** What a file given to `inspect` is, by its first bytes. */
 export type FileKind = 'snapshot' | 'tar' | 'zstd' | 'age' | 'unknown';
@@ -46,8 +44,6 @@ export interface OpenedBundle {
   snapshot: string;
   /** The artifact names in the tar, in order. */
   entries: string[];
-  /** The manifest the bundle carries (the copy inside the tar), when it has one. */
-  manifest?: unknown;
   codec: 'zstd' | 'none';
   encrypted: boolean;
   /** Removes the temp directory. */
@@ -58,7 +54,7 @@ export interface OpenedBundle {
  * Opens a bundle file as stored (`backup.tar`, `.tar.zst`, `.tar.zst.age`)
  * without its committed manifest: decrypts and decompresses in the stream,
  * extracts only the snapshot (a plain name, a regular file) into a new 0700
- * directory, and reads the manifest the bundle carries. For `inspect`: the
+ * directory. For `inspect`: the
  * sha256 checks against a committed manifest are `verify`'s job.
  */
 export async function openBundle(path: string, kind: FileKind, identities?: string[]): Promise<OpenedBundle> {
@@ -83,7 +79,6 @@ export async function openBundle(path: string, kind: FileKind, identities?: stri
     }
     const entries: string[] = [];
     let snapshot: string | undefined;
-    let manifest: unknown;
     const extract = tar.extract();
     extract.on('entry', (header, stream, next) => {
       stream.on('error', () => undefined);
@@ -94,19 +89,6 @@ export async function openBundle(path: string, kind: FileKind, identities?: stri
         return;
       }
       entries.push(name);
-      if (name === MANIFEST_NAME && (header.size ?? 0) <= 1 << 20) {
-        const chunks: Buffer[] = [];
-        stream.on('data', (c: unknown) => chunks.push(c as Buffer));
-        stream.on('end', () => {
-          try {
-            manifest = JSON.parse(Buffer.concat(chunks).toString());
-          } catch {
-            /* an unreadable embedded manifest: inspect still reports the snapshot */
-          }
-          next();
-        });
-        return;
-      }
       if (/^snapshot_.*\.db$/.test(name) && !snapshot) {
         snapshot = join(dir, name);
         pipeline(stream, createWriteStream(snapshot, { flags: 'wx', mode: 0o600 })).then(() => next(), (e: Error) => extract.destroy(e));
@@ -120,7 +102,7 @@ export async function openBundle(path: string, kind: FileKind, identities?: stri
       throw new BackupError('snapshot-corrupt', `${path}: cannot read the bundle (${codec === 'zstd' ? 'zstd, ' : ''}tar): ${(e as Error).message}`, { cause: e });
     });
     if (!snapshot) throw new BackupError('snapshot-corrupt', `${path} is a bundle without a snapshot_*.db (entries: ${entries.join(', ') || 'none'})`);
-    return { snapshot, entries, manifest, codec, encrypted, cleanup };
+    return { snapshot, entries, codec, encrypted, cleanup };
   } catch (e) {
     await cleanup();
     throw e;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CODECS } from '../bundle/manifest.js';
 import { parseDurationSeconds } from './duration.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
@@ -277,7 +278,7 @@ export const configSchema = z
      */
     compression: z
       .object({
-        codec: z.enum(['zstd', 'none']).default('zstd'),
+        codec: z.enum(CODECS).default('zstd'),
         level: z.number().int().min(1).max(19).default(3),
       })
       .strict()

@@ -123,13 +123,16 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   const stores: Record<string, StoreOutcome> = {};
   // The lock comes first: choosing an id and creating its outbox entry belong to the lock holder,
   // or a refused run could pick the same id as the running one and clean up its bundle.
+  // Before an id is chosen, a failure is reported under the id of the start time.
+  const failEarly = (e: unknown): RunResult => {
+    const id = backupId(startedAt, cfg.node);
+    return fail({ id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores }, e, deps.log.child({ runId: id, trigger: req.trigger }), now);
+  };
   let lock;
   try {
     lock = await acquireRunLock(cfg.workDir, `${req.trigger} backup started ${startedAt.toISOString()}`);
   } catch (e) {
-    const id = backupId(startedAt, cfg.node);
-    const log = deps.log.child({ runId: id, trigger: req.trigger });
-    return fail({ id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores }, e, log, now);
+    return failEarly(e);
   }
   // Whatever sits in runs/ now was left by a run that died (we hold the lock): snapshots and
   // private keys must not linger on the node.
@@ -139,9 +142,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     chosen = await uniqueId(cfg, startedAt, deps.stores, deps.log.child({ trigger: req.trigger }), deps.signal);
   } catch (e) {
     await lock.release();
-    const id = backupId(startedAt, cfg.node);
-    const failLog = deps.log.child({ runId: id, trigger: req.trigger });
-    return fail({ id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores }, e, failLog, now);
+    return failEarly(e);
   }
   const { id, at } = chosen;
   const log = deps.log.child({ runId: id, trigger: req.trigger });
@@ -161,7 +162,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   try {
     log.info({ label: req.label, pin: req.pin ?? false, force: req.force ?? false }, 'backup run started');
     // Before anything is taken: a snapshot that cannot be signed would not count where trusted keys are set.
-    const signer = cfg.signing?.keyFile ? await loadSigningKey(cfg.signing.keyFile) : undefined;
+    const signer = cfg.signing.keyFile ? await loadSigningKey(cfg.signing.keyFile) : undefined;
     const pre = await phase('preflight', () => runPreflight(cfg));
     result.preflight = { checks: pre.checks, forced: req.force === true && pre.blocking.length > 0 };
     for (const c of pre.checks) if (!c.ok) log.warn({ check: c.name, detail: c.detail }, 'preflight check failed');
@@ -184,7 +185,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
 
     const recipients = cfg.encryption.recipients;
     const encrypted = recipients.length > 0;
-    const codec = cfg.compression?.codec ?? 'none';
+    const codec = cfg.compression.codec;
     const keys = objectKeys(cfg.cluster, id, { codec, encrypted });
     const base: Omit<Manifest, 'artifacts' | 'finishedAt'> = {
       format: MANIFEST_FORMAT,
@@ -220,7 +221,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
       writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
         finishedAt = now().toISOString();
         return serializeManifest({ ...base, finishedAt, artifacts: list } as Manifest);
-      }, { recipients, codec, level: cfg.compression?.level }).catch((e: NodeJS.ErrnoException) => {
+      }, { recipients, codec, level: cfg.compression.level }).catch((e: NodeJS.ErrnoException) => {
         throw new BackupError('bundle-failed', `cannot write the bundle ${bundlePath}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), {
           cause: e,
           hint: e.code === 'ENOSPC' ? 'workDir is full: free space there or raise preflight.freeSpaceFactor so preflight catches it' : undefined,

@@ -123,10 +123,6 @@ export async function acquireRunLock(workDir: string, what: string, name: 'run.l
 
 /** Whether a live process holds the lock (without taking it). */
 export async function isLockHeld(workDir: string, name: 'run.lock' | 'outbox.lock' = 'run.lock'): Promise<boolean> {
-  try {
-    const holder = JSON.parse(await readFile(join(workDir, name), 'utf8')) as { pid?: number; startTime?: string };
-    return holder.pid !== undefined && alive(holder.pid, holder.startTime);
-  } catch {
-    return false;
-  }
+  const seen = await readHolder(join(workDir, name)).catch(() => undefined);
+  return seen?.holder.pid !== undefined && alive(seen.holder.pid, seen.holder.startTime);
 }

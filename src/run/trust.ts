@@ -15,7 +15,7 @@ export interface Trust {
 }
 
 export async function loadTrust(cfg: Pick<Config, 'signing'>): Promise<Trust> {
-  const files = cfg.signing?.trustedKeys ?? [];
+  const files = cfg.signing.trustedKeys;
   return files.length ? { keys: await loadTrustedKeys(files) } : {};
 }
 

@@ -1,11 +1,11 @@
 import { constants, createReadStream } from 'node:fs';
-import { chmod, copyFile, link, opendir, readdir, rename, rm, rmdir, stat, utimes } from 'node:fs/promises';
+import { chmod, copyFile, link, opendir, readdir, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { sha256Of } from '../bundle/hash.js';
 import type { Readable } from 'node:stream';
 import { fileChunks } from './file-chunks.js';
 import { BackupError } from '../errors.js';
-import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
+import { commitTemp, fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
 import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
 
 /**
@@ -79,12 +79,7 @@ export class LocalStore implements Store {
         await fsyncPath(tmp);
       }
       if (signal?.aborted) throw abortedByShutdown(this.name, `upload of ${key}`);
-      if (opts.ifAbsent) {
-        // link() refuses an existing name: create-if-absent, atomically.
-        await link(tmp, path);
-        await rm(tmp, { force: true });
-      } else await rename(tmp, path);
-      await fsyncPath(dirname(path));
+      await commitTemp(tmp, path, opts.ifAbsent === true);
       return { key, size: (await stat(path)).size, sameFile };
     } catch (e) {
       await rm(tmp, { force: true }).catch(() => undefined);

@@ -7,22 +7,8 @@
  * data is meant to sit in that range, not to flatter it.
  */
 import { createHash } from 'node:crypto';
-
-/**
- * A small deterministic PRNG (mulberry32), so a dataset is the same on every run. Its own copy of
- * test/support/rng.ts: the bench imports this file straight from Node 24 (type stripping), which
- * does not map a `./rng.js` import to the .ts file.
- */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// `.ts`, not `.js`: the bench imports this file straight from Node 24 (type stripping), which does not map one to the other.
+import { rng } from './rng.ts';
 
 const NAMESPACES = ['openshift-etcd', 'openshift-kube-apiserver', 'openshift-monitoring', 'openshift-ingress', 'default', 'payments', 'checkout', 'search', 'batch-jobs', 'kube-system'];
 const IMAGES = ['quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:', 'registry.redhat.io/ubi9/ubi-minimal@sha256:', 'docker.io/library/nginx@sha256:'];
