@@ -4,7 +4,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli, type CliResult } from '../support/cli.js';
 import { metricValue } from '../support/daemon.js';
 import type { EtcdCluster } from '../support/etcd.js';
-import { makeEnv, sftpStoreConfig, startFilledEtcd, tempDir, type Env } from '../support/fault-env.js';
+import { makeEnv, s3StoreConfig, sftpStoreConfig, startFilledEtcd, tempDir, type Env } from '../support/fault-env.js';
 import { startFakeS3, startThrottleProxy, type FakeS3, type ThrottleProxy } from '../support/fake-s3.js';
 import { faketimeEnv, listFiles, mountSmallFs, sleep, spawnDaemon, type DaemonProc, type SmallFs } from '../support/faults.js';
 import { removeSshdDir, startSshd, type Sshd } from '../support/sshd.js';
@@ -51,22 +51,7 @@ const STALL_LIMITS = { minRate: '1KiB', stallWindow: '2s' };
 const keep = { keepLast: 50, hourly: 0, daily: 0, weekly: 0, monthly: 0 };
 
 function fakeStore(name: string, over: Record<string, unknown> = {}): Record<string, unknown> {
-  const creds = join(root, `${name}-creds`);
-  mkdirSync(creds, { recursive: true, mode: 0o700 });
-  writeFileSync(join(creds, 'id'), `${s3.accessKeyId}\n`, { mode: 0o600 });
-  writeFileSync(join(creds, 'secret'), `${s3.secretAccessKey}\n`, { mode: 0o600 });
-  return {
-    name: 's3',
-    type: 's3',
-    bucket: s3.bucket,
-    prefix: `h-${name}`,
-    endpoint: s3.endpoint,
-    forcePathStyle: true,
-    accessKeyIdFile: join(creds, 'id'),
-    secretAccessKeyFile: join(creds, 'secret'),
-    partSize: 5 * 1024 * 1024,
-    ...over,
-  };
+  return s3StoreConfig(s3, join(root, `${name}-creds`), { prefix: `h-${name}`, ...over });
 }
 
 function s3Env(name: string, store: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Env {

@@ -28,7 +28,8 @@ export async function startFilledEtcd(opts: { members?: number; mib?: number; ke
   return cluster;
 }
 
-export function s3StoreConfig(server: S3rver, credDir: string, over: Record<string, unknown> = {}): Record<string, unknown> {
+/** An S3 store on `server` (s3rver, or the fake S3 server of fake-s3.ts: both give these four fields). */
+export function s3StoreConfig(server: Pick<S3rver, 'bucket' | 'endpoint' | 'accessKeyId' | 'secretAccessKey'>, credDir: string, over: Record<string, unknown> = {}): Record<string, unknown> {
   mkdirSync(credDir, { recursive: true, mode: 0o700 });
   writeFileSync(join(credDir, 'access-key-id'), `${server.accessKeyId}\n`, { mode: 0o600 });
   writeFileSync(join(credDir, 'secret-access-key'), `${server.secretAccessKey}\n`, { mode: 0o600 });
