@@ -1,9 +1,14 @@
-#!/usr/bin/env -S node --initial-old-space-size=64
+#!/usr/bin/env -S node --initial-old-space-size=64 --max-semi-space-size=1
 // --initial-old-space-size: without it V8 shrinks its old-generation limit to the small heap it sees
 // while a bundle is written, and the upload that follows (ssh2 allocates a buffer per 32 KiB
 // packet) then runs a full GC every ~100 ms: +50 % CPU for an SFTP upload (measured, see
-// bench/results/2026-11-25-experiments-heap.md). It costs ~30 MiB of peak RSS, a constant. A flag V8 only reads
-// at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in the packaged bundle.
+// bench/results/2026-11-25-experiments-heap.md). It costs ~30 MiB of peak RSS, a constant.
+// --max-semi-space-size=1: the streams allocate a fresh buffer per chunk, and their dead
+// ArrayBuffers are freed only when a young-generation GC runs; with the default 16 MiB young
+// generation 60-80 MiB of them piled up. A 1 MiB one frees them every MiB of small objects:
+// peak RSS -40 to -60 MiB and 5-20 % less CPU per phase (bench/results/2026-11-26-memory.md).
+// Flags V8 only reads at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in
+// the packaged bundle and the single executable's execArgv.
 import { writeSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';

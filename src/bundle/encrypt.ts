@@ -1,8 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import * as age from 'age-encryption';
 import { BackupError } from '../errors.js';
+
+/**
+ * age and its crypto dependencies cost ~15 MiB of RSS once loaded: loaded
+ * only by a node that encrypts or decrypts (the bench's peak-RSS goal).
+ */
+const loadAge = () => import('age-encryption');
 
 /**
  * Client-side encryption with age (X25519 recipients), in the stream: the
@@ -11,6 +16,7 @@ import { BackupError } from '../errors.js';
  * decrypts it.
  */
 export async function encryptStream(plain: Readable, recipients: string[]): Promise<Readable> {
+  const age = await loadAge();
   const e = new age.Encrypter();
   for (const r of recipients) e.addRecipient(r);
   const out = await e.encrypt(Readable.toWeb(plain) as unknown as ReadableStream<Uint8Array>);
@@ -34,6 +40,7 @@ export async function loadIdentities(file: string): Promise<string[]> {
 }
 
 export async function decryptStream(cipher: Readable, identities: string[]): Promise<Readable> {
+  const age = await loadAge();
   const d = new age.Decrypter();
   for (const id of identities) d.addIdentity(id);
   try {
@@ -48,5 +55,6 @@ export async function decryptStream(cipher: Readable, identities: string[]): Pro
 
 /** The recipient (public key) of an identity, so a fetch can say which key it needs. */
 export async function recipientOf(identity: string): Promise<string> {
+  const age = await loadAge();
   return age.identityToRecipient(identity);
 }

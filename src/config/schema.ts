@@ -110,8 +110,8 @@ const s3Store = z
     storageClass: z.string().min(1).optional(),
     /** The SDK's newer default (aws-chunked with trailers) breaks many S3-compatible servers. */
     checksum: z.enum(['WHEN_REQUIRED', 'WHEN_SUPPORTED']).default('WHEN_REQUIRED'),
-    partSize: z.number().int().min(5 * 1024 * 1024).default(16 * 1024 * 1024),
-    queueSize: z.number().int().min(1).max(16).default(4),
+    partSize: z.number().int().min(5 * 1024 * 1024).default(8 * 1024 * 1024),
+    queueSize: z.number().int().min(1).max(16).default(3),
     verify: z.enum(['readback', 'size']).default('readback'),
     /** Incomplete uploads and manifest-less backups older than this are removed by prune. */
     incompleteGrace: age.default('24h'),

@@ -243,7 +243,7 @@ class Walker {
     fn: (key: Buffer, value: Buffer, isBucket: boolean) => void | Promise<void>,
   ): Promise<void> {
     if (depth > MAX_DEPTH) corrupt(`${where}: B+tree deeper than ${MAX_DEPTH} levels at page ${id}`);
-    const buf = await this.reader.page(id);
+    const buf = await this.reader.page(id); // borrowed: valid until the next page() call
     const hdr = readPageHeader(buf);
     this.markReachable(id, hdr.overflow, where);
     if (hdr.flags === BRANCH_PAGE) {
@@ -263,7 +263,11 @@ class Walker {
     order: { prev: Buffer | undefined },
     fn: (key: Buffer, value: Buffer, isBucket: boolean) => void | Promise<void>,
   ): Promise<void> {
-    for (const el of readLeafElements(buf, where)) {
+    let elements = readLeafElements(buf, where);
+    // A nested bucket is walked (more page() calls) while this leaf's later
+    // entries are still to come: keep a copy of a borrowed page that has one.
+    if (elements.some((el) => el.isBucket)) elements = readLeafElements(Buffer.from(buf), where);
+    for (const el of elements) {
       if (order.prev !== undefined && Buffer.compare(order.prev, el.key) >= 0) {
         corrupt(`${where}: keys out of order (${hexPreview(order.prev)} then ${hexPreview(el.key)})`);
       }
@@ -271,6 +275,8 @@ class Walker {
       const r = fn(el.key, el.value, el.isBucket);
       if (r) await r;
     }
+    // The next page compares against this page's last key: it must outlive the borrowed page.
+    if (order.prev !== undefined) order.prev = Buffer.from(order.prev);
   }
 
   /** Checks a nested bucket and everything below it, hashing nothing (tx.Check recurses; Status does not). */
@@ -314,7 +320,7 @@ async function readSnapshotStatus(path: string): Promise<SnapshotStatus> {
       corrupt(`root bucket page ${meta.root} is outside [2, ${highWater})`);
     }
 
-    const walker = new Walker(new PageReader(fh, pageSize, highWater), highWater);
+    const walker = new Walker(new PageReader(fh, pageSize, highWater, { borrowed: true }), highWater);
     walker.markMeta();
     const haveFreelist = meta.freelist !== PGID_NO_FREELIST;
     if (haveFreelist) await walker.loadFreelist(meta.freelist);
