@@ -26,7 +26,13 @@ export class EtcdGateway {
     };
   }
 
-  call<T>(endpoint: string, path: string, body?: unknown): Promise<T> {
+  /**
+   * POSTs `body` as JSON (GET without one) to `path` below the endpoint.
+   * `opts.timeoutMs` overrides the client's timeout for this call; aborting
+   * `opts.signal` ends the request.
+   */
+  call<T>(endpoint: string, path: string, body?: unknown, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<T> {
+    const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const url = new URL(path, endpoint.endsWith('/') ? endpoint : endpoint + '/');
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const isHttps = url.protocol === 'https:';
@@ -36,7 +42,8 @@ export class EtcdGateway {
         {
           method: payload ? 'POST' : 'GET',
           headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-          timeout: this.timeoutMs,
+          timeout: timeoutMs,
+          signal: opts.signal,
           ...(isHttps ? this.tlsOpts : {}),
         },
         (res) => {
@@ -57,7 +64,7 @@ export class EtcdGateway {
           res.on('error', reject);
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer from ${url.origin} within ${this.timeoutMs}ms`)));
+      req.on('timeout', () => req.destroy(new Error(`no answer from ${url.origin} within ${timeoutMs}ms`)));
       req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(`${url.origin}: ${e.code ?? ''} ${e.message}`.trim())));
       req.end(payload);
     });

@@ -5,7 +5,7 @@
  */
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FORBIDDEN_DRILL_PORTS, isAllowedDrillPort, isPortFree, pickDrillPorts } from '../../src/drill/drill.js';
+import { FORBIDDEN_DRILL_PORTS, isAllowedDrillPort, isPortFree, pickDrillPorts } from '../../src/drill/ports.js';
 
 let busy: Server;
 let busyPort: number;

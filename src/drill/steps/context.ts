@@ -1,0 +1,22 @@
+import type { Manifest } from '../../bundle/manifest.js';
+import type { EtcdGateway } from '../../etcd/gateway.js';
+import type { Logger } from '../../log.js';
+import type { DrillTools } from '../tools.js';
+
+/** What every drill step works with. */
+export interface StepContext {
+  manifest: Manifest;
+  /** This drill's 0700 dir (workdir.ts). */
+  dir: string;
+  /** The restored member's data dir, inside `dir`. */
+  dataDir: string;
+  log: Logger;
+  /** Aborted by the drill's timeout or by its caller. */
+  signal: AbortSignal;
+  tools: DrillTools;
+  /** The client for the drill etcd's v3 JSON gateway (plain HTTP on loopback). */
+  gateway: EtcdGateway;
+}
+
+/** The restored member's name: `snapshot restore` and `etcd` must agree on it. */
+export const MEMBER_NAME = 'drill';
