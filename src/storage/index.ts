@@ -3,7 +3,7 @@ import { parseDurationSeconds } from '../config/duration.js';
 import { parseByteRate } from '../config/schema.js';
 import { BackupError } from '../errors.js';
 import { DEFAULT_LIMITS, guardStore, type ProgressUnits, type StoreLimits } from './guard.js';
-import { LocalStore } from './local.js';
+import { LocalStore } from './local/store.js';
 import type { Store } from './store.js';
 
 export type { Store, ObjectInfo, PutResult } from './store.js';
@@ -36,11 +36,11 @@ export async function createStore(cfg: StoreConfig): Promise<Store> {
       units = { putFile: Infinity };
       break;
     case 's3':
-      backend = new (await import('./s3.js')).S3Store(cfg);
+      backend = new (await import('./s3/store.js')).S3Store(cfg);
       units = { putFile: cfg.partSize };
       break;
     case 'sftp':
-      backend = new (await import('./sftp.js')).SftpStore(cfg);
+      backend = new (await import('./sftp/store.js')).SftpStore(cfg);
       units = { putFile: 1 << 20 };
       break;
     default: {

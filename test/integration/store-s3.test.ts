@@ -9,7 +9,8 @@ import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Clien
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeSchema } from '../../src/config/schema.js';
 import { BackupError } from '../../src/errors.js';
-import { S3Store, createS3Client, type S3StoreConfig } from '../../src/storage/s3.js';
+import { createS3Client } from '../../src/storage/s3/client.js';
+import { S3Store, type S3StoreConfig } from '../../src/storage/s3/store.js';
 import { verifyRemoteCopy } from '../../src/storage/verify.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { silentLogger } from '../../src/log.js';

@@ -1,12 +1,12 @@
 import { constants, createReadStream } from 'node:fs';
 import { chmod, copyFile, link, opendir, readdir, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { sha256Of } from '../bundle/hash.js';
+import { sha256Of } from '../../bundle/hash.js';
 import type { Readable } from 'node:stream';
-import { fileChunks } from './file-chunks.js';
-import { BackupError } from '../errors.js';
-import { commitTemp, fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
-import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
+import { fileChunks } from '../file-chunks.js';
+import { BackupError } from '../../errors.js';
+import { commitTemp, fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../../fsutil.js';
+import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
 
 /**
  * The filesystem's own "there is no such file": ENOENT, or ENOTDIR (a path
