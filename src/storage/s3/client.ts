@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
 import { BackupError } from '../../errors.js';
-import type { S3StoreConfig } from './store.js';
+import type { S3StoreConfig } from './index.js';
 
 /** Timeouts of one HTTP request; retries (maxAttempts) multiply them. */
 export const S3_TIMEOUTS = {

@@ -1,4 +1,5 @@
-import { open, type FileHandle } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -18,14 +19,15 @@ import {
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { StoreConfig } from '../../config/load.js';
 import { BackupError, type Reason } from '../../errors.js';
 import { readFully } from '../file-chunks.js';
-import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { settingsOf } from '../registry.js';
+import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { s3Capabilities, type S3StoreConfig } from './index.js';
 import { createS3Client } from './client.js';
 import { AUTH_CODES, facts, isNetwork, isNotFound, isPreconditionFailed, isUnsupported } from './errors.js';
 
-export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
+export type { S3StoreConfig };
 
 /** S3 refuses more parts than this in one multipart upload. */
 const MAX_PARTS = 10_000;
@@ -56,16 +58,13 @@ export class S3Store implements Store {
   /** Cleared when the server turns out not to implement DeleteObjects. */
   private bulkDelete = true;
 
-  /**
-   * Only with WHEN_REQUIRED checksums: flexible checksums need ChecksumAlgorithm on the
-   * multipart upload and per-part checksums on completion, which lib-storage sends; without
-   * putFile, delivery streams the file through put() and lib-storage.
-   */
-  readonly putFile?: (key: string, path: string, opts?: PutOptions) => Promise<PutResult>;
+  readonly caps;
+  readonly settings;
 
   constructor(private readonly cfg: S3StoreConfig) {
     this.name = cfg.name;
-    if (cfg.checksum === 'WHEN_REQUIRED') this.putFile = (key, path, opts) => this.putFileMultipart(key, path, opts);
+    this.caps = s3Capabilities(cfg);
+    this.settings = settingsOf(cfg);
     this.client = createS3Client(cfg, (s) => {
       if (s.length >= 4) this.secrets.add(s);
     });
@@ -143,6 +142,18 @@ export class S3Store implements Store {
    * buffers) cost twice the CPU, which on a master competes with etcd.
    * Memory: partSize x (queueSize + 1), as with put().
    */
+  async putFile(key: string, path: string, opts: PutOptions = {}): Promise<PutResult> {
+    if (this.caps.putFile) return this.putFileMultipart(key, path, opts);
+    // Without the capability (s3Capabilities says why) the file goes through put() and lib-storage.
+    const size = await stat(path).then(
+      (st) => st.size,
+      (e: unknown) => {
+        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(this.objectKey(key))} failed: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+      },
+    );
+    return this.put(key, createReadStream(path, { highWaterMark: 1 << 20 }), { ...opts, size });
+  }
+
   private async putFileMultipart(key: string, path: string, opts: PutOptions = {}): Promise<PutResult> {
     const { signal, onProgress } = opts;
     const ifAbsent = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
@@ -448,6 +459,15 @@ export class S3Store implements Store {
       if (seen.has(marker) || pages >= MAX_PAGES) throw this.misbehaving(`listing unfinished uploads under ${this.url(Prefix)}: the listing loops (page ${pages})`);
       seen.add(marker);
     }
+  }
+
+  /** S3 holds no sha256 of an object it could hand out (an ETag is an MD5, of MD5s for multipart): a copy is proven by reading it back. */
+  async serverSha256(_key: string, _opts?: OpOptions): Promise<undefined> {
+    return undefined;
+  }
+
+  readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }> {
+    return readBackByGet(this, key, opts);
   }
 
   async close(): Promise<void> {

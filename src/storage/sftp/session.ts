@@ -4,7 +4,7 @@ import type { ConnectConfig, ServerHostKeyAlgorithm, SFTPWrapper } from 'ssh2';
 import { BackupError } from '../../errors.js';
 import { abortedByShutdown } from '../store.js';
 import { HOST_KEY_ALGORITHMS, keyTypeOf, knownHostsName, parseKnownHosts, sshFingerprint } from './known-hosts.js';
-import type { SftpStoreConfig } from './store.js';
+import type { SftpStoreConfig } from './index.js';
 
 const { Client } = ssh2;
 type SshClient = InstanceType<typeof Client>;

@@ -3,15 +3,16 @@ import { stat as statLocal } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
-import type { StoreConfig } from '../../config/load.js';
 import { parseDurationSeconds } from '../../config/duration.js';
 import { BackupError, type Reason } from '../../errors.js';
 import { fileChunks } from '../file-chunks.js';
-import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { settingsOf } from '../registry.js';
+import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { sftpCapabilities, type SftpStoreConfig } from './index.js';
 import { hasExtension, ioLen, SftpReadStream, writeBody } from './io.js';
 import { call, ConnectionLost, describe, errCode, SftpConnection, type Session } from './session.js';
 
-export type SftpStoreConfig = Extract<StoreConfig, { type: 'sftp' }>;
+export type { SftpStoreConfig };
 
 /** SFTP status codes (draft-ietf-secsh-filexfer-02) that we act on. */
 const SFTP_NO_SUCH_FILE = 2;
@@ -47,6 +48,8 @@ interface PutState {
 export class SftpStore implements Store {
   readonly type = 'sftp';
   readonly name: string;
+  readonly caps;
+  readonly settings;
   private readonly root: string;
   private readonly where: string;
   private readonly timeoutMs: number;
@@ -54,6 +57,8 @@ export class SftpStore implements Store {
 
   constructor(private readonly cfg: SftpStoreConfig) {
     this.name = cfg.name;
+    this.caps = sftpCapabilities(cfg);
+    this.settings = settingsOf(cfg);
     const p = posix.normalize(cfg.path);
     this.root = p.length > 1 ? p.replace(/\/+$/, '') : p;
     this.where = `${cfg.host}:${cfg.port}`;
@@ -305,6 +310,10 @@ export class SftpStore implements Store {
       const out = await this.execOn(s, cmd, signal);
       return /^([0-9a-f]{64})\b/i.exec(out.trim())?.[1]?.toLowerCase();
     }, undefined, signal);
+  }
+
+  readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }> {
+    return readBackByGet(this, key, opts);
   }
 
   /**
