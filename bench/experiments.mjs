@@ -37,9 +37,9 @@ const EXP = join(TMP, 'experiments');
 const log = (...a) => console.error(`[exp ${new Date().toISOString().slice(11, 19)}]`, ...a);
 
 /** A patch: [file under dist/, RegExp or string to find, replacement]. */
-const WW = (n) => [['storage/sftp.js', /const WRITE_WINDOW = [^;\n]+;/, `const WRITE_WINDOW = ${n};`]];
-const RW = (n) => [['storage/sftp.js', /const READ_WINDOW = [^;\n]+;/, `const READ_WINDOW = ${n};`]];
-const CIPHER = (c) => [['storage/sftp.js', /readyTimeout: this\.timeoutMs,/, `readyTimeout: this.timeoutMs, algorithms: { cipher: [${JSON.stringify(c)}] },`]];
+const WW = (n) => [['storage/sftp/io.js', /const WRITE_WINDOW = [^;\n]+;/, `const WRITE_WINDOW = ${n};`]];
+const RW = (n) => [['storage/sftp/io.js', /const READ_WINDOW = [^;\n]+;/, `const READ_WINDOW = ${n};`]];
+const CIPHER = (c) => [['storage/sftp/session.js', /readyTimeout: this\.timeoutMs,/, `readyTimeout: this.timeoutMs, algorithms: { cipher: [${JSON.stringify(c)}] },`]];
 
 /**
  * metric: which phase the variant is about. verify: 'size' skips the
@@ -72,7 +72,7 @@ export const VARIANTS = [
     metric: 'upload+verify',
     patches: [
       ['run/deliver.js', /highWaterMark: 1 << 20/, 'highWaterMark: 1 << 22'],
-      ['storage/local.js', /highWaterMark: 1 << 20/, 'highWaterMark: 1 << 22'],
+      ['storage/local/store.js', /highWaterMark: 1 << 20/, 'highWaterMark: 1 << 22'],
     ],
   },
 
@@ -83,8 +83,8 @@ export const VARIANTS = [
     store: 'local',
     metric: 'upload+verify',
     patches: [
-      ['storage/local.js', 'const size = await writeFileAtomic(path, body);', 'const size = await __putMaybeCopy(path, body);'],
-      ['storage/local.js', null, join(BENCH, 'lib', 'patches', 'local-copyfile.js')],
+      ['storage/local/store.js', 'const size = await writeFileAtomic(path, body);', 'const size = await __putMaybeCopy(path, body);'],
+      ['storage/local/store.js', null, join(BENCH, 'lib', 'patches', 'local-copyfile.js')],
     ],
   },
 
@@ -120,8 +120,8 @@ export const VARIANTS = [
     metric: 'upload',
     storeOverride: { partSize: p * MiB, queueSize: q, verify: 'size' },
     patches: [
-      ['storage/s3.js', 'new Upload(', 'new PooledUpload('],
-      ['storage/s3.js', null, join(BENCH, 'lib', 'patches', 's3-pooled-upload.js')],
+      ['storage/s3/store.js', 'new Upload(', 'new PooledUpload('],
+      ['storage/s3/store.js', null, join(BENCH, 'lib', 'patches', 's3-pooled-upload.js')],
     ],
   })),
   { group: 's3-read', id: 's3-readback', desc: 'read-back (GET + sha256) as built', store: 's3', metric: 'verify' },
@@ -166,7 +166,7 @@ export const VARIANTS = [
     store: 'sftp',
     metric: 'upload',
     storeOverride: { verify: 'size' },
-    patches: [['storage/sftp.js', /if \(this\.hasExtension\(s, 'fsync@openssh\.com'\)\) \{/, "if (false) {"]],
+    patches: [['storage/sftp/store.js', /if \(hasExtension\(s, 'fsync@openssh\.com'\)\) \{/, "if (false) {"]],
   },
 
   // -- verify-local: inspectSnapshot
@@ -354,9 +354,9 @@ async function startup() {
   const cmds = [
     ['node -e 0 (Node itself)', [process.execPath, '-e', '0']],
     ['etcd-backupd --version', [process.execPath, join(ROOT, 'dist/cli.js'), '--version']],
-    ['import dist/storage/local.js', imp('storage/local.js')],
-    ['import dist/storage/s3.js (@aws-sdk)', imp('storage/s3.js')],
-    ['import dist/storage/sftp.js (ssh2)', imp('storage/sftp.js')],
+    ['import dist/storage/local/store.js', imp('storage/local/store.js')],
+    ['import dist/storage/s3/store.js (@aws-sdk)', imp('storage/s3/store.js')],
+    ['import dist/storage/sftp/store.js (ssh2)', imp('storage/sftp/store.js')],
     ['import dist/storage/index.js (all stores)', imp('storage/index.js')],
     ['import dist/run/backup.js', imp('run/backup.js')],
   ];

@@ -6,13 +6,15 @@ import type { ZodIssue } from 'zod';
 import { BackupError } from '../errors.js';
 import { parseDurationSeconds } from './duration.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
+import { storeType } from '../storage/stores.js';
 import { configSchema, type RawConfig, type SourceConfig, type StoreConfig } from './schema.js';
 
 export type { StoreConfig, SourceConfig };
 
 /** The effective configuration: defaults filled, paths absolute, durations in seconds. */
-export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 'retention'> {
+export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 'retention' | 'stores'> {
   node: string;
+  stores: StoreConfig[];
   configPath?: string;
   source: SourceConfig & { timeoutSeconds: number };
   etcd: RawConfig['etcd'] & { timeoutSeconds: number };
@@ -80,24 +82,10 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
     },
     retention: { ...raw.retention, keepWithinSeconds: parseRetentionDuration(raw.retention.keepWithin) },
     stores: raw.stores.map((s) => {
-      switch (s.type) {
-        case 'local':
-          return { ...s, path: abs(s.path) };
-        case 's3':
-          return {
-            ...s,
-            accessKeyIdFile: s.accessKeyIdFile && abs(s.accessKeyIdFile),
-            secretAccessKeyFile: s.secretAccessKeyFile && abs(s.secretAccessKeyFile),
-            sessionTokenFile: s.sessionTokenFile && abs(s.sessionTokenFile),
-          };
-        case 'sftp':
-          return {
-            ...s,
-            privateKeyFile: abs(s.privateKeyFile),
-            passphraseFile: s.passphraseFile && abs(s.passphraseFile),
-            knownHostsFile: s.knownHostsFile && abs(s.knownHostsFile),
-          };
-      }
+      // The keys its type names as local paths (the store's folder says which), made absolute.
+      const out: Record<string, string | undefined> = { ...s } as never;
+      for (const k of storeType(s.type).paths) out[k] = out[k] && abs(out[k]);
+      return out as unknown as StoreConfig;
     }),
     control: { socket: abs(raw.control.socket) },
     drill: { ...raw.drill, identityFile: raw.drill.identityFile && abs(raw.drill.identityFile) },
@@ -119,11 +107,7 @@ function missingFiles(cfg: Config): string[] {
   want.push(['signing.keyFile', cfg.signing.keyFile, 'file']);
   cfg.signing.trustedKeys.forEach((k, i) => want.push([`signing.trustedKeys[${i}]`, k, 'file']));
   cfg.stores.forEach((s, i) => {
-    if (s.type === 's3') {
-      want.push([`stores[${i}].accessKeyIdFile`, s.accessKeyIdFile, 'file'], [`stores[${i}].secretAccessKeyFile`, s.secretAccessKeyFile, 'file'], [`stores[${i}].sessionTokenFile`, s.sessionTokenFile, 'file']);
-    } else if (s.type === 'sftp') {
-      want.push([`stores[${i}].privateKeyFile`, s.privateKeyFile, 'file'], [`stores[${i}].passphraseFile`, s.passphraseFile, 'file'], [`stores[${i}].knownHostsFile`, s.knownHostsFile, 'file']);
-    }
+    for (const k of storeType(s.type).requiredFiles) want.push([`stores[${i}].${k}`, (s as unknown as Record<string, string | undefined>)[k], 'file']);
   });
   if (cfg.source.type === 'cluster-backup') want.push(['source.script', cfg.source.script, 'file']);
   else want.push(['source.staticPodDir', cfg.source.staticPodDir, 'dir']);

@@ -1,30 +1,9 @@
-import { z } from 'zod';
+import { z, type ZodDiscriminatedUnionOption } from 'zod';
 import { CODECS } from '../bundle/manifest.js';
-import { parseDurationSeconds } from './duration.js';
+import { duration, name } from './fields.js';
+import { storeType, storeTypes, type StoreConfig } from '../storage/stores.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
-
-/** Node fires a timer longer than 2^31-1 ms (~24.8 days) at once, so timer durations stay below that. */
-const MAX_TIMER_SECONDS = 24 * 86400;
-
-const duration = z.string().superRefine((v, ctx) => {
-  try {
-    if (parseDurationSeconds(v) > MAX_TIMER_SECONDS) {
-      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${v}" is too long: at most 24d` });
-    }
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-  }
-});
-
-/** A duration that is only compared with dates, never used as a timer. */
-const age = z.string().superRefine((v, ctx) => {
-  try {
-    parseDurationSeconds(v);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-  }
-});
 
 /** A cron expression with the semantics of src/schedule/cron.ts (5 fields, or 6 with seconds first). */
 const cronExpr = z
@@ -38,114 +17,13 @@ const cronExpr = z
     }
   });
 
-/** Names end up in object keys and metric labels: keep them boring. */
-const name = z
-  .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'expected 1-63 characters of letters, digits, ".", "_" or "-"');
-
 const count = z.number().int().min(0);
 
-const RATE_UNITS: Record<string, number> = { '': 1, b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, kb: 1000, mb: 1000 ** 2, gb: 1000 ** 3 };
-
-/** `16KiB`, `1MiB/s`, `500000`, `0` (off): bytes per second. */
-export function parseByteRate(v: string | number): number {
-  if (typeof v === 'number') {
-    if (!Number.isFinite(v) || v < 0) throw new Error(`${v} is not a rate in bytes per second`);
-    return v;
-  }
-  const m = /^(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?(?:\/s)?$/i.exec(v.trim());
-  if (!m) throw new Error(`"${v}" is not a rate (examples: 16KiB, 1MiB/s, 0)`);
-  return Number(m[1]) * RATE_UNITS[(m[2] ?? '').toLowerCase()]!;
-}
-
-const byteRate = z.union([z.string(), z.number()]).superRefine((v, ctx) => {
-  try {
-    parseByteRate(v);
-  } catch (e) {
-    ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-  }
-});
-
-/**
- * Every store: how long one operation may take (guard.ts). A hung, trickling
- * or looping server fails the operation instead of holding the run.
- */
-const storeLimits = {
-  /** One metadata request: head, one list page, delete, a manifest. */
-  requestTimeout: duration.default('60s'),
-  /** One object moved whole: upload, download, read-back; also one whole listing. */
-  transferTimeout: duration.default('6h'),
-  /** A transfer moving fewer bytes per second than this, averaged over stallWindow, has stalled. 0: off. */
-  minRate: byteRate.default('16KiB'),
-  stallWindow: duration.default('60s'),
-};
-
-const localStore = z
-  .object({
-    name,
-    type: z.literal('local'),
-    path: z.string().min(1),
-    verify: z.enum(['readback', 'size']).default('readback'),
-    incompleteGrace: age.default('24h'),
-    ...storeLimits,
-  })
-  .strict();
-
-const s3Store = z
-  .object({
-    name,
-    type: z.literal('s3'),
-    bucket: z.string().min(3),
-    prefix: z.string().default('').transform((p) => p.replace(/^\/+|\/+$/g, '')),
-    region: z.string().min(1).default('us-east-1'),
-    /** S3-compatible servers (MinIO, Ceph RGW, ODF/NooBaa); http:// only for loopback tests and labs. */
-    endpoint: z.string().url().optional(),
-    forcePathStyle: z.boolean().default(false),
-    /** Mounted Secret files; without them the AWS default chain (env, web identity, instance role) applies. */
-    accessKeyIdFile: z.string().min(1).optional(),
-    secretAccessKeyFile: z.string().min(1).optional(),
-    sessionTokenFile: z.string().min(1).optional(),
-    sse: z.enum(['AES256', 'aws:kms']).optional(),
-    kmsKeyId: z.string().min(1).optional(),
-    storageClass: z.string().min(1).optional(),
-    /** The SDK's newer default (aws-chunked with trailers) breaks many S3-compatible servers. */
-    checksum: z.enum(['WHEN_REQUIRED', 'WHEN_SUPPORTED']).default('WHEN_REQUIRED'),
-    partSize: z.number().int().min(5 * 1024 * 1024).default(8 * 1024 * 1024),
-    queueSize: z.number().int().min(1).max(16).default(3),
-    verify: z.enum(['readback', 'size']).default('readback'),
-    /** Incomplete uploads and manifest-less backups older than this are removed by prune. */
-    incompleteGrace: age.default('24h'),
-    ...storeLimits,
-  })
-  .strict();
-
-const sftpStore = z
-  .object({
-    name,
-    type: z.literal('sftp'),
-    host: z.string().min(1),
-    port: z.number().int().min(1).max(65535).default(22),
-    username: z.string().min(1),
-    privateKeyFile: z.string().min(1),
-    passphraseFile: z.string().min(1).optional(),
-    /** Pinned host key: `SHA256:<base64>` as `ssh-keygen -lf` prints it, or a known_hosts file. */
-    hostKey: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/, 'expected a SHA256:... fingerprint as printed by ssh-keygen -lf').optional(),
-    knownHostsFile: z.string().min(1).optional(),
-    path: z.string().min(1),
-    timeout: duration.default('30s'),
-    verify: z.enum(['readback', 'size']).default('readback'),
-    /**
-     * With verify: readback, first ask the server for the sha256 of what it holds (openssl or
-     * sha256sum over an SSH exec channel, as rclone does with md5sum); any failure of that falls
-     * back to reading every byte back. false: always read back.
-     */
-    serverHash: z.boolean().default(true),
-    incompleteGrace: age.default('24h'),
-    ...storeLimits,
-  })
-  .strict();
-
-export const storeSchema = z.discriminatedUnion('type', [localStore, s3Store, sftpStore]);
+/** Every store type this build has, from the store registry (src/storage/registry.ts), in registration order. */
+export const storeSchema = z.discriminatedUnion(
+  'type',
+  storeTypes().map((t) => t.schema) as [ZodDiscriminatedUnionOption<'type'>, ...ZodDiscriminatedUnionOption<'type'>[]],
+) as unknown as z.ZodType<StoreConfig, z.ZodTypeDef, unknown>;
 
 const clusterBackupSource = z
   .object({
@@ -305,16 +183,8 @@ export const configSchema = z
     cfg.stores.forEach((s, i) => {
       if (seen.has(s.name)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['stores', i, 'name'], message: `duplicate store name "${s.name}"` });
       seen.add(s.name);
-      const at = (k: string) => ['stores', i, k];
-      if (s.type === 's3') {
-        if (!!s.accessKeyIdFile !== !!s.secretAccessKeyFile) {
-          ctx.addIssue({ code: z.ZodIssueCode.custom, path: at(s.accessKeyIdFile ? 'secretAccessKeyFile' : 'accessKeyIdFile'), message: 'accessKeyIdFile and secretAccessKeyFile go together' });
-        }
-        if (s.kmsKeyId && s.sse !== 'aws:kms') ctx.addIssue({ code: z.ZodIssueCode.custom, path: at('kmsKeyId'), message: 'only valid with sse: aws:kms' });
-      }
-      if (s.type === 'sftp' && !s.hostKey && !s.knownHostsFile) {
-        ctx.addIssue({ code: z.ZodIssueCode.custom, path: at('hostKey'), message: 'required (or knownHostsFile): the server host key must be pinned' });
-      }
+      // The checks of the store's own keys that a schema cannot say (its folder's `check`).
+      storeType(s.type).check?.(s, (k, message) => ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['stores', i, k], message }));
     });
     if (cfg.drill.store !== undefined && !cfg.stores.some((s) => s.name === cfg.drill.store)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['drill', 'store'], message: `no store named "${cfg.drill.store}"` });
@@ -328,5 +198,5 @@ export const configSchema = z
   });
 
 export type RawConfig = z.infer<typeof configSchema>;
-export type StoreConfig = z.infer<typeof storeSchema>;
+export type { StoreConfig };
 export type SourceConfig = RawConfig['source'];

@@ -1,9 +1,10 @@
+import { storeType } from '../storage/stores.js';
 import type { Config } from './load.js';
 
 /** Valid but risky settings: said by check-config (and logged by the daemon at start). */
 export function configWarnings(cfg: Config): string[] {
   const out: string[] = [];
-  const remote = cfg.stores.filter((s) => s.type !== 'local').map((s) => s.name);
+  const remote = cfg.stores.filter((s) => storeType(s.type).remote).map((s) => s.name);
   if (remote.length && !cfg.signing.keyFile) {
     out.push(
       `store ${remote.join(', ')} is remote and backups are not signed (signing.keyFile): anyone who can write there can plant a backup that \`fetch latest\` restores; create a key pair with \`etcd-backupd keygen --out PREFIX\``,

@@ -19,11 +19,6 @@ export interface PruneOutcome {
   catalog: Catalog;
 }
 
-function storeGraceSeconds(cfg: Config, storeName: string): number {
-  const s = cfg.stores.find((x) => x.name === storeName);
-  return parseDurationSeconds(s?.incompleteGrace ?? '24h');
-}
-
 /**
  * The retention plan for this node's series in one store: only committed
  * (verified) backups count. With trusted keys, a backup without a trusted
@@ -84,7 +79,7 @@ export async function pruneStore(
   }
   // Leftovers of failed or interrupted uploads: only this node's, only after the grace period,
   // so an upload in progress on this node (or another) is never touched.
-  const cutoff = new Date(now.getTime() - storeGraceSeconds(cfg, store.name) * 1000);
+  const cutoff = new Date(now.getTime() - parseDurationSeconds(store.settings.incompleteGrace) * 1000);
   for (const inc of catalog.incomplete) {
     // The node from the parsed id: a suffix match would let node master-0 clean ocp-master-0's uploads.
     if (parseBackupId(inc.id)?.node !== cfg.node) continue;
@@ -98,7 +93,7 @@ export async function pruneStore(
       out.errors.push(`${inc.id}: ${messageOf(e)}`);
     }
   }
-  if (!opts.dryRun && store.cleanupIncomplete) {
+  if (!opts.dryRun && store.caps.cleanupIncomplete) {
     try {
       for (const what of await store.cleanupIncomplete(`${cfg.cluster}/`, cutoff)) {
         log.warn({ store: store.name, what }, 'removed leftover of an interrupted upload');

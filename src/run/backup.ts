@@ -241,11 +241,10 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     log.info({ size: bundle.size, rawSize: bundle.rawSize, codec, sha256: bundle.sha256 }, 'bundle sealed in the outbox');
 
     const t0 = performance.now();
-    const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
     // Stores are independent (each succeeds or fails on its own): deliver to all at once, so a
     // backup is off the node in the time of the slowest store, not the sum of all.
     const outcomes = await Promise.all(
-      deps.stores.map((store) => deliverToStore(store, verifyOf.get(store.name) ?? 'readback', bundlePath, manifest, log, deps.signal, { sealedNow: true })),
+      deps.stores.map((store) => deliverToStore(store, store.settings.verify, bundlePath, manifest, log, deps.signal, { sealedNow: true })),
     );
     deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
     phases['deliver'] = (performance.now() - t0) / 1000;

@@ -87,7 +87,7 @@ export async function deliverToStore(
     }
     let put;
     wroteObject = true;
-    if (store.putFile) put = await store.putFile(obj.key, bundlePath, { signal });
+    if (store.caps.putFile) put = await store.putFile(obj.key, bundlePath, { signal });
     else {
       body = createReadStream(bundlePath, { highWaterMark: 1 << 20 });
       put = await store.put(obj.key, body, { size: obj.size, signal });

@@ -113,7 +113,6 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
   const runActive = await isLockHeld(cfg.workDir, 'run.lock');
   const names = stores.map((s) => s.name);
   const done: RetryDelivery[] = [];
-  const verifyOf = new Map(cfg.stores.map((s) => [s.name, s.verify]));
   // Per store, bundles go in id order: once an older one is not delivered (backoff, failure),
   // younger ones wait for it, so a store that comes back gets its backlog oldest first.
   const blocked = new Set<string>();
@@ -130,7 +129,7 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
       }
       const store = stores.find((s) => s.name === name)!;
       log.info({ id: e.id, store: name, attempt: (prev?.attempts ?? 1) + 1 }, 'retrying delivery from the outbox');
-      const outcome = await deliverToStore(store, verifyOf.get(name) ?? 'readback', bundleFile(e.dir, e.manifest), e.manifest, log, opts.signal);
+      const outcome = await deliverToStore(store, store.settings.verify, bundleFile(e.dir, e.manifest), e.manifest, log, opts.signal);
       const attempts = (prev?.attempts ?? 1) + 1;
       e.stores[name] =
         outcome.result === 'success'

@@ -183,9 +183,11 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
     }
   };
 
-  const store: Store = {
+  return {
     name,
     type: inner.type,
+    caps: inner.caps,
+    settings: inner.settings,
     head(key, opts) {
       const what = `reading metadata of ${key}`;
       return run(request(what, opts), what, (signal) => inner.head(key, { signal }));
@@ -248,38 +250,25 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
         void Promise.resolve(it.return?.()).catch(() => undefined);
       }
     },
-  };
-  if (inner.putFile) {
-    const putFile = inner.putFile.bind(inner);
-    store.putFile = (key, path, opts?: PutOptions) => {
+    putFile(key, path, opts?: PutOptions) {
       const what = `upload of ${key}`;
       const d = transfer(what, opts, units.putFile ?? 0);
-      return run(d, what, (signal) => putFile(key, path, { ifAbsent: opts?.ifAbsent, signal, onProgress: (n) => d.progress(n) }));
-    };
-  }
-  if (inner.serverSha256) {
-    const serverSha256 = inner.serverSha256.bind(inner);
+      return run(d, what, (signal) => inner.putFile(key, path, { ifAbsent: opts?.ifAbsent, signal, onProgress: (n) => d.progress(n) }));
+    },
     // The server hashes on its own disk and reports nothing until done: a deadline, no rate.
-    store.serverSha256 = (key, opts) => {
+    serverSha256(key, opts) {
       const what = `server-side sha256 of ${key}`;
-      return run(new Deadline(name, what, limits.transferMs, opts?.signal), what, (signal) => serverSha256(key, { signal }));
-    };
-  }
-  if (inner.readBackSha256) {
-    const readBack = inner.readBackSha256.bind(inner);
-    store.readBackSha256 = (key, opts) => {
+      return run(new Deadline(name, what, limits.transferMs, opts?.signal), what, (signal) => inner.serverSha256(key, { signal }));
+    },
+    readBackSha256(key, opts) {
       const what = `reading back ${key}`;
       const d = transfer(what, opts);
-      return run(d, what, (signal) => readBack(key, { signal, onProgress: (n) => d.progress(n) }));
-    };
-  }
-  if (inner.cleanupIncomplete) {
-    const cleanup = inner.cleanupIncomplete.bind(inner);
-    store.cleanupIncomplete = (prefix, olderThan, opts) => {
+      return run(d, what, (signal) => inner.readBackSha256(key, { signal, onProgress: (n) => d.progress(n) }));
+    },
+    cleanupIncomplete(prefix, olderThan, opts) {
       const what = `cleaning up interrupted uploads under ${prefix}`;
-      return run(new Deadline(name, what, limits.transferMs, opts?.signal), what, (signal) => cleanup(prefix, olderThan, { signal }));
-    };
-  }
-  if (inner.close) store.close = inner.close.bind(inner);
-  return store;
+      return run(new Deadline(name, what, limits.transferMs, opts?.signal), what, (signal) => inner.cleanupIncomplete(prefix, olderThan, { signal }));
+    },
+    close: () => inner.close(),
+  };
 }

@@ -1,10 +1,8 @@
-import type { StoreConfig } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
-import { parseByteRate } from '../config/schema.js';
-import { BackupError } from '../errors.js';
-import { DEFAULT_LIMITS, guardStore, type ProgressUnits, type StoreLimits } from './guard.js';
-import { LocalStore } from './local.js';
+import { parseByteRate } from '../config/fields.js';
+import { DEFAULT_LIMITS, guardStore, type StoreLimits } from './guard.js';
 import type { Store } from './store.js';
+import { storeType, type StoreConfig } from './stores.js';
 
 export type { Store, ObjectInfo, PutResult } from './store.js';
 
@@ -22,34 +20,15 @@ export function limitsOf(cfg: StoreConfig): StoreLimits {
 }
 
 /**
- * Store modules load on demand: the AWS SDK alone takes most of a second to
- * import, and `list` against a local store (or `--version`) should not pay it.
- * Every store comes back guarded: deadlines, stall watchdog, bounded listings.
+ * Store modules load on demand (each type's `create`, src/storage/<type>/index.ts):
+ * the AWS SDK alone takes most of a second to import, and `list` against a local
+ * store (or `--version`) should not pay it. Every store comes back guarded:
+ * deadlines, stall watchdog, bounded listings.
  */
 export async function createStore(cfg: StoreConfig): Promise<Store> {
-  let backend: Store;
-  let units: ProgressUnits;
-  switch (cfg.type) {
-    case 'local':
-      backend = new LocalStore(cfg.name, cfg.path);
-      // A link or a kernel copy reports nothing until it is done: only the deadline applies.
-      units = { putFile: Infinity };
-      break;
-    case 's3':
-      backend = new (await import('./s3.js')).S3Store(cfg);
-      units = { putFile: cfg.partSize };
-      break;
-    case 'sftp':
-      backend = new (await import('./sftp.js')).SftpStore(cfg);
-      units = { putFile: 1 << 20 };
-      break;
-    default: {
-      // Unreachable while every type of the schema has a case; kept for configs built by hand.
-      const other = cfg as { name: string; type: string };
-      throw new BackupError('config-invalid', `store ${other.name}: type ${other.type} is not available in this build`);
-    }
-  }
-  return guardStore(backend, limitsOf(cfg), units);
+  // A config built by hand may name a type this build lacks: config-invalid, naming the store.
+  const t = storeType(cfg.type, cfg.name);
+  return guardStore(await t.create(cfg), limitsOf(cfg), { putFile: t.putFileUnit(cfg) });
 }
 
 export async function createStores(cfgs: StoreConfig[]): Promise<Store[]> {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { sha256Of } from '../bundle/hash.js';
 import { BackupError } from '../errors.js';
 
 export interface ObjectInfo {
@@ -42,6 +43,37 @@ export interface PutOptions extends TransferOptions {
 }
 
 /**
+ * Settings of one store that callers act on (config keys of every store
+ * type): they travel with the store, so no caller looks them up by name.
+ */
+export interface StoreSettings {
+  /** How delivery proves the remote copy: every byte hashed back, or the size alone. */
+  verify: 'readback' | 'size';
+  /** Incomplete uploads and manifest-less backups older than this (a duration) are removed by prune. */
+  incompleteGrace: string;
+}
+
+/** The schema's defaults (src/storage/registry.ts), for stores built by hand. */
+export const DEFAULT_STORE_SETTINGS: StoreSettings = { verify: 'readback', incompleteGrace: '24h' };
+
+/**
+ * What a store can do beyond the basics, as data: callers branch on these,
+ * never on the store's type or on whether a method exists. A store without a
+ * capability still has the method, and it says so (undefined, [], or the
+ * plain way of doing it).
+ */
+export interface StoreCapabilities {
+  /** putFile does better than streaming the file through put() (a hard link, a kernel copy, parts read straight from the file). */
+  putFile: boolean;
+  /** serverSha256 can answer: the server hashes what it holds, a proof without pulling every byte back. */
+  serverHash: boolean;
+  /** readBackSha256 reads back cheaper than get() (a local file into one reused buffer). */
+  readBack: boolean;
+  /** cleanupIncomplete finds leftovers of interrupted writes (unfinished multipart uploads, temp files). */
+  cleanupIncomplete: boolean;
+}
+
+/**
  * A flat key/value object store. Keys use '/' separators. Implementations
  * must make `put` atomic from a reader's point of view: an object is either
  * absent or whole (temp name + rename, or multipart complete).
@@ -52,25 +84,29 @@ export interface PutOptions extends TransferOptions {
 export interface Store {
   readonly name: string;
   readonly type: string;
+  readonly caps: StoreCapabilities;
+  readonly settings: StoreSettings;
   put(key: string, body: Readable, opts?: PutOptions): Promise<PutResult>;
   head(key: string, opts?: OpOptions): Promise<ObjectInfo | undefined>;
   get(key: string, opts?: TransferOptions): Promise<Readable>;
   /**
-   * Stores a local file. Optional: a store that can do better than streaming
-   * it (a hard link or a kernel copy on the same machine) implements this.
+   * Stores a local file. With `caps.putFile` the store does better than
+   * streaming it (a hard link or a kernel copy on the same machine);
+   * without, it streams the file through put().
    */
-  putFile?(key: string, path: string, opts?: PutOptions): Promise<PutResult>;
+  putFile(key: string, path: string, opts?: PutOptions): Promise<PutResult>;
   /**
    * The sha256 of the object as computed by the server from what it holds,
-   * or undefined when the server cannot compute one. Optional: lets delivery
-   * prove a remote copy without pulling every byte back over the wire.
+   * or undefined when the server cannot compute one (always, without
+   * `caps.serverHash`). Lets delivery prove a remote copy without pulling
+   * every byte back over the wire.
    */
-  serverSha256?(key: string, opts?: OpOptions): Promise<string | undefined>;
+  serverSha256(key: string, opts?: OpOptions): Promise<string | undefined>;
   /**
    * Reads the whole object back and hashes it, the cheapest way this store
-   * can (a local file into one reused buffer). Optional: get() is the default.
+   * can (with `caps.readBack`: a local file into one reused buffer; without: get()).
    */
-  readBackSha256?(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }>;
+  readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }>;
   /** Every object under `prefix`, in key order. A server whose listing never ends is an error, never a hang. */
   list(prefix: string, opts?: OpOptions): AsyncIterable<ObjectInfo>;
   /** Removes missing keys silently. */
@@ -79,10 +115,23 @@ export interface Store {
    * Removes leftovers of interrupted writes older than `olderThan` under
    * `prefix`: unfinished multipart uploads (where the server can list
    * them), temp files of an SFTP/local rename that never happened. Returns
-   * a description of each removed item, for the log.
+   * a description of each removed item, for the log ([] without `caps.cleanupIncomplete`).
    */
-  cleanupIncomplete?(prefix: string, olderThan: Date, opts?: OpOptions): Promise<string[]>;
-  close?(): Promise<void>;
+  cleanupIncomplete(prefix: string, olderThan: Date, opts?: OpOptions): Promise<string[]>;
+  /** Releases connections and clients; a no-op where there are none. */
+  close(): Promise<void>;
+}
+
+/** readBackSha256 of a store without `caps.readBack`: the object through get(), hashed, reporting progress. */
+export async function readBackByGet(store: Pick<Store, 'get'>, key: string, opts: TransferOptions = {}): Promise<{ bytes: number; sha256: string }> {
+  const body = await store.get(key, { signal: opts.signal });
+  async function* counted(): AsyncGenerator<Buffer> {
+    for await (const c of body) {
+      opts.onProgress?.((c as Buffer).length);
+      yield c as Buffer;
+    }
+  }
+  return sha256Of(counted());
 }
 
 /** The one error every store and delivery step gives when a daemon shutdown cuts it short. */

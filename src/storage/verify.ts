@@ -1,8 +1,8 @@
 import { BackupError } from '../errors.js';
 import { sha256Of } from '../bundle/hash.js';
-import { abortedByShutdown, type Store } from './store.js';
+import { abortedByShutdown, type Store, type StoreSettings } from './store.js';
 
-export type VerifyMode = 'readback' | 'size';
+export type VerifyMode = StoreSettings['verify'];
 
 /**
  * How a remote copy was proven, strongest first among the cheap ones:
@@ -45,7 +45,7 @@ export async function verifyRemoteCopy(store: Store, key: string, size: number, 
   if (mode === 'size') return { proof: 'size' };
   if (opts.sameFileAsFreshBundle) return { proof: 'same-file' };
   let note: string | undefined;
-  if (opts.serverHash && store.serverSha256) {
+  if (opts.serverHash && store.caps.serverHash) {
     // Any failure of the cheap way (no shell, no sha256sum, a chroot) falls back to reading back.
     const theirs = await store.serverSha256(key, { signal }).catch(() => undefined);
     // A shutdown interrupted the server's hash: not a reason to start pulling gigabytes back.
@@ -56,7 +56,7 @@ export async function verifyRemoteCopy(store: Store, key: string, size: number, 
   }
   // The read-back is one transfer under the store's deadline and stall watchdog (guard.ts): a
   // trickling server fails it with store-timeout instead of holding the run for hours.
-  const got = store.readBackSha256 ? await store.readBackSha256(key, { signal }) : await sha256Of(await store.get(key, { signal }));
+  const got = store.caps.readBack ? await store.readBackSha256(key, { signal }) : await sha256Of(await store.get(key, { signal }));
   if (got.bytes !== size || got.sha256 !== sha256) {
     throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} read back as ${got.bytes} bytes with sha256 ${got.sha256}, sent ${size} bytes with ${sha256}`);
   }

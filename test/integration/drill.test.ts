@@ -36,7 +36,7 @@ import { readKeyspace } from '../../src/etcd/keyspace.js';
 import { inspectSnapshot } from '../../src/etcd/snapshot.js';
 import { findBackup, loadCatalog } from '../../src/run/catalog.js';
 import { verifyBackup } from '../../src/run/fetch.js';
-import { LocalStore } from '../../src/storage/local.js';
+import { LocalStore } from '../../src/storage/local/store.js';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 

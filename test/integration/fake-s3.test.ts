@@ -22,7 +22,7 @@ import { startFakeS3, startThrottleProxy, type FakeS3 } from '../support/fake-s3
 
 /**
  * The fake S3 server of test/support/fake-s3.ts against the real SDK
- * (@aws-sdk/client-s3 and lib-storage, configured as src/storage/s3.ts
+ * (@aws-sdk/client-s3 and lib-storage, configured as src/storage/s3/store.ts
  * configures them): it must behave like S3 where it is meant to, and
  * misbehave exactly as told.
  */

@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { silentLogger } from '../../src/log.js';
 import { deliverToStore } from '../../src/run/deliver.js';
-import { LocalStore } from '../../src/storage/local.js';
+import { LocalStore } from '../../src/storage/local/store.js';
 import { tempDir } from '../support/cli.js';
 import { storeContract } from '../support/store-contract.js';
 

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { storeSchema } from '../../src/config/schema.js';
-import { S3Store } from '../../src/storage/s3.js';
+import { S3Store } from '../../src/storage/s3/store.js';
 import { tempDir } from '../support/cli.js';
 import { startFakeS3, type FakeS3 } from '../support/fake-s3.js';
 import { storeContract } from '../support/store-contract.js';

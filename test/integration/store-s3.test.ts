@@ -9,7 +9,8 @@ import { HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, type S3Clien
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { storeSchema } from '../../src/config/schema.js';
 import { BackupError } from '../../src/errors.js';
-import { S3Store, createS3Client, type S3StoreConfig } from '../../src/storage/s3.js';
+import { createS3Client } from '../../src/storage/s3/client.js';
+import { S3Store, type S3StoreConfig } from '../../src/storage/s3/store.js';
 import { verifyRemoteCopy } from '../../src/storage/verify.js';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { silentLogger } from '../../src/log.js';
@@ -242,10 +243,10 @@ describe('S3Store on s3rver', () => {
       }
     });
 
-    it('with WHEN_SUPPORTED S3Store has no putFile: delivery streams the bundle through lib-storage (checksummed parts), intact', async () => {
+    it('with WHEN_SUPPORTED S3Store has no putFile capability: delivery streams the bundle through lib-storage (checksummed parts), intact', async () => {
       const s = store({ checksum: 'WHEN_SUPPORTED', partSize: 5 * MiB });
-      expect(s.putFile).toBeUndefined();
-      expect(store().putFile).toBeTypeOf('function');
+      expect(s.caps.putFile).toBe(false);
+      expect(store().caps.putFile).toBe(true);
       const dir = await mkdtemp(join(tmpdir(), 'ebd-s3-ws-'));
       const manifestFor = (k: string, size: number, sha256: string) =>
         ({ id: 'x', object: { key: `c/wsf/${k}/backup.tar`, size, sha256, encrypted: false, recipients: [] } }) as unknown as Manifest;

@@ -2,7 +2,7 @@
  * A small S3 look-alike on 127.0.0.1 that misbehaves on command: a real
  * HTTP server (node:http) in the test process, path-style (`/bucket/key`),
  * speaking enough S3 for @aws-sdk/client-s3 v3 and @aws-sdk/lib-storage as
- * src/storage/s3.ts uses them. Any credentials are accepted (no signature
+ * src/storage/s3/store.ts uses them. Any credentials are accepted (no signature
  * check). Objects live in memory (`objects`, full keys including the store
  * prefix), every request is logged (`requests`), and `faults` make chosen
  * requests fail, hang, trickle, or lie, switchable at any time.

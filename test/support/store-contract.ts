@@ -86,6 +86,7 @@ export function storeContract(label: string, opts: ContractOptions): void {
 
     it('putFile stores a local file byte for byte (multi-part sized and small), and a missing file stores nothing', async () => {
       expect(store.putFile, 'every store has the file fast path deliverToStore uses').toBeTypeOf('function');
+      expect(store.caps.putFile, 'every store has the file fast path deliverToStore uses').toBe(true);
       const dir = mkdtempSync(join(tmpdir(), 'ebd-putfile-'));
       try {
         for (const [name, size] of [

@@ -7,7 +7,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
 import { pruneStore } from '../../src/retention/apply.js';
 import { findBackup, loadCatalog } from '../../src/run/catalog.js';
-import { LocalStore } from '../../src/storage/local.js';
+import { LocalStore } from '../../src/storage/local/store.js';
 import { allPaths, deleteAt, hostileValue, Rng, setAt } from '../support/fuzz.js';
 
 /**

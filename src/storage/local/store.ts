@@ -1,12 +1,24 @@
 import { constants, createReadStream } from 'node:fs';
 import { chmod, copyFile, link, opendir, readdir, rm, rmdir, stat, utimes } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
-import { sha256Of } from '../bundle/hash.js';
+import { sha256Of } from '../../bundle/hash.js';
 import type { Readable } from 'node:stream';
-import { fileChunks } from './file-chunks.js';
-import { BackupError } from '../errors.js';
-import { commitTemp, fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
-import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
+import { fileChunks } from '../file-chunks.js';
+import { BackupError } from '../../errors.js';
+import { commitTemp, fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../../fsutil.js';
+import {
+  abortedByShutdown,
+  DEFAULT_STORE_SETTINGS,
+  ObjectExistsError,
+  type ObjectInfo,
+  type OpOptions,
+  type PutOptions,
+  type PutResult,
+  type Store,
+  type StoreSettings,
+  type TransferOptions,
+} from '../store.js';
+import { LOCAL_CAPABILITIES } from './index.js';
 
 /**
  * The filesystem's own "there is no such file": ENOENT, or ENOTDIR (a path
@@ -26,9 +38,11 @@ function isAbsent(e: unknown): boolean {
  */
 export class LocalStore implements Store {
   readonly type = 'local';
+  readonly caps = LOCAL_CAPABILITIES;
   constructor(
     readonly name: string,
     private readonly root: string,
+    readonly settings: StoreSettings = DEFAULT_STORE_SETTINGS,
   ) {}
 
   private pathOf(key: string): string {
@@ -134,6 +148,11 @@ export class LocalStore implements Store {
     }
   }
 
+  /** A local disk has no server to ask: the read-back is as cheap. */
+  async serverSha256(_key: string, _opts?: OpOptions): Promise<undefined> {
+    return undefined;
+  }
+
   async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
     const signal = opts.signal;
     const start = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
@@ -219,4 +238,7 @@ export class LocalStore implements Store {
       }
     }
   }
+
+  /** Nothing to release. */
+  async close(): Promise<void> {}
 }

@@ -1,4 +1,5 @@
-import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { Readable, Transform, finished } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
@@ -11,20 +12,22 @@ import {
   ListMultipartUploadsCommand,
   ListObjectsV2Command,
   PutObjectCommand,
-  S3Client,
   UploadPartCommand,
   type CompletedPart,
   type PutObjectCommandInput,
-  type S3ClientConfig,
+  type S3Client,
   type StorageClass,
 } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
-import type { StoreConfig } from '../config/load.js';
-import { BackupError, type Reason } from '../errors.js';
-import { readFully } from './file-chunks.js';
-import { abortedByShutdown, ObjectExistsError, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from './store.js';
+import { BackupError, type Reason } from '../../errors.js';
+import { readFully } from '../file-chunks.js';
+import { settingsOf } from '../registry.js';
+import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { s3Capabilities, type S3StoreConfig } from './index.js';
+import { createS3Client } from './client.js';
+import { AUTH_CODES, facts, isNetwork, isNotFound, isPreconditionFailed, isUnsupported } from './errors.js';
 
-export type S3StoreConfig = Extract<StoreConfig, { type: 's3' }>;
+export type { S3StoreConfig };
 
 /** S3 refuses more parts than this in one multipart upload. */
 const MAX_PARTS = 10_000;
@@ -34,150 +37,6 @@ const DELETE_BATCH = 1000;
 const MAX_PAGES = 10_000;
 /** Cleanup requests sent after the operation's own signal fired (aborting a multipart upload) get this long. */
 const CLEANUP_MS = 10_000;
-
-/** Timeouts of one HTTP request; retries (maxAttempts) multiply them. */
-export const S3_TIMEOUTS = {
-  /** TCP (+TLS) connect. A dead endpoint fails in seconds, not minutes. */
-  connectionMs: 5_000,
-  /** From sending a request until the response headers arrive: covers uploading one part on a slow link. */
-  requestMs: 10 * 60_000,
-  /** A socket with no traffic at all for this long is given up (also while streaming a download). */
-  idleMs: 2 * 60_000,
-};
-export const S3_MAX_ATTEMPTS = 3;
-
-/** Error codes that mean "the credentials or the policy are wrong", as S3 and S3-compatible servers name them. */
-const AUTH_CODES = new Set([
-  'AccessDenied',
-  'Forbidden',
-  'InvalidAccessKeyId',
-  'SignatureDoesNotMatch',
-  'ExpiredToken',
-  'InvalidToken',
-  'TokenRefreshRequired',
-  'CredentialsProviderError',
-]);
-/** Node/SDK error codes of a server that cannot be reached at all. */
-const NETWORK_CODES = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'EPIPE',
-  'ETIMEDOUT',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'ECONNABORTED',
-  'TimeoutError',
-  'RequestTimeout',
-]);
-/** What a server says when it lacks an operation (s3rver, some gateways). */
-const UNSUPPORTED_CODES = new Set(['NotImplemented', 'MethodNotAllowed', 'XNotImplemented']);
-
-interface ErrorFacts {
-  code: string;
-  status?: number;
-  detail?: string;
-}
-
-function facts(e: unknown): ErrorFacts {
-  const err = e as { name?: string; code?: unknown; message?: string; errors?: unknown[]; $metadata?: { httpStatusCode?: number } };
-  const status = err?.$metadata?.httpStatusCode;
-  let code: string;
-  if (status !== undefined && err.name && err.name !== 'Error') {
-    code = err.name; // S3ServiceException: name is the S3 error code
-  } else if (typeof err?.code === 'string') {
-    code = err.code; // ECONNREFUSED and friends
-  } else if (Array.isArray(err?.errors) && typeof (err.errors[0] as { code?: unknown })?.code === 'string') {
-    code = (err.errors[0] as { code: string }).code; // AggregateError of happy-eyeballs connects
-  } else {
-    code = err?.name && err.name !== 'Error' ? err.name : 'Error';
-  }
-  let detail = err?.message && err.message !== code ? err.message : undefined;
-  if (!detail && Array.isArray(err?.errors)) {
-    detail = err.errors.map((x) => (x as Error)?.message).filter(Boolean).join('; ') || undefined;
-  }
-  if (detail === 'UnknownError' || detail === 'Unknown') detail = undefined;
-  return { code, status, detail };
-}
-
-/** A conditional create (If-None-Match: *) met an existing object. */
-function isPreconditionFailed(f: ErrorFacts): boolean {
-  return f.status === 412 || f.code === 'PreconditionFailed' || f.code === 'ConditionalRequestConflict';
-}
-
-function isNotFound(f: ErrorFacts): boolean {
-  return f.status === 404 || f.code === 'NotFound' || f.code === 'NoSuchKey';
-}
-
-function isUnsupported(f: ErrorFacts): boolean {
-  return UNSUPPORTED_CODES.has(f.code) || f.status === 501 || f.status === 405;
-}
-
-function isNetwork(f: ErrorFacts): boolean {
-  return NETWORK_CODES.has(f.code) || (f.status !== undefined && f.status >= 500);
-}
-
-/** Reads one mounted Secret file; whitespace (the newline `kubectl create secret --from-file` keeps) is trimmed. */
-async function readSecretFile(storeName: string, what: string, path: string): Promise<string> {
-  let text: string;
-  try {
-    text = await readFile(path, 'utf8');
-  } catch (e) {
-    throw new BackupError('store-unavailable', `store ${storeName}: cannot read ${what} ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, {
-      hint: `check that the Secret holding the S3 credentials is mounted at ${path} and readable by the daemon`,
-    });
-  }
-  const value = text.trim();
-  if (!value) {
-    throw new BackupError('store-unavailable', `store ${storeName}: ${what} ${path} is empty`, { hint: 'put the credential into the file (the Secret key may be misnamed)' });
-  }
-  return value;
-}
-
-/**
- * The client the store uses, built from the store config alone. Exported so
- * tests and diagnostics talk to the server exactly as the store does.
- *
- * Credentials come from the configured files (re-read every few minutes, so a
- * rotated Secret is picked up without a restart) or, without files, from the
- * SDK's default chain (env, web identity / IRSA, instance profile...).
- * `onSecret` sees every secret value read, so error messages can be scrubbed.
- */
-export function createS3Client(cfg: S3StoreConfig, onSecret?: (value: string) => void): S3Client {
-  const config: S3ClientConfig = {
-    region: cfg.region,
-    forcePathStyle: cfg.forcePathStyle,
-    // The SDK's own default (WHEN_SUPPORTED) sends streamed bodies aws-chunked with
-    // trailing checksums, which many S3-compatible servers store verbatim: corrupt objects.
-    requestChecksumCalculation: cfg.checksum,
-    responseChecksumValidation: cfg.checksum,
-    maxAttempts: S3_MAX_ATTEMPTS,
-    followRegionRedirects: cfg.endpoint === undefined,
-    requestHandler: {
-      connectionTimeout: S3_TIMEOUTS.connectionMs,
-      requestTimeout: S3_TIMEOUTS.requestMs,
-      throwOnRequestTimeout: true,
-      socketTimeout: S3_TIMEOUTS.idleMs,
-    },
-  };
-  if (cfg.endpoint) config.endpoint = cfg.endpoint;
-  if (cfg.accessKeyIdFile && cfg.secretAccessKeyFile) {
-    const { accessKeyIdFile, secretAccessKeyFile, sessionTokenFile } = cfg;
-    config.credentials = async () => {
-      const [accessKeyId, secretAccessKey, sessionToken] = await Promise.all([
-        readSecretFile(cfg.name, 'accessKeyIdFile', accessKeyIdFile),
-        readSecretFile(cfg.name, 'secretAccessKeyFile', secretAccessKeyFile),
-        sessionTokenFile ? readSecretFile(cfg.name, 'sessionTokenFile', sessionTokenFile) : Promise.resolve(undefined),
-      ]);
-      onSecret?.(secretAccessKey);
-      if (sessionToken) onSecret?.(sessionToken);
-      // The SDK refreshes credentials 5 minutes before `expiration`: re-read the files about every 5 minutes.
-      return { accessKeyId, secretAccessKey, ...(sessionToken ? { sessionToken } : {}), expiration: new Date(Date.now() + 10 * 60_000) };
-    };
-  }
-  return new S3Client(config);
-}
 
 /**
  * An S3 bucket (AWS or an S3-compatible server: MinIO, Ceph RGW, ODF/NooBaa).
@@ -199,16 +58,13 @@ export class S3Store implements Store {
   /** Cleared when the server turns out not to implement DeleteObjects. */
   private bulkDelete = true;
 
-  /**
-   * Only with WHEN_REQUIRED checksums: flexible checksums need ChecksumAlgorithm on the
-   * multipart upload and per-part checksums on completion, which lib-storage sends; without
-   * putFile, delivery streams the file through put() and lib-storage.
-   */
-  readonly putFile?: (key: string, path: string, opts?: PutOptions) => Promise<PutResult>;
+  readonly caps;
+  readonly settings;
 
   constructor(private readonly cfg: S3StoreConfig) {
     this.name = cfg.name;
-    if (cfg.checksum === 'WHEN_REQUIRED') this.putFile = (key, path, opts) => this.putFileMultipart(key, path, opts);
+    this.caps = s3Capabilities(cfg);
+    this.settings = settingsOf(cfg);
     this.client = createS3Client(cfg, (s) => {
       if (s.length >= 4) this.secrets.add(s);
     });
@@ -286,6 +142,18 @@ export class S3Store implements Store {
    * buffers) cost twice the CPU, which on a master competes with etcd.
    * Memory: partSize x (queueSize + 1), as with put().
    */
+  async putFile(key: string, path: string, opts: PutOptions = {}): Promise<PutResult> {
+    if (this.caps.putFile) return this.putFileMultipart(key, path, opts);
+    // Without the capability (s3Capabilities says why) the file goes through put() and lib-storage.
+    const size = await stat(path).then(
+      (st) => st.size,
+      (e: unknown) => {
+        throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(this.objectKey(key))} failed: cannot read ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, { cause: e });
+      },
+    );
+    return this.put(key, createReadStream(path, { highWaterMark: 1 << 20 }), { ...opts, size });
+  }
+
   private async putFileMultipart(key: string, path: string, opts: PutOptions = {}): Promise<PutResult> {
     const { signal, onProgress } = opts;
     const ifAbsent = opts.ifAbsent ? { IfNoneMatch: '*' } : {};
@@ -591,6 +459,15 @@ export class S3Store implements Store {
       if (seen.has(marker) || pages >= MAX_PAGES) throw this.misbehaving(`listing unfinished uploads under ${this.url(Prefix)}: the listing loops (page ${pages})`);
       seen.add(marker);
     }
+  }
+
+  /** S3 holds no sha256 of an object it could hand out (an ETag is an MD5, of MD5s for multipart): a copy is proven by reading it back. */
+  async serverSha256(_key: string, _opts?: OpOptions): Promise<undefined> {
+    return undefined;
+  }
+
+  readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }> {
+    return readBackByGet(this, key, opts);
   }
 
   async close(): Promise<void> {
