@@ -102,7 +102,7 @@ import { PageReader } from '../etcd/page-reader.js';
 import { inspectSnapshot } from '../etcd/snapshot.js';
 import { mkdirPrivate } from '../fsutil.js';
 import type { Logger } from '../log.js';
-import { fetchBackup } from '../run/fetch.js';
+import { fetchBackup } from '../catalog/fetch.js';
 import type { Store } from '../storage/store.js';
 
 // ---------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf, reasonOf } from '../errors.js';
-import { loadTrust } from './trust.js';
+import { loadTrust } from '../catalog/trust.js';
 import type { Logger } from '../log.js';
-import { pruneStore, type PruneOutcome } from '../retention/apply.js';
+import { pruneStore, type PruneOutcome } from '../catalog/prune.js';
 import type { Store } from '../storage/store.js';
 import { runBackup, type BackupRequest, type RunDeps, type RunResult } from './backup.js';
 import { acquireRunLock } from './lock.js';

@@ -5,7 +5,7 @@ import { manifestKeyOf, serializeManifest, type Manifest } from '../bundle/manif
 import { abortedByShutdown, ObjectExistsError, type Store } from '../storage/store.js';
 import { verifyRemoteCopy, type Proof, type VerifyMode } from '../storage/verify.js';
 import { Readable } from 'node:stream';
-import { readManifest } from './catalog.js';
+import { readManifest } from '../catalog/catalog.js';
 
 export interface StoreOutcome {
   result: 'success' | 'failed';

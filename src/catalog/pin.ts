@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MANIFEST_NAME, parseManifest, serializeManifest } from '../bundle/manifest.js';
 import { writeFileAtomic } from '../fsutil.js';
-import { outboxDir } from './outbox.js';
+import { outboxDir } from '../run/outbox.js';
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf } from '../errors.js';
 import type { Store } from '../storage/store.js';

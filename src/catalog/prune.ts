@@ -3,10 +3,10 @@ import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { loadCatalog, type Catalog } from '../run/catalog.js';
-import { counts, type Trust } from '../run/trust.js';
+import { loadCatalog, type Catalog } from './catalog.js';
+import { counts, type Trust } from './trust.js';
 import type { Store } from '../storage/store.js';
-import { planRetention, type RetentionPlan } from './plan.js';
+import { planRetention, type RetentionPlan } from '../retention/plan.js';
 
 export interface PruneOutcome {
   store: string;
