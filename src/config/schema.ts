@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CODECS } from '../bundle/manifest.js';
+import { CODECS } from '../layout.js';
 import { parseDurationSeconds } from './duration.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';

@@ -1,7 +1,8 @@
 import { createReadStream } from 'node:fs';
 import type { Logger } from '../log.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
-import { manifestKeyOf, serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { manifestKeyOf } from '../layout.js';
 import { abortedByShutdown, ObjectExistsError, type Store } from '../storage/store.js';
 import { verifyRemoteCopy, type Proof, type VerifyMode } from '../storage/verify.js';
 import { Readable } from 'node:stream';

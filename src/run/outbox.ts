@@ -1,22 +1,18 @@
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { MANIFEST_NAME, bundleName, parseManifest, type Manifest } from '../bundle/manifest.js';
+import { parseManifest, type Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { outboxBundlePath, outboxDir, outboxEntryDir, outboxManifestPath, outboxStatusPath } from '../layout.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
 import { isLockHeld } from './lock.js';
 
-export function outboxDir(cfg: Config): string {
-  return join(cfg.workDir, 'outbox');
-}
-
 /** The sealed object in an outbox entry, named as in the stores (`backup.tar[.zst][.age]`). */
-export function bundleFile(dir: string, m: Manifest): string {
-  return join(dir, bundleName({ codec: m.object?.codec, encrypted: m.object?.encrypted === true }));
+function bundleFile(dir: string, m: Manifest): string {
+  return outboxBundlePath(dir, { codec: m.object?.codec, encrypted: m.object?.encrypted === true });
 }
 
 export interface DeliveryStatus extends StoreOutcome {
@@ -43,25 +39,24 @@ export interface OutboxSummary {
 
 async function readStatus(dir: string): Promise<Record<string, DeliveryStatus> | undefined> {
   try {
-    return (JSON.parse(await readFile(join(dir, 'status.json'), 'utf8')) as { stores: Record<string, DeliveryStatus> }).stores ?? {};
+    return (JSON.parse(await readFile(outboxStatusPath(dir), 'utf8')) as { stores: Record<string, DeliveryStatus> }).stores ?? {};
   } catch {
     return undefined;
   }
 }
 
 export async function writeStatus(dir: string, stores: Record<string, DeliveryStatus>): Promise<void> {
-  await writeFileAtomic(join(dir, 'status.json'), JSON.stringify({ stores }, null, 2) + '\n');
+  await writeFileAtomic(outboxStatusPath(dir), JSON.stringify({ stores }, null, 2) + '\n');
 }
 
 /** Sealed bundles on this node, oldest first. A directory without a sealed manifest is debris of a crash. */
 export async function listOutbox(cfg: Config, log?: Logger): Promise<OutboxEntry[]> {
-  const root = outboxDir(cfg);
-  const ids = (await readdir(root).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
+  const ids = (await readdir(outboxDir(cfg.workDir)).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
   const out: OutboxEntry[] = [];
   for (const id of ids) {
-    const dir = join(root, id);
+    const dir = outboxEntryDir(cfg.workDir, id);
     try {
-      const manifest = parseManifest(await readFile(join(dir, MANIFEST_NAME)), `outbox ${id}`);
+      const manifest = parseManifest(await readFile(outboxManifestPath(dir)), `outbox ${id}`);
       const st = await stat(bundleFile(dir, manifest));
       if (st.size !== manifest.object?.size) throw new Error(`bundle is ${st.size} bytes, manifest says ${manifest.object?.size}`);
       const status = await readStatus(dir);
