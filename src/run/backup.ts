@@ -13,7 +13,7 @@ import type { Store } from '../storage/store.js';
 import { TOOL_NAME, VERSION } from '../version.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
 import { acquireRunLock } from './lock.js';
-import { backoffSeconds, writeStatus, type DeliveryStatus } from './outbox.js';
+import { firstAttemptStatus, writeStatus } from './outbox.js';
 import { preflightError, runPreflight, type PreflightOutcome } from './preflight.js';
 
 export type Trigger = 'schedule' | 'manual' | 'catch-up';
@@ -250,7 +250,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
     phases['deliver'] = (performance.now() - t0) / 1000;
     try {
-      await writeStatus(boxDir, stampFailures(cfg, stores, now()));
+      await writeStatus(boxDir, firstAttemptStatus(cfg, stores, now()));
     } catch (e) {
       // The stores hold what they committed whatever this file says: the run's result stands. Without
       // the file the outbox delivers again, and each store that holds the backup counts as delivered.
@@ -290,12 +290,4 @@ function fail(result: RunResult, e: unknown, log: Logger, now: () => Date): RunR
 
 function stripUndefined(o: Record<string, unknown>): void {
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
-}
-
-function stampFailures(cfg: Config, stores: Record<string, StoreOutcome>, at: Date): Record<string, DeliveryStatus> {
-  const out: Record<string, DeliveryStatus> = {};
-  for (const [name, o] of Object.entries(stores)) {
-    out[name] = o.result === 'success' ? { ...o, attempts: 1 } : { ...o, attempts: 1, lastAttemptAt: at.toISOString(), nextAttemptAt: new Date(at.getTime() + backoffSeconds(cfg, 1) * 1000).toISOString() };
-  }
-  return out;
 }
