@@ -92,7 +92,7 @@ export async function removeOutboxDebris(cfg: Config, log: Logger): Promise<void
   }
 }
 
-/** What the outbox still owes the stores: the one answer for the metrics, the CLI and the daemon's status. */
+/** What the outbox still owes the stores: the backlog that metrics and status report. */
 export async function outboxStatus(cfg: Config, storeNames: string[]): Promise<OutboxSummary> {
   return summarizeOutbox(await listOutbox(cfg), storeNames);
 }
