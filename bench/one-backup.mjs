@@ -33,9 +33,12 @@ const load = (p) => import(pathToFileURL(join(dist, p)).href);
 const t0 = performance.now();
 const { writeBundle } = await load('bundle/write.js');
 const manifestMod = await load('bundle/manifest.js');
-const { BUNDLE_NAME, MANIFEST_FORMAT, backupId, objectKeys, serializeManifest } = manifestMod;
-// Older builds (experiments on a patched copy of an older dist/) have no codec in the name.
-const bundleName = manifestMod.bundleName ?? ((o) => `${BUNDLE_NAME}${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`);
+const { MANIFEST_FORMAT, serializeManifest } = manifestMod;
+// Names and keys live in layout.js; older builds (experiments on a patched copy of an older dist/) kept them in bundle/manifest.js.
+const layoutMod = await load('layout.js').catch(() => manifestMod);
+const { BUNDLE_NAME, backupId, objectKeys } = layoutMod;
+// Older builds still have no codec in the name.
+const bundleName = layoutMod.bundleName ?? ((o) => `${BUNDLE_NAME}${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`);
 const { deliverToStore } = await load('run/deliver.js');
 const { createStore } = await load('storage/index.js');
 const { parseConfig } = await load('config/load.js');

@@ -21,15 +21,15 @@ import { runCycle } from './run/cycle.js';
 import { backupJson } from './run/report.js';
 import { callDaemon } from './control/client.js';
 import type { ControlEvent, ControlRequest } from './control/protocol.js';
-import { setPinned } from './run/pin.js';
-import { pruneStore } from './retention/apply.js';
+import { setPinned } from './catalog/pin.js';
+import { pruneStore } from './catalog/prune.js';
 import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from './retention/plan.js';
 import { readFileSync } from 'node:fs';
-import { findBackup, loadCatalog, untrustedBackups } from './run/catalog.js';
-import { loadTrust } from './run/trust.js';
+import { findBackup, loadCatalog, untrustedBackups } from './catalog/catalog.js';
+import { loadTrust } from './catalog/trust.js';
 import { isOpenToOthers } from './fsutil.js';
 import { configWarnings } from './config/warnings.js';
-import { fetchBackup, needIdentity, verifyBackup } from './run/fetch.js';
+import { fetchBackup, needIdentity, verifyBackup } from './catalog/fetch.js';
 import type { Manifest } from './bundle/manifest.js';
 import { parseDurationSeconds } from './config/duration.js';
 import { loadIdentities } from './bundle/encrypt.js';
@@ -38,6 +38,7 @@ import { createStores, type Store } from './storage/index.js';
 import { fmtBytes } from './etcd/health.js';
 import { stringify as yamlStringify } from 'yaml';
 import { TOOL_NAME, VERSION } from './version.js';
+import { drillScratchDir, verifyScratchDir } from './layout.js';
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -248,7 +249,7 @@ async function cmdVerify(argv: string[], log: Logger): Promise<number> {
     const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
     try {
-      const r = await verifyBackup(store, m, resolve(cfg.workDir, 'tmp'), identities);
+      const r = await verifyBackup(store, m, verifyScratchDir(cfg.workDir), identities);
       if (values.json) printJson({ ...r, result: 'ok', store: store.name });
       else if (r.snapshot) {
         out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
@@ -278,7 +279,7 @@ async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identitie
   const r = await runRestoreDrill({
     store,
     manifest: m,
-    scratchDir: resolve(cfg.workDir, 'drill'),
+    scratchDir: drillScratchDir(cfg.workDir),
     etcdBinary: cfg.drill.etcd,
     etcdctlBinary: cfg.drill.etcdctl,
     timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),

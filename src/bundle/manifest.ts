@@ -1,10 +1,7 @@
 import { z } from 'zod';
+import { CODECS } from '../layout.js';
 
 export const MANIFEST_FORMAT = 1;
-export const MANIFEST_NAME = 'manifest.json';
-export const BUNDLE_NAME = 'backup.tar';
-export const CODECS = ['zstd', 'none'] as const;
-export type Codec = (typeof CODECS)[number];
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
 const artifact = z.object({ name: z.string().regex(/^[A-Za-z0-9._-]+$/), size: z.number().int().nonnegative(), sha256 }).strict();
@@ -92,39 +89,4 @@ export function parseManifest(text: string | Buffer, where: string): Manifest {
 
 export function serializeManifest(m: Manifest): Buffer {
   return Buffer.from(JSON.stringify(m, null, 2) + '\n');
-}
-
-/** `20261125T020000Z-master-0`: sorts by time, unique per node per second. */
-export function backupId(at: Date, node: string): string {
-  const iso = at.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
-  return `${iso}-${node}`;
-}
-
-const ID_RE = /^(\d{8}T\d{6}Z)-(.+)$/;
-
-export function parseBackupId(id: string): { time: Date; node: string } | undefined {
-  const m = ID_RE.exec(id);
-  if (!m) return undefined;
-  const s = m[1]!;
-  const time = new Date(`${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`);
-  return Number.isNaN(time.getTime()) ? undefined : { time, node: m[2]! };
-}
-
-/** What a stored bundle is called: `backup.tar`, `.zst` when compressed, `.age` after that when encrypted. */
-export function bundleName(o: { codec?: Codec; encrypted: boolean }): string {
-  return `${BUNDLE_NAME}${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`;
-}
-
-/** Every name a backup's own object may have (a manifest may only speak for one of these). */
-export const BUNDLE_NAMES: readonly string[] = CODECS.flatMap((codec) => [false, true].map((encrypted) => bundleName({ codec, encrypted })));
-
-/** Remote layout: `<prefix>/<cluster>/<backup-id>/{backup.tar[.zst][.age],manifest.json}`; the store adds its own prefix. */
-export function objectKeys(cluster: string, id: string, o: { codec?: Codec; encrypted: boolean }): { dir: string; object: string; manifest: string } {
-  const dir = `${cluster}/${id}`;
-  return { dir, object: `${dir}/${bundleName(o)}`, manifest: `${dir}/${MANIFEST_NAME}` };
-}
-
-/** The manifest that commits an object: beside it in the backup's directory. */
-export function manifestKeyOf(objectKey: string): string {
-  return objectKey.replace(/[^/]+$/, MANIFEST_NAME);
 }

@@ -9,7 +9,8 @@ import { BackupError } from '../errors.js';
 import { mkdirPrivate } from '../fsutil.js';
 import { decryptStream } from './encrypt.js';
 import { HashingStream } from './hash.js';
-import { MANIFEST_NAME, type Manifest } from './manifest.js';
+import { MANIFEST_NAME } from '../layout.js';
+import type { Manifest } from './manifest.js';
 
 export interface ExtractResult {
   files: string[]; // absolute paths of the extracted artifacts, in manifest order

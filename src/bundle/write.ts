@@ -9,7 +9,8 @@ import tar from 'tar-stream';
 import { fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../fsutil.js';
 import { encryptStream } from './encrypt.js';
 import { HashingStream } from './hash.js';
-import { MANIFEST_NAME, type Codec, type ManifestArtifact } from './manifest.js';
+import { MANIFEST_NAME, type Codec } from '../layout.js';
+import type { ManifestArtifact } from './manifest.js';
 
 export interface BundleResult {
   /** Bytes of the bundle as stored (compressed and/or encrypted). */

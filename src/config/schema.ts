@@ -1,5 +1,5 @@
 import { z, type ZodDiscriminatedUnionOption } from 'zod';
-import { CODECS } from '../bundle/manifest.js';
+import { CODECS } from '../layout.js';
 import { duration, name } from './fields.js';
 import { storeType, storeTypes, type StoreConfig } from '../storage/stores.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';

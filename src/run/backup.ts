@@ -1,19 +1,19 @@
 import { access, rm } from 'node:fs/promises';
-import { join } from 'node:path';
-import { MANIFEST_FORMAT, MANIFEST_NAME, backupId, bundleName, objectKeys, serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { MANIFEST_FORMAT, serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { writeBundle } from '../bundle/write.js';
 import { loadSigningKey, signManifest } from '../bundle/sign.js';
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
 import { inspectSnapshot } from '../etcd/snapshot.js';
 import { mkdirPrivate, writeFileAtomic } from '../fsutil.js';
+import { backupId, manifestKey, objectKeys, outboxBundlePath, outboxEntryDir, outboxManifestPath, runScratchDir, runsDir } from '../layout.js';
 import type { Logger } from '../log.js';
 import type { Source } from '../source/source.js';
 import type { Store } from '../storage/store.js';
 import { TOOL_NAME, VERSION } from '../version.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
 import { acquireRunLock } from './lock.js';
-import { backoffSeconds, outboxDir, writeStatus, type DeliveryStatus } from './outbox.js';
+import { firstAttemptStatus, writeStatus } from './outbox.js';
 import { preflightError, runPreflight, type PreflightOutcome } from './preflight.js';
 
 export type Trigger = 'schedule' | 'manual' | 'catch-up';
@@ -71,13 +71,13 @@ async function uniqueId(cfg: Config, at: Date, stores: Store[], log: Logger, sig
   for (let i = 0; i < MAX_ID_CANDIDATES; i++, t = new Date(t.getTime() + 1000)) {
     if (signal?.aborted) throw new BackupError('upload-failed', 'stopped while choosing a backup id: the daemon is shutting down');
     const id = backupId(t, cfg.node);
-    const inOutbox = await access(join(outboxDir(cfg), id)).then(
+    const inOutbox = await access(outboxEntryDir(cfg.workDir, id)).then(
       () => true,
       () => false,
     );
     if (inOutbox) continue;
     const asked = stores.filter((s) => (failures.get(s.name) ?? 0) < ID_ERRORS_PER_STORE);
-    const key = objectKeys(cfg.cluster, id, { encrypted: false }).manifest;
+    const key = manifestKey(cfg.cluster, id);
     const answers = await Promise.all(
       asked.map((s) =>
         s.head(key, { signal }).then(
@@ -136,7 +136,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   }
   // Whatever sits in runs/ now was left by a run that died (we hold the lock): snapshots and
   // private keys must not linger on the node.
-  await rm(join(cfg.workDir, 'runs'), { recursive: true, force: true }).catch(() => undefined);
+  await rm(runsDir(cfg.workDir), { recursive: true, force: true }).catch(() => undefined);
   let chosen: { id: string; at: Date };
   try {
     chosen = await uniqueId(cfg, startedAt, deps.stores, deps.log.child({ trigger: req.trigger }), deps.signal);
@@ -157,8 +157,8 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     }
   };
 
-  const runDir = join(cfg.workDir, 'runs', id);
-  const boxDir = join(outboxDir(cfg), id);
+  const runDir = runScratchDir(cfg.workDir, id);
+  const boxDir = outboxEntryDir(cfg.workDir, id);
   try {
     log.info({ label: req.label, pin: req.pin ?? false, force: req.force ?? false }, 'backup run started');
     // Before anything is taken: a snapshot that cannot be signed would not count where trusted keys are set.
@@ -215,7 +215,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     stripUndefined(base.etcd);
 
     await mkdirPrivate(boxDir);
-    const bundlePath = join(boxDir, bundleName({ codec, encrypted }));
+    const bundlePath = outboxBundlePath(boxDir, { codec, encrypted });
     let finishedAt = '';
     const bundle = await phase('bundle', () =>
       writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
@@ -235,7 +235,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
       object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients], codec, rawSize: bundle.rawSize },
     };
     const manifest = signer ? signManifest(unsigned, signer) : unsigned;
-    await writeFileAtomic(join(boxDir, MANIFEST_NAME), serializeManifest(manifest));
+    await writeFileAtomic(outboxManifestPath(boxDir), serializeManifest(manifest));
     result.manifest = manifest;
     await rm(runDir, { recursive: true, force: true });
     log.info({ size: bundle.size, rawSize: bundle.rawSize, codec, sha256: bundle.sha256 }, 'bundle sealed in the outbox');
@@ -249,7 +249,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
     phases['deliver'] = (performance.now() - t0) / 1000;
     try {
-      await writeStatus(boxDir, stampFailures(cfg, stores, now()));
+      await writeStatus(boxDir, firstAttemptStatus(cfg, stores, now()));
     } catch (e) {
       // The stores hold what they committed whatever this file says: the run's result stands. Without
       // the file the outbox delivers again, and each store that holds the backup counts as delivered.
@@ -289,12 +289,4 @@ function fail(result: RunResult, e: unknown, log: Logger, now: () => Date): RunR
 
 function stripUndefined(o: Record<string, unknown>): void {
   for (const k of Object.keys(o)) if (o[k] === undefined) delete o[k];
-}
-
-function stampFailures(cfg: Config, stores: Record<string, StoreOutcome>, at: Date): Record<string, DeliveryStatus> {
-  const out: Record<string, DeliveryStatus> = {};
-  for (const [name, o] of Object.entries(stores)) {
-    out[name] = o.result === 'success' ? { ...o, attempts: 1 } : { ...o, attempts: 1, lastAttemptAt: at.toISOString(), nextAttemptAt: new Date(at.getTime() + backoffSeconds(cfg, 1) * 1000).toISOString() };
-  }
-  return out;
 }

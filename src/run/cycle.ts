@@ -1,12 +1,12 @@
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf, reasonOf } from '../errors.js';
-import { loadTrust } from './trust.js';
+import { loadTrust } from '../catalog/trust.js';
 import type { Logger } from '../log.js';
-import { pruneStore, type PruneOutcome } from '../retention/apply.js';
+import { pruneStore, type PruneOutcome } from '../catalog/prune.js';
 import type { Store } from '../storage/store.js';
 import { runBackup, type BackupRequest, type RunDeps, type RunResult } from './backup.js';
 import { acquireRunLock } from './lock.js';
-import { listOutbox, retryOutbox, summarizeOutbox, trimOutbox, type OutboxSummary, type RetryDelivery } from './outbox.js';
+import { outboxStatus, retryOutbox, trimOutbox, type OutboxSummary, type RetryDelivery } from './outbox.js';
 
 export interface CycleResult {
   run: RunResult;
@@ -40,7 +40,7 @@ export async function runCycle(cfg: Config, deps: RunDeps, req: BackupRequest, h
       }
     }
   }
-  const outbox = summarizeOutbox(await listOutbox(cfg), deps.stores.map((s) => s.name));
+  const outbox = await outboxStatus(cfg, deps.stores.map((s) => s.name));
   return { run, retried: delivered.retried, pruned, outbox, dropped: delivered.dropped };
 }
 

@@ -1,11 +1,12 @@
 import { createReadStream } from 'node:fs';
 import type { Logger } from '../log.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
-import { manifestKeyOf, serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { serializeManifest, type Manifest } from '../bundle/manifest.js';
+import { manifestKeyOf } from '../layout.js';
 import { abortedByShutdown, ObjectExistsError, type Store } from '../storage/store.js';
 import { verifyRemoteCopy, type Proof, type VerifyMode } from '../storage/verify.js';
 import { Readable } from 'node:stream';
-import { readManifest } from './catalog.js';
+import { readManifest } from '../catalog/catalog.js';
 
 export interface StoreOutcome {
   result: 'success' | 'failed';

@@ -1,8 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { open, readFile, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
 import { BackupError } from '../errors.js';
 import { mkdirPrivate } from '../fsutil.js';
+import { lockPath, type LockName } from '../layout.js';
 
 export interface RunLock {
   release(): Promise<void>;
@@ -86,9 +86,9 @@ async function removeStale(path: string, staleText: string): Promise<void> {
  * A lock left by a process that died (SIGKILL, power loss) is taken over,
  * otherwise a crashed daemon would block every later backup.
  */
-export async function acquireRunLock(workDir: string, what: string, name: 'run.lock' | 'outbox.lock' = 'run.lock'): Promise<RunLock> {
+export async function acquireRunLock(workDir: string, what: string, name: LockName = 'run.lock'): Promise<RunLock> {
   await mkdirPrivate(workDir);
-  const path = join(workDir, name);
+  const path = lockPath(workDir, name);
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
       const fh = await open(path, 'wx', 0o600);
@@ -122,7 +122,7 @@ export async function acquireRunLock(workDir: string, what: string, name: 'run.l
 }
 
 /** Whether a live process holds the lock (without taking it). */
-export async function isLockHeld(workDir: string, name: 'run.lock' | 'outbox.lock' = 'run.lock'): Promise<boolean> {
-  const seen = await readHolder(join(workDir, name)).catch(() => undefined);
+export async function isLockHeld(workDir: string, name: LockName = 'run.lock'): Promise<boolean> {
+  const seen = await readHolder(lockPath(workDir, name)).catch(() => undefined);
   return seen?.holder.pid !== undefined && alive(seen.holder.pid, seen.holder.startTime);
 }

@@ -1,22 +1,18 @@
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
-import { MANIFEST_NAME, bundleName, parseManifest, type Manifest } from '../bundle/manifest.js';
+import { parseManifest, type Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
+import { outboxBundlePath, outboxDir, outboxEntryDir, outboxManifestPath, outboxStatusPath } from '../layout.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
 import { isLockHeld } from './lock.js';
 
-export function outboxDir(cfg: Config): string {
-  return join(cfg.workDir, 'outbox');
-}
-
 /** The sealed object in an outbox entry, named as in the stores (`backup.tar[.zst][.age]`). */
-export function bundleFile(dir: string, m: Manifest): string {
-  return join(dir, bundleName({ codec: m.object?.codec, encrypted: m.object?.encrypted === true }));
+function bundleFile(dir: string, m: Manifest): string {
+  return outboxBundlePath(dir, { codec: m.object?.codec, encrypted: m.object?.encrypted === true });
 }
 
 export interface DeliveryStatus extends StoreOutcome {
@@ -43,37 +39,62 @@ export interface OutboxSummary {
 
 async function readStatus(dir: string): Promise<Record<string, DeliveryStatus> | undefined> {
   try {
-    return (JSON.parse(await readFile(join(dir, 'status.json'), 'utf8')) as { stores: Record<string, DeliveryStatus> }).stores ?? {};
+    return (JSON.parse(await readFile(outboxStatusPath(dir), 'utf8')) as { stores: Record<string, DeliveryStatus> }).stores ?? {};
   } catch {
     return undefined;
   }
 }
 
 export async function writeStatus(dir: string, stores: Record<string, DeliveryStatus>): Promise<void> {
-  await writeFileAtomic(join(dir, 'status.json'), JSON.stringify({ stores }, null, 2) + '\n');
+  await writeFileAtomic(outboxStatusPath(dir), JSON.stringify({ stores }, null, 2) + '\n');
 }
 
-/** Sealed bundles on this node, oldest first. A directory without a sealed manifest is debris of a crash. */
-export async function listOutbox(cfg: Config, log?: Logger): Promise<OutboxEntry[]> {
-  const root = outboxDir(cfg);
-  const ids = (await readdir(root).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
-  const out: OutboxEntry[] = [];
+/** Every entry of the outbox, oldest first: the sealed ones, and those that are not (yet) usable. */
+async function scanOutbox(workDir: string): Promise<{ entries: OutboxEntry[]; unusable: { id: string; dir: string; error: unknown }[] }> {
+  const ids = (await readdir(outboxDir(workDir)).catch(() => [] as string[])).filter((n) => !n.startsWith('.')).sort();
+  const entries: OutboxEntry[] = [];
+  const unusable: { id: string; dir: string; error: unknown }[] = [];
   for (const id of ids) {
-    const dir = join(root, id);
+    const dir = outboxEntryDir(workDir, id);
     try {
-      const manifest = parseManifest(await readFile(join(dir, MANIFEST_NAME)), `outbox ${id}`);
+      const manifest = parseManifest(await readFile(outboxManifestPath(dir)), `outbox ${id}`);
       const st = await stat(bundleFile(dir, manifest));
       if (st.size !== manifest.object?.size) throw new Error(`bundle is ${st.size} bytes, manifest says ${manifest.object?.size}`);
       const status = await readStatus(dir);
-      out.push({ id, dir, manifest, size: st.size, stores: status ?? {}, hasStatus: status !== undefined });
-    } catch (e) {
-      // While a run is alive this may be the entry it is sealing right now: leave it alone.
-      if (await isLockHeld(cfg.workDir, 'run.lock')) continue;
-      log?.warn({ id, err: messageOf(e) }, 'removing unusable outbox entry (crash debris)');
-      await rm(dir, { recursive: true, force: true });
+      entries.push({ id, dir, manifest, size: st.size, stores: status ?? {}, hasStatus: status !== undefined });
+    } catch (error) {
+      unusable.push({ id, dir, error });
     }
   }
-  return out;
+  return { entries, unusable };
+}
+
+/**
+ * Sealed bundles on this node, oldest first. Read-only: a directory without
+ * a sealed manifest is skipped here (it is being sealed, or debris of a
+ * crash that removeOutboxDebris clears), so a status query changes nothing.
+ */
+export async function listOutbox(cfg: Config): Promise<OutboxEntry[]> {
+  return (await scanOutbox(cfg.workDir)).entries;
+}
+
+/**
+ * Removes the outbox entries a crash left unusable (no sealed manifest, a
+ * bundle that does not match it). Called before a delivery pass, under the
+ * outbox lock; never while a run is alive.
+ */
+export async function removeOutboxDebris(cfg: Config, log: Logger): Promise<void> {
+  for (const { id, dir, error } of (await scanOutbox(cfg.workDir)).unusable) {
+    // While a run is alive this may be the entry it is sealing right now: leave it alone.
+    if (await isLockHeld(cfg.workDir, 'run.lock')) continue;
+    log.warn({ id, err: messageOf(error) }, 'removing unusable outbox entry (crash debris)');
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** What the outbox still owes the stores: the backlog that metrics and status report. */
+export async function outboxStatus(cfg: Config, storeNames: string[]): Promise<OutboxSummary> {
+  return summarizeOutbox(await listOutbox(cfg), storeNames);
 }
 
 export function pendingStores(e: OutboxEntry, storeNames: string[]): string[] {
@@ -89,10 +110,26 @@ export function summarizeOutbox(entries: OutboxEntry[], storeNames: string[]): O
   };
 }
 
-export function backoffSeconds(cfg: Config, attempts: number): number {
+function backoffSeconds(cfg: Config, attempts: number): number {
   const min = parseDurationSeconds(cfg.local.retryMin);
   const max = parseDurationSeconds(cfg.local.retryMax);
   return Math.min(max, min * 2 ** Math.max(0, attempts - 1));
+}
+
+/** The record of one attempt at one store: a failure waits out its backoff before the next. */
+function attemptStatus(cfg: Config, outcome: StoreOutcome, attempts: number, at: Date): DeliveryStatus {
+  return outcome.result === 'success'
+    ? { ...outcome, attempts, lastAttemptAt: at.toISOString() }
+    : { ...outcome, attempts, lastAttemptAt: at.toISOString(), nextAttemptAt: new Date(at.getTime() + backoffSeconds(cfg, attempts) * 1000).toISOString() };
+}
+
+/** What the run that sealed a bundle records of its own deliveries (attempt 1 at each store). */
+export function firstAttemptStatus(cfg: Config, stores: Record<string, StoreOutcome>, at: Date): Record<string, DeliveryStatus> {
+  const out: Record<string, DeliveryStatus> = {};
+  for (const [name, o] of Object.entries(stores)) {
+    out[name] = o.result === 'success' ? { ...o, attempts: 1 } : attemptStatus(cfg, o, 1, at);
+  }
+  return out;
 }
 
 export interface RetryDelivery {
@@ -116,7 +153,8 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
   // Per store, bundles go in id order: once an older one is not delivered (backoff, failure),
   // younger ones wait for it, so a store that comes back gets its backlog oldest first.
   const blocked = new Set<string>();
-  for (const e of await listOutbox(cfg, log)) {
+  await removeOutboxDebris(cfg, log);
+  for (const e of await listOutbox(cfg)) {
     if (opts.signal?.aborted) break;
     if (runActive && !e.hasStatus) continue;
     let changed = false;
@@ -130,11 +168,7 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
       const store = stores.find((s) => s.name === name)!;
       log.info({ id: e.id, store: name, attempt: (prev?.attempts ?? 1) + 1 }, 'retrying delivery from the outbox');
       const outcome = await deliverToStore(store, store.settings.verify, bundleFile(e.dir, e.manifest), e.manifest, log, opts.signal);
-      const attempts = (prev?.attempts ?? 1) + 1;
-      e.stores[name] =
-        outcome.result === 'success'
-          ? { ...outcome, attempts, lastAttemptAt: now.toISOString() }
-          : { ...outcome, attempts, lastAttemptAt: now.toISOString(), nextAttemptAt: new Date(now.getTime() + backoffSeconds(cfg, attempts) * 1000).toISOString() };
+      e.stores[name] = attemptStatus(cfg, outcome, (prev?.attempts ?? 1) + 1, now);
       changed = true;
       done.push({ id: e.id, store: name, outcome });
       // A store that fails now will fail for the younger bundles too: keep order, try again later.
@@ -155,7 +189,7 @@ export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opt
  * value), because a node whose disk fills up takes etcd down with it.
  */
 export async function trimOutbox(cfg: Config, storeNames: string[], log: Logger): Promise<{ removed: string[]; dropped: string[] }> {
-  const entries = (await listOutbox(cfg, log)).reverse(); // newest first
+  const entries = (await listOutbox(cfg)).reverse(); // newest first
   const removed: string[] = [];
   const dropped: string[] = [];
   let keptDelivered = 0;

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
+import { statePath } from '../layout.js';
 import type { RunResult } from './backup.js';
 
 /** What the daemon must remember across restarts: enough to decide on a catch-up run and to restore metrics. */
@@ -14,10 +14,6 @@ export interface DaemonState {
   stores: Record<string, { lastAttempt?: string; lastSuccess?: string; lastFailure?: string; lastReason?: string }>;
   /** Restore drills run by this node. */
   drill?: { lastAttempt?: string; lastSuccess?: string; consecutiveFailures?: number; lastFailureReason?: string; lastId?: string };
-}
-
-export function statePath(workDir: string): string {
-  return join(workDir, 'state.json');
 }
 
 export async function loadState(workDir: string): Promise<DaemonState> {

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { silentLogger } from '../../src/log.js';
-import { pruneStore } from '../../src/retention/apply.js';
-import { findBackup, loadCatalog } from '../../src/run/catalog.js';
+import { pruneStore } from '../../src/catalog/prune.js';
+import { findBackup, loadCatalog } from '../../src/catalog/catalog.js';
 import { LocalStore } from '../../src/storage/local/store.js';
 import { allPaths, deleteAt, hostileValue, Rng, setAt } from '../support/fuzz.js';
 

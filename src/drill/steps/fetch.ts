@@ -3,7 +3,7 @@ import type { Manifest } from '../../bundle/manifest.js';
 import { BackupError } from '../../errors.js';
 import { inspectSnapshot } from '../../etcd/snapshot.js';
 import type { Logger } from '../../log.js';
-import { fetchBackup } from '../../run/fetch.js';
+import { fetchBackup } from '../../catalog/fetch.js';
 import type { Store } from '../../storage/store.js';
 
 /**

@@ -1,12 +1,13 @@
-import { parseBackupId, type Manifest } from '../bundle/manifest.js';
+import type { Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../config/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { loadCatalog, type Catalog } from '../run/catalog.js';
-import { counts, type Trust } from '../run/trust.js';
+import { clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
+import { loadCatalog, type Catalog } from './catalog.js';
+import { counts, type Trust } from './trust.js';
 import type { Store } from '../storage/store.js';
-import { planRetention, type RetentionPlan } from './plan.js';
+import { planRetention, type RetentionPlan } from '../retention/plan.js';
 
 export interface PruneOutcome {
   store: string;
@@ -68,8 +69,8 @@ export async function pruneStore(
     const m = byId.get(p.id)!;
     if (opts.dryRun) continue;
     try {
-      await store.delete([`${cfg.cluster}/${m.id}/manifest.json`]);
-      await store.delete([m.object?.key ?? `${cfg.cluster}/${m.id}/backup.tar`]);
+      await store.delete([manifestKey(cfg.cluster, m.id)]);
+      await store.delete([m.object?.key ?? objectKeys(cfg.cluster, m.id, { encrypted: false }).object]);
       out.deleted.push(m.id);
       log.info({ store: store.name, id: m.id }, 'pruned backup');
     } catch (e) {
@@ -82,7 +83,7 @@ export async function pruneStore(
   const cutoff = new Date(now.getTime() - parseDurationSeconds(store.settings.incompleteGrace) * 1000);
   for (const inc of catalog.incomplete) {
     // The node from the parsed id: a suffix match would let node master-0 clean ocp-master-0's uploads.
-    if (parseBackupId(inc.id)?.node !== cfg.node) continue;
+    if (nodeOfId(inc.id) !== cfg.node) continue;
     if (inc.newest && inc.newest > cutoff) continue;
     out.incomplete.push(inc.id);
     if (opts.dryRun) continue;
@@ -95,7 +96,7 @@ export async function pruneStore(
   }
   if (!opts.dryRun && store.caps.cleanupIncomplete) {
     try {
-      for (const what of await store.cleanupIncomplete(`${cfg.cluster}/`, cutoff)) {
+      for (const what of await store.cleanupIncomplete(clusterPrefix(cfg.cluster), cutoff)) {
         log.warn({ store: store.name, what }, 'removed leftover of an interrupted upload');
       }
     } catch (e) {

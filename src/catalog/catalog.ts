@@ -1,5 +1,6 @@
-import { BUNDLE_NAMES, MANIFEST_NAME, parseManifest, type Manifest } from '../bundle/manifest.js';
+import { parseManifest, type Manifest } from '../bundle/manifest.js';
 import { BackupError, messageOf } from '../errors.js';
+import { clusterPrefix, isOwnObject, manifestKey, MANIFEST_NAME, splitBackupKey } from '../layout.js';
 import type { Store } from '../storage/store.js';
 import { counts, isEnforced, signedStatus, type SignedStatus, type Trust } from './trust.js';
 
@@ -41,14 +42,13 @@ export async function readManifest(store: Store, key: string, signal?: AbortSign
 export async function loadCatalog(store: Store, cluster: string, trust?: Trust): Promise<Catalog> {
   const byId = new Map<string, { keys: string[]; hasManifest: boolean; newest?: Date }>();
   try {
-    for await (const obj of store.list(`${cluster}/`)) {
-      const rest = obj.key.slice(cluster.length + 1);
-      const slash = rest.indexOf('/');
-      if (slash <= 0) continue;
-      const id = rest.slice(0, slash);
+    for await (const obj of store.list(clusterPrefix(cluster))) {
+      const where = splitBackupKey(cluster, obj.key);
+      if (!where) continue;
+      const id = where.id;
       const e = byId.get(id) ?? { keys: [], hasManifest: false };
       e.keys.push(obj.key);
-      if (rest.slice(slash + 1) === MANIFEST_NAME) e.hasManifest = true;
+      if (where.name === MANIFEST_NAME) e.hasManifest = true;
       if (obj.modifiedAt && (!e.newest || obj.modifiedAt > e.newest)) e.newest = obj.modifiedAt;
       byId.set(id, e);
     }
@@ -62,13 +62,12 @@ export async function loadCatalog(store: Store, cluster: string, trust?: Trust):
       cat.incomplete.push({ id, keys: e.keys, newest: e.newest });
       continue;
     }
-    const key = `${cluster}/${id}/${MANIFEST_NAME}`;
+    const key = manifestKey(cluster, id);
     try {
       const m = await readManifest(store, key);
       if (m.id !== id || m.cluster !== cluster) throw new Error(`manifest describes ${m.cluster}/${m.id}, found under ${cluster}/${id}`);
       // A manifest may only speak for its own object: prune deletes what it names.
-      const own = BUNDLE_NAMES.map((n) => `${cluster}/${id}/${n}`);
-      if (m.object && !own.includes(m.object.key)) throw new Error(`manifest names object ${m.object.key}, which is not this backup's`);
+      if (m.object && !isOwnObject(cluster, id, m.object.key)) throw new Error(`manifest names object ${m.object.key}, which is not this backup's`);
       cat.backups.push(m);
       cat.signed.set(m.id, signedStatus(m, trust));
     } catch (err) {

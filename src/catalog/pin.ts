@@ -1,9 +1,8 @@
 import { Readable } from 'node:stream';
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { MANIFEST_NAME, parseManifest, serializeManifest } from '../bundle/manifest.js';
+import { parseManifest, serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { writeFileAtomic } from '../fsutil.js';
-import { outboxDir } from './outbox.js';
+import { manifestKey, outboxEntryDir, outboxManifestPath } from '../layout.js';
 import type { Config } from '../config/load.js';
 import { BackupError, messageOf } from '../errors.js';
 import type { Store } from '../storage/store.js';
@@ -15,24 +14,27 @@ export interface PinOutcome {
   stores: Record<string, { result: 'success' | 'failed' | 'absent'; error?: string }>;
 }
 
+function setPin(m: Manifest, pinned: boolean, reason?: string): Manifest {
+  m.pinned = pinned;
+  if (pinned && reason) m.pinReason = reason;
+  if (!pinned) delete m.pinReason;
+  return m;
+}
+
 /**
  * Pins live in the manifest, so a pin travels with the backup and any node
  * or CLI sees it. Every store holding the backup gets the rewritten manifest.
  */
 export async function setPinned(cfg: Config, stores: Store[], id: string, pinned: boolean, reason?: string): Promise<PinOutcome> {
   const out: PinOutcome = { id, pinned, stores: {} };
-  const key = `${cfg.cluster}/${id}/manifest.json`;
+  const key = manifestKey(cfg.cluster, id);
   for (const store of stores) {
     try {
       if (!(await store.head(key))) {
         out.stores[store.name] = { result: 'absent' };
         continue;
       }
-      const m = await readManifest(store, key);
-      m.pinned = pinned;
-      if (pinned && reason) m.pinReason = reason;
-    if (!pinned) delete m.pinReason;
-      if (!pinned) delete m.pinReason;
+      const m = setPin(await readManifest(store, key), pinned, reason);
       await store.put(key, Readable.from([serializeManifest(m)]));
       out.stores[store.name] = { result: 'success' };
     } catch (e) {
@@ -41,12 +43,9 @@ export async function setPinned(cfg: Config, stores: Store[], id: string, pinned
   }
   // A bundle still owed to some store carries its manifest in the outbox: keep that copy in step,
   // or a later delivery would commit the old pin state.
-  const boxManifest = join(outboxDir(cfg), id, MANIFEST_NAME);
+  const boxManifest = outboxManifestPath(outboxEntryDir(cfg.workDir, id));
   try {
-    const m = parseManifest(await readFile(boxManifest), `outbox ${id}`);
-    m.pinned = pinned;
-    if (pinned && reason) m.pinReason = reason;
-    if (!pinned) delete m.pinReason;
+    const m = setPin(parseManifest(await readFile(boxManifest), `outbox ${id}`), pinned, reason);
     await writeFileAtomic(boxManifest, serializeManifest(m));
   } catch {
     /* not in the outbox */

@@ -1,0 +1,147 @@
+import { join } from 'node:path';
+
+/*
+ * Where everything lives: the keys of the stores and the paths under
+ * workDir. Every other module asks here and spells no key or path itself,
+ * because the remote layout is a contract (other nodes, older versions and
+ * people with only `aws s3 ls` read it): it must not drift in one place.
+ *
+ * Remote: `<prefix>/<cluster>/<backup-id>/{backup.tar[.zst][.age],manifest.json}`;
+ * the store adds its own prefix.
+ * workDir: `outbox/<id>/{backup.tar[.zst][.age],manifest.json,status.json}`,
+ * `runs/<id>/` (a run's scratch), `state.json`, `run.lock`, `outbox.lock`,
+ * `tmp/` (verify), `drill/` (restore drills).
+ */
+
+export const MANIFEST_NAME = 'manifest.json';
+export const BUNDLE_NAME = 'backup.tar';
+/** How a bundle may be compressed; each codec gives the stored object its own name (bundleName). */
+export const CODECS = ['zstd', 'none'] as const;
+export type Codec = (typeof CODECS)[number];
+
+// ---- backup ids
+
+/** `20261125T020000Z-master-0`: sorts by time, unique per node per second. */
+export function backupId(at: Date, node: string): string {
+  const iso = at.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+  return `${iso}-${node}`;
+}
+
+const ID_RE = /^(\d{8}T\d{6}Z)-(.+)$/;
+
+export function parseBackupId(id: string): { time: Date; node: string } | undefined {
+  const m = ID_RE.exec(id);
+  if (!m) return undefined;
+  const s = m[1]!;
+  const time = new Date(`${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13, 15)}Z`);
+  return Number.isNaN(time.getTime()) ? undefined : { time, node: m[2]! };
+}
+
+/** The node that took a backup, parsed from its id (never matched by suffix: master-0 is not ocp-master-0). */
+export function nodeOfId(id: string): string | undefined {
+  return parseBackupId(id)?.node;
+}
+
+// ---- remote keys
+
+/** What a stored bundle is called: `backup.tar`, `.zst` when compressed, `.age` after that when encrypted. */
+export function bundleName(o: { codec?: Codec; encrypted: boolean }): string {
+  return `${BUNDLE_NAME}${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`;
+}
+
+/** Every name a backup's own object may have (a manifest may only speak for one of these). */
+export const BUNDLE_NAMES: readonly string[] = CODECS.flatMap((codec) => [false, true].map((encrypted) => bundleName({ codec, encrypted })));
+
+/** The prefix under which a store holds one cluster's backups. */
+export function clusterPrefix(cluster: string): string {
+  return `${cluster}/`;
+}
+
+/** Remote layout: `<prefix>/<cluster>/<backup-id>/{backup.tar[.zst][.age],manifest.json}`; the store adds its own prefix. */
+export function objectKeys(cluster: string, id: string, o: { codec?: Codec; encrypted: boolean }): { dir: string; object: string; manifest: string } {
+  const dir = `${cluster}/${id}`;
+  return { dir, object: `${dir}/${bundleName(o)}`, manifest: `${dir}/${MANIFEST_NAME}` };
+}
+
+/** The key of a backup's manifest, the commit marker. */
+export function manifestKey(cluster: string, id: string): string {
+  return objectKeys(cluster, id, { encrypted: false }).manifest;
+}
+
+/** The manifest that commits an object: beside it in the backup's directory. */
+export function manifestKeyOf(objectKey: string): string {
+  return objectKey.replace(/[^/]+$/, MANIFEST_NAME);
+}
+
+/** Whether a key may be this backup's own object: a manifest may only speak for its own object (prune deletes what it names). */
+export function isOwnObject(cluster: string, id: string, key: string): boolean {
+  return BUNDLE_NAMES.some((n) => `${cluster}/${id}/${n}` === key);
+}
+
+/**
+ * A listed key of this cluster, split into the backup id (its directory) and
+ * the name within it; undefined for a key outside any backup directory.
+ */
+export function splitBackupKey(cluster: string, key: string): { id: string; name: string } | undefined {
+  const rest = key.slice(clusterPrefix(cluster).length);
+  const slash = rest.indexOf('/');
+  if (slash <= 0) return undefined;
+  return { id: rest.slice(0, slash), name: rest.slice(slash + 1) };
+}
+
+// ---- workDir
+
+/** Sealed bundles waiting for (or kept after) delivery, one directory per backup id. */
+export function outboxDir(workDir: string): string {
+  return join(workDir, 'outbox');
+}
+
+export function outboxEntryDir(workDir: string, id: string): string {
+  return join(outboxDir(workDir), id);
+}
+
+/** The sealed object in an outbox entry, named as in the stores (`backup.tar[.zst][.age]`). */
+export function outboxBundlePath(entryDir: string, o: { codec?: Codec; encrypted: boolean }): string {
+  return join(entryDir, bundleName(o));
+}
+
+/** The sealed manifest of an outbox entry: written last, so an entry without it is not sealed. */
+export function outboxManifestPath(entryDir: string): string {
+  return join(entryDir, MANIFEST_NAME);
+}
+
+/** What each store holds of an outbox entry (delivery attempts, backoff). */
+export function outboxStatusPath(entryDir: string): string {
+  return join(entryDir, 'status.json');
+}
+
+/** Scratch of the runs: snapshots and keys of a run, removed when it ends (or by the next lock holder). */
+export function runsDir(workDir: string): string {
+  return join(workDir, 'runs');
+}
+
+export function runScratchDir(workDir: string, id: string): string {
+  return join(runsDir(workDir), id);
+}
+
+/** What the daemon remembers across restarts. */
+export function statePath(workDir: string): string {
+  return join(workDir, 'state.json');
+}
+
+/** One run at a time (run.lock); one outbox delivery at a time (outbox.lock). */
+export type LockName = 'run.lock' | 'outbox.lock';
+
+export function lockPath(workDir: string, name: LockName): string {
+  return join(workDir, name);
+}
+
+/** Scratch of `verify`: a backup is fetched here and removed after the check. */
+export function verifyScratchDir(workDir: string): string {
+  return join(workDir, 'tmp');
+}
+
+/** Scratch of restore drills. */
+export function drillScratchDir(workDir: string): string {
+  return join(workDir, 'drill');
+}
