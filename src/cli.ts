@@ -393,7 +393,7 @@ async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
 async function cmdRun(argv: string[], log: Logger): Promise<number> {
   const { values } = parse(argv, { config: { type: 'string', short: 'c' } }, 0);
   let cfg = configFrom(values);
-  const { startDaemon } = await import('./daemon.js');
+  const { startDaemon } = await import('./daemon/index.js');
   let d: Awaited<ReturnType<typeof startDaemon>> | undefined;
   let stopping = false;
   let reloading: Promise<void> | undefined;

@@ -56,7 +56,7 @@ export interface OutboxStatus {
   oldest?: Date;
 }
 
-/** What survives a restart (structurally the daemon's state file, `src/run/state.ts`). */
+/** What survives a restart (structurally the daemon's state file, `src/daemon/state.ts`). */
 export interface RestorableState {
   lastAttempt?: string;
   lastSuccess?: string;

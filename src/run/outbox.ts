@@ -140,7 +140,7 @@ export interface RetryDelivery {
 
 /**
  * Delivers what the outbox still owes, oldest first, each (bundle, store)
- * pair on its own backoff. Must run under the run lock. When a store comes
+ * pair on its own backoff. Must run under the outbox lock (deliverOutbox takes it), not the run lock. When a store comes
  * back, its backlog drains in order.
  */
 export async function retryOutbox(cfg: Config, stores: Store[], log: Logger, opts: { now?: Date; force?: boolean; signal?: AbortSignal } = {}): Promise<RetryDelivery[]> {

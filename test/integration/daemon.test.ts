@@ -166,7 +166,7 @@ describe('etcd-backupd run', () => {
       expect(await d.stop('SIGTERM')).toBe(0);
       expect(Date.now() - t0).toBeLessThan(15_000);
       const failed = d.lines.find((l) => l.msg === 'backup run failed');
-      expect(failed).toBeDefined();
+      expect(failed).toMatchObject({ result: 'failed', reason: 'source-failed', err: 'cluster-backup.sh was stopped because the run was aborted' });
     } finally {
       await d.stop('SIGKILL');
     }

@@ -1,0 +1,15 @@
+import type { Config } from '../config/load.js';
+import type { Logger } from '../log.js';
+import type { BackupMetrics } from '../metrics/metrics.js';
+import type { Store } from '../storage/store.js';
+import type { DaemonStateFile } from './state.js';
+
+/** What the daemon's services share: built once at start (src/daemon/index.ts), never replaced. */
+export interface DaemonContext {
+  cfg: Config;
+  log: Logger;
+  stores: Store[];
+  storeNames: string[];
+  metrics: BackupMetrics;
+  state: DaemonStateFile;
+}

@@ -1,0 +1,31 @@
+import { messageOf } from '../errors.js';
+import { loadCatalog, untrustedBackups } from '../catalog/catalog.js';
+import { outboxStatus } from '../run/outbox.js';
+import { loadTrust } from '../catalog/trust.js';
+import type { DaemonContext } from './context.js';
+
+/** The inventory gauges: what each store holds of this node's series (trusted backups only). */
+export async function refreshInventory({ cfg, stores, metrics, log }: DaemonContext): Promise<void> {
+  const trust = await loadTrust(cfg).catch(() => undefined);
+  for (const store of stores) {
+    try {
+      const cat = await loadCatalog(store, cfg.cluster, trust);
+      const untrusted = untrustedBackups(cat);
+      const mine = cat.backups.filter((m) => m.node === cfg.node && !untrusted.includes(m));
+      metrics.setInventory(store.name, {
+        count: mine.length,
+        pinned: mine.filter((m) => m.pinned).length,
+        untrusted: untrusted.length,
+        oldest: mine.length ? new Date(mine[mine.length - 1]!.createdAt) : undefined,
+        newest: mine.length ? new Date(mine[0]!.createdAt) : undefined,
+      });
+    } catch (e) {
+      log.warn({ store: store.name, err: messageOf(e) }, 'cannot list store for the inventory metrics');
+    }
+  }
+}
+
+/** The outbox gauges: bundles some store still lacks. */
+export async function refreshOutbox({ cfg, storeNames, metrics }: DaemonContext): Promise<void> {
+  metrics.setOutbox(await outboxStatus(cfg, storeNames));
+}

@@ -1,0 +1,89 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { DaemonStateFile } from '../../src/daemon/state.js';
+import type { DrillResult } from '../../src/drill/drill.js';
+import type { Logger } from '../../src/log.js';
+import type { RunResult } from '../../src/run/backup.js';
+
+const dirs: string[] = [];
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+function workDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'daemon-state-'));
+  dirs.push(d);
+  return d;
+}
+function fakeLog(): Logger & { warn: ReturnType<typeof vi.fn> } {
+  return { warn: vi.fn() } as unknown as Logger & { warn: ReturnType<typeof vi.fn> };
+}
+function run(over: Partial<RunResult>): RunResult {
+  return { id: 'b1', result: 'success', trigger: 'schedule', startedAt: '2024-06-10T02:00:00.000Z', finishedAt: '2024-06-10T02:01:00.000Z', phases: {}, stores: {}, ...over };
+}
+function drill(over: Partial<DrillResult>): DrillResult {
+  return { id: 'b1', result: 'success', steps: [], startedAt: '2024-06-10T04:00:00.000Z', finishedAt: '2024-06-10T04:02:00.000Z', ...over };
+}
+const saved = (dir: string) => JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8'));
+
+describe('DaemonStateFile', () => {
+  it('starts empty without a state file (a catch-up run follows)', async () => {
+    const s = await DaemonStateFile.load(workDir(), fakeLog());
+    expect(s.current).toEqual({ consecutiveFailures: 0, stores: {} });
+  });
+
+  it('records runs: failures count up with their reason, a success resets them; every change is saved', async () => {
+    const dir = workDir();
+    const s = await DaemonStateFile.load(dir, fakeLog());
+    await s.recordRun(run({ result: 'failed', reason: 'upload-failed', stores: { nfs: { result: 'failed', reason: 'upload-failed' } } }));
+    await s.recordRun(run({ id: 'b2', result: 'failed', reason: 'source-failed', stores: {} }));
+    expect(s.current).toMatchObject({ consecutiveFailures: 2, lastResult: 'failed', lastReason: 'source-failed', lastId: 'b2', stores: { nfs: { lastFailure: '2024-06-10T02:01:00.000Z', lastReason: 'upload-failed' } } });
+    expect(saved(dir)).toEqual(s.current);
+    await s.recordRun(run({ id: 'b3', stores: { nfs: { result: 'success' } } }));
+    expect(s.current).toMatchObject({ consecutiveFailures: 0, lastResult: 'success', lastSuccess: '2024-06-10T02:01:00.000Z', stores: { nfs: { lastSuccess: '2024-06-10T02:01:00.000Z' } } });
+    expect(s.current.lastReason).toBeUndefined();
+    expect((await DaemonStateFile.load(dir, fakeLog())).current).toEqual(s.current);
+  });
+
+  it('records late deliveries as a store success, and saves nothing when none succeeded', async () => {
+    const dir = workDir();
+    const s = await DaemonStateFile.load(dir, fakeLog());
+    expect(await s.recordRetries([{ id: 'b1', store: 'nfs', outcome: { result: 'failed', reason: 'upload-failed' } }])).toEqual([]);
+    expect(() => saved(dir)).toThrow();
+    const delivered = await s.recordRetries([
+      { id: 'b1', store: 'nfs', outcome: { result: 'success' } },
+      { id: 'b1', store: 's3', outcome: { result: 'failed', reason: 'upload-failed' } },
+    ]);
+    expect(delivered.map((d) => d.store)).toEqual(['nfs']);
+    expect(Date.parse(saved(dir).stores.nfs.lastSuccess)).toBeGreaterThan(Date.now() - 60_000);
+    expect(saved(dir).stores.s3).toBeUndefined();
+  });
+
+  it('records drills: failures count up with their reason, a success keeps the count at 0', async () => {
+    const dir = workDir();
+    const s = await DaemonStateFile.load(dir, fakeLog());
+    await s.recordDrill(drill({ result: 'failed', reason: 'drill-mismatch' }));
+    await s.recordDrill(drill({ id: 'b2', result: 'failed', reason: 'drill-timeout' }));
+    expect(saved(dir).drill).toEqual({ lastAttempt: '2024-06-10T04:00:00.000Z', lastId: 'b2', consecutiveFailures: 2, lastFailureReason: 'drill-timeout' });
+    await s.recordDrill(drill({ id: 'b3' }));
+    expect(saved(dir).drill).toEqual({ lastAttempt: '2024-06-10T04:00:00.000Z', lastId: 'b3', lastSuccess: '2024-06-10T04:02:00.000Z', consecutiveFailures: 0 });
+  });
+
+  it('a save that fails is a warning with a reason: the state in memory still changes and nothing throws', async () => {
+    const dir = workDir();
+    const notADir = join(dir, 'file');
+    writeFileSync(notADir, 'x');
+    const log = fakeLog();
+    const s = await DaemonStateFile.load(notADir, log);
+    await s.recordRun(run({}));
+    await s.recordDrill(drill({}));
+    await s.recordRetries([{ id: 'b1', store: 'nfs', outcome: { result: 'success' } }]);
+    expect(s.current).toMatchObject({ lastId: 'b1', consecutiveFailures: 0, drill: { consecutiveFailures: 0 }, stores: { nfs: {} } });
+    expect(log.warn).toHaveBeenCalledTimes(3);
+    for (const [fields, msg] of log.warn.mock.calls) {
+      expect(fields).toMatchObject({ reason: 'internal' });
+      expect(msg).toBe('cannot save the daemon state (state.json); keeping it in memory');
+    }
+  });
+});
