@@ -31,7 +31,7 @@ import { isOpenToOthers } from './fsutil.js';
 import { configWarnings } from './config/warnings.js';
 import { fetchBackup, needIdentity, verifyBackup } from './catalog/fetch.js';
 import type { Manifest } from './bundle/manifest.js';
-import { parseDurationSeconds } from './config/duration.js';
+import { parseDurationSeconds } from './units/duration.js';
 import { loadIdentities } from './bundle/encrypt.js';
 import { createSource } from './source/index.js';
 import { createStores, type Store } from './storage/index.js';

@@ -1,6 +1,6 @@
 import type { Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import { clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';

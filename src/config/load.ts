@@ -4,7 +4,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { ZodIssue } from 'zod';
 import { BackupError } from '../errors.js';
-import { parseDurationSeconds } from './duration.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
 import { storeType } from '../storage/stores.js';
 import { configSchema, type RawConfig, type SourceConfig, type StoreConfig } from './schema.js';

@@ -1,6 +1,6 @@
 import { z, type ZodDiscriminatedUnionOption } from 'zod';
 import { CODECS } from '../layout.js';
-import { duration, name } from './fields.js';
+import { duration, name } from '../units/fields.js';
 import { storeType, storeTypes, type StoreConfig } from '../storage/stores.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';

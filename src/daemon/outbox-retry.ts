@@ -1,4 +1,4 @@
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import { deliverOutbox } from '../run/cycle.js';
 import type { RetryDelivery } from '../run/outbox.js';

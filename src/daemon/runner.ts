@@ -1,4 +1,4 @@
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { BackupRequest } from '../run/backup.js';

@@ -1,6 +1,6 @@
 import { loadIdentities } from '../bundle/encrypt.js';
 import type { Config } from '../config/load.js';
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import { drillScratchDir } from '../layout.js';
 import type { Logger } from '../log.js';

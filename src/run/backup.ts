@@ -111,6 +111,21 @@ async function uniqueId(cfg: Config, at: Date, stores: Store[], log: Logger, sig
   );
 }
 
+/** Times one phase into `phases` and logs it. */
+type PhaseTimer = <T>(name: string, fn: () => Promise<T>) => Promise<T>;
+
+function phaseTimer(phases: Record<string, number>, log: Logger): PhaseTimer {
+  return async (name, fn) => {
+    const t0 = performance.now();
+    try {
+      return await fn();
+    } finally {
+      phases[name] = (performance.now() - t0) / 1000;
+      log.info({ phase: name, seconds: phases[name] }, `phase ${name} done`);
+    }
+  };
+}
+
 /**
  * One backup run, start to end. It never throws for a failed backup: the
  * result says what failed and why, so the CLI, the daemon and the metrics
@@ -147,107 +162,29 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   const { id, at } = chosen;
   const log = deps.log.child({ runId: id, trigger: req.trigger });
   const result: RunResult = { id, result: 'failed', trigger: req.trigger, startedAt: startedAt.toISOString(), finishedAt: '', phases, stores };
-  const phase = async <T>(name: string, fn: () => Promise<T>): Promise<T> => {
-    const t0 = performance.now();
-    try {
-      return await fn();
-    } finally {
-      phases[name] = (performance.now() - t0) / 1000;
-      log.info({ phase: name, seconds: phases[name] }, `phase ${name} done`);
-    }
-  };
-
+  const phase = phaseTimer(phases, log);
   const runDir = runScratchDir(cfg.workDir, id);
   const boxDir = outboxEntryDir(cfg.workDir, id);
   try {
     log.info({ label: req.label, pin: req.pin ?? false, force: req.force ?? false }, 'backup run started');
     // Before anything is taken: a snapshot that cannot be signed would not count where trusted keys are set.
     const signer = cfg.signing.keyFile ? await loadSigningKey(cfg.signing.keyFile) : undefined;
-    const pre = await phase('preflight', () => runPreflight(cfg));
-    result.preflight = { checks: pre.checks, forced: req.force === true && pre.blocking.length > 0 };
-    for (const c of pre.checks) if (!c.ok) log.warn({ check: c.name, detail: c.detail }, 'preflight check failed');
-    if (pre.blocking.length > 0) {
-      if (!req.force) throw preflightError(pre.blocking);
-      log.warn({ failed: pre.blocking.map((c) => c.name) }, 'preflight failed; going ahead because of --force');
-    }
-
-    await rm(runDir, { recursive: true, force: true });
-    await mkdirPrivate(runDir);
-    const artifacts = await phase('source', () => deps.source.produce({ runDir, log, force: req.force === true, signal: deps.signal }));
-
-    const snap = await phase('verify-local', () => inspectSnapshot(artifacts.snapshot));
-    if (snap.trailer !== 'ok') {
-      throw new BackupError('snapshot-corrupt', `snapshot ${artifacts.snapshot}: sha256 trailer ${snap.trailer}`, {
-        hint: 'the snapshot file is damaged; check the disk under workDir and etcd logs, then run the backup again',
-      });
-    }
-    log.info({ revision: snap.revision, totalKey: snap.totalKey, totalSize: snap.totalSize, hash: snap.hash }, 'snapshot verified');
-
-    const recipients = cfg.encryption.recipients;
-    const encrypted = recipients.length > 0;
-    const codec = cfg.compression.codec;
-    const keys = objectKeys(cfg.cluster, id, { codec, encrypted });
-    const base: Omit<Manifest, 'artifacts' | 'finishedAt'> = {
-      format: MANIFEST_FORMAT,
-      id,
-      cluster: cfg.cluster,
-      node: cfg.node,
-      trigger: req.trigger,
-      ...(req.label ? { label: req.label } : {}),
-      ...(req.reason ? { reason: req.reason } : {}),
-      pinned: req.pin === true,
-      createdAt: at.toISOString(),
-      startedAt: startedAt.toISOString(),
-      tool: { name: TOOL_NAME, version: VERSION },
-      source: { type: deps.source.type, possiblyDirty: artifacts.possiblyDirty },
-      preflight: { forced: result.preflight.forced, failedChecks: pre.checks.filter((c) => !c.ok).map((c) => ({ name: c.name, detail: c.detail })) },
-      etcd: {
-        version: pre.etcd.version,
-        clusterId: pre.etcd.clusterId,
-        memberId: pre.etcd.memberId,
-        leader: pre.etcd.leader,
-        revision: snap.revision,
-        totalKey: snap.totalKey,
-        hash: snap.hash,
-        totalSize: snap.totalSize,
-      },
-    };
-    stripUndefined(base.etcd);
-
-    await mkdirPrivate(boxDir);
-    const bundlePath = outboxBundlePath(boxDir, { codec, encrypted });
-    let finishedAt = '';
-    const bundle = await phase('bundle', () =>
-      writeBundle(bundlePath, [artifacts.snapshot, artifacts.staticResources], (list) => {
-        finishedAt = now().toISOString();
-        return serializeManifest({ ...base, finishedAt, artifacts: list } as Manifest);
-      }, { recipients, codec, level: cfg.compression.level }).catch((e: NodeJS.ErrnoException) => {
-        throw new BackupError('bundle-failed', `cannot write the bundle ${bundlePath}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), {
-          cause: e,
-          hint: e.code === 'ENOSPC' ? 'workDir is full: free space there or raise preflight.freeSpaceFactor so preflight catches it' : undefined,
-        });
-      }),
-    );
-    const unsigned: Manifest = {
-      ...(base as Manifest),
-      finishedAt,
-      artifacts: bundle.artifacts,
-      object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients], codec, rawSize: bundle.rawSize },
-    };
-    const manifest = signer ? signManifest(unsigned, signer) : unsigned;
-    await writeFileAtomic(outboxManifestPath(boxDir), serializeManifest(manifest));
+    const checked = await preflight(cfg, req, log, phase);
+    result.preflight = { checks: checked.pre.checks, forced: checked.forced };
+    const taken: TakenSnapshot = { ...checked, ...(await takeVerifiedSnapshot(cfg, deps, req, runDir, log, phase)), signer };
+    const base = manifestBase(cfg, req, deps.source.type, { id, at, startedAt }, taken);
+    const files = [taken.artifacts.snapshot, taken.artifacts.staticResources];
+    const { manifest, bundlePath } = await sealInOutbox(cfg, base, files, boxDir, taken.signer, now, phase);
     result.manifest = manifest;
     await rm(runDir, { recursive: true, force: true });
-    log.info({ size: bundle.size, rawSize: bundle.rawSize, codec, sha256: bundle.sha256 }, 'bundle sealed in the outbox');
+    log.info({ size: manifest.object!.size, rawSize: manifest.object!.rawSize, codec: manifest.object!.codec, sha256: manifest.object!.sha256 }, 'bundle sealed in the outbox');
 
-    const t0 = performance.now();
     // Stores are independent (each succeeds or fails on its own): deliver to all at once, so a
     // backup is off the node in the time of the slowest store, not the sum of all.
-    const outcomes = await Promise.all(
-      deps.stores.map((store) => deliverToStore(store, store.settings.verify, bundlePath, manifest, log, deps.signal, { sealedNow: true })),
+    const outcomes = await phase('deliver', () =>
+      Promise.all(deps.stores.map((store) => deliverToStore(store, store.settings.verify, bundlePath, manifest, log, deps.signal, { sealedNow: true }))),
     );
     deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
-    phases['deliver'] = (performance.now() - t0) / 1000;
     try {
       await writeStatus(boxDir, firstAttemptStatus(cfg, stores, now()));
     } catch (e) {
@@ -265,7 +202,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     }
     result.result = 'success';
     result.finishedAt = now().toISOString();
-    log.info({ result: 'success', seconds: (Date.parse(result.finishedAt) - startedAt.getTime()) / 1000, size: bundle.size }, 'backup run finished');
+    log.info({ result: 'success', seconds: (Date.parse(result.finishedAt) - startedAt.getTime()) / 1000, size: manifest.object!.size }, 'backup run finished');
     return result;
   } catch (e) {
     await rm(runDir, { recursive: true, force: true }).catch(() => undefined);
@@ -275,6 +212,113 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
   } finally {
     await lock.release();
   }
+}
+
+/** What the run knows once the snapshot is taken and proven whole. */
+interface TakenSnapshot {
+  pre: PreflightOutcome;
+  forced: boolean;
+  artifacts: Awaited<ReturnType<Source['produce']>>;
+  snap: Awaited<ReturnType<typeof inspectSnapshot>>;
+  signer?: Awaited<ReturnType<typeof loadSigningKey>>;
+}
+
+/** The preflight checks; a blocking failure ends the run unless it is forced. */
+async function preflight(cfg: Config, req: BackupRequest, log: Logger, phase: PhaseTimer): Promise<{ pre: PreflightOutcome; forced: boolean }> {
+  const pre = await phase('preflight', () => runPreflight(cfg));
+  const forced = req.force === true && pre.blocking.length > 0;
+  for (const c of pre.checks) if (!c.ok) log.warn({ check: c.name, detail: c.detail }, 'preflight check failed');
+  if (pre.blocking.length > 0) {
+    if (!req.force) throw preflightError(pre.blocking);
+    log.warn({ failed: pre.blocking.map((c) => c.name) }, 'preflight failed; going ahead because of --force');
+  }
+  return { pre, forced };
+}
+
+/** The source, and the local proof of the snapshot (trailer and bbolt walk). */
+async function takeVerifiedSnapshot(cfg: Config, deps: RunDeps, req: BackupRequest, runDir: string, log: Logger, phase: PhaseTimer): Promise<Pick<TakenSnapshot, 'artifacts' | 'snap'>> {
+  await rm(runDir, { recursive: true, force: true });
+  await mkdirPrivate(runDir);
+  const artifacts = await phase('source', () => deps.source.produce({ runDir, log, force: req.force === true, signal: deps.signal }));
+
+  const snap = await phase('verify-local', () => inspectSnapshot(artifacts.snapshot));
+  if (snap.trailer !== 'ok') {
+    throw new BackupError('snapshot-corrupt', `snapshot ${artifacts.snapshot}: sha256 trailer ${snap.trailer}`, {
+      hint: 'the snapshot file is damaged; check the disk under workDir and etcd logs, then run the backup again',
+    });
+  }
+  log.info({ revision: snap.revision, totalKey: snap.totalKey, totalSize: snap.totalSize, hash: snap.hash }, 'snapshot verified');
+  return { artifacts, snap };
+}
+
+type ManifestBase = Omit<Manifest, 'artifacts' | 'finishedAt' | 'object'>;
+
+/** Everything the manifest says that is known before the bundle is written. Pure. */
+export function manifestBase(cfg: Config, req: BackupRequest, sourceType: Source['type'], run: { id: string; at: Date; startedAt: Date }, taken: TakenSnapshot): ManifestBase {
+  const { pre, forced, artifacts, snap } = taken;
+  const base: ManifestBase = {
+    format: MANIFEST_FORMAT,
+    id: run.id,
+    cluster: cfg.cluster,
+    node: cfg.node,
+    trigger: req.trigger,
+    ...(req.label ? { label: req.label } : {}),
+    ...(req.reason ? { reason: req.reason } : {}),
+    pinned: req.pin === true,
+    createdAt: run.at.toISOString(),
+    startedAt: run.startedAt.toISOString(),
+    tool: { name: TOOL_NAME, version: VERSION },
+    source: { type: sourceType, possiblyDirty: artifacts.possiblyDirty },
+    preflight: { forced, failedChecks: pre.checks.filter((c) => !c.ok).map((c) => ({ name: c.name, detail: c.detail })) },
+    etcd: {
+      version: pre.etcd.version,
+      clusterId: pre.etcd.clusterId,
+      memberId: pre.etcd.memberId,
+      leader: pre.etcd.leader,
+      revision: snap.revision,
+      totalKey: snap.totalKey,
+      hash: snap.hash,
+      totalSize: snap.totalSize,
+    },
+  };
+  stripUndefined(base.etcd);
+  return base;
+}
+
+/**
+ * Writes the bundle into the outbox entry, with the manifest inside it (its
+ * artifacts and finish time: it is made while the tar is written), then the
+ * sealed manifest next to it: the same plus the stored object, signed when a
+ * key is set. From here on the backup exists on the node.
+ */
+async function sealInOutbox(cfg: Config, base: ManifestBase, files: string[], boxDir: string, signer: TakenSnapshot['signer'], now: () => Date, phase: PhaseTimer): Promise<{ manifest: Manifest; bundlePath: string }> {
+  const recipients = cfg.encryption.recipients;
+  const encrypted = recipients.length > 0;
+  const codec = cfg.compression.codec;
+  await mkdirPrivate(boxDir);
+  const bundlePath = outboxBundlePath(boxDir, { codec, encrypted });
+  // The manifest inside the tar gets its artifacts and finish time while the tar is written.
+  let embedded: Manifest | undefined;
+  const bundle = await phase('bundle', () =>
+    writeBundle(bundlePath, files, (list) => {
+      embedded = { ...base, finishedAt: now().toISOString(), artifacts: list } as Manifest;
+      return serializeManifest(embedded);
+    }, { recipients, codec, level: cfg.compression.level }).catch((e: NodeJS.ErrnoException) => {
+      throw new BackupError('bundle-failed', `cannot write the bundle ${bundlePath}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), {
+        cause: e,
+        hint: e.code === 'ENOSPC' ? 'workDir is full: free space there or raise preflight.freeSpaceFactor so preflight catches it' : undefined,
+      });
+    }),
+  );
+  const keys = objectKeys(cfg.cluster, base.id, { codec, encrypted });
+  const unsigned: Manifest = {
+    ...embedded!,
+    artifacts: bundle.artifacts,
+    object: { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted, recipients: [...recipients], codec, rawSize: bundle.rawSize },
+  };
+  const manifest = signer ? signManifest(unsigned, signer) : unsigned;
+  await writeFileAtomic(outboxManifestPath(boxDir), serializeManifest(manifest));
+  return { manifest, bundlePath };
 }
 
 function fail(result: RunResult, e: unknown, log: Logger, now: () => Date): RunResult {

@@ -1,7 +1,7 @@
 import { readFile, readdir, rm, stat } from 'node:fs/promises';
 import { parseManifest, type Manifest } from '../bundle/manifest.js';
 import type { Config } from '../config/load.js';
-import { parseDurationSeconds } from '../config/duration.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { outboxBundlePath, outboxDir, outboxEntryDir, outboxManifestPath, outboxStatusPath } from '../layout.js';

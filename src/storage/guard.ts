@@ -221,34 +221,9 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
         if (!counted.destroyed && !counted.readableEnded) counted.destroy();
       });
     },
-    async *list(prefix, opts) {
+    list(prefix, opts) {
       const what = `listing ${prefix}`;
-      const d = transfer(`${what} (whole listing)`, opts, Infinity);
-      const it = inner.list(prefix, { signal: d.signal })[Symbol.asyncIterator]();
-      let n = 0;
-      try {
-        for (;;) {
-          // Each step (one page at most) is one request; a server that stops answering mid-listing fails it.
-          const t = setTimeout(() => d.abort(new BackupError('store-timeout', `store ${name}: ${what}: no answer within ${fmtMs(limits.requestMs)}`)), limits.requestMs);
-          let r: IteratorResult<ObjectInfo>;
-          try {
-            r = await raceSignal(it.next(), d.signal, () => abortedByShutdown(name, what));
-          } finally {
-            clearTimeout(t);
-          }
-          if (r.done) return;
-          if (++n > limits.maxListEntries) {
-            throw new BackupError('store-misbehaving', `store ${name}: ${what} yielded more than ${limits.maxListEntries} objects; a listing that never ends is refused`, {
-              hint: 'check the server (a proxy that loops?) or remove objects that are not backups from under the prefix',
-            });
-          }
-          yield r.value;
-        }
-      } finally {
-        d.done();
-        // Let the backend release its listing, but never wait on a hung one.
-        void Promise.resolve(it.return?.()).catch(() => undefined);
-      }
+      return boundedList(inner, prefix, transfer(`${what} (whole listing)`, opts, Infinity), limits, what);
     },
     putFile(key, path, opts?: PutOptions) {
       const what = `upload of ${key}`;
@@ -271,4 +246,34 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
     },
     close: () => inner.close(),
   };
+}
+
+/** A listing where each step (one page at most) is one request and the whole is bounded in time and entries. */
+async function* boundedList(inner: Store, prefix: string, d: Deadline, limits: StoreLimits, what: string): AsyncGenerator<ObjectInfo> {
+  const name = inner.name;
+  const it = inner.list(prefix, { signal: d.signal })[Symbol.asyncIterator]();
+  let n = 0;
+  try {
+    for (;;) {
+      // A server that stops answering mid-listing fails it.
+      const t = setTimeout(() => d.abort(new BackupError('store-timeout', `store ${name}: ${what}: no answer within ${fmtMs(limits.requestMs)}`)), limits.requestMs);
+      let r: IteratorResult<ObjectInfo>;
+      try {
+        r = await raceSignal(it.next(), d.signal, () => abortedByShutdown(name, what));
+      } finally {
+        clearTimeout(t);
+      }
+      if (r.done) return;
+      if (++n > limits.maxListEntries) {
+        throw new BackupError('store-misbehaving', `store ${name}: ${what} yielded more than ${limits.maxListEntries} objects; a listing that never ends is refused`, {
+          hint: 'check the server (a proxy that loops?) or remove objects that are not backups from under the prefix',
+        });
+      }
+      yield r.value;
+    }
+  } finally {
+    d.done();
+    // Let the backend release its listing, but never wait on a hung one.
+    void Promise.resolve(it.return?.()).catch(() => undefined);
+  }
 }

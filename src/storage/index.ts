@@ -1,5 +1,5 @@
-import { parseDurationSeconds } from '../config/duration.js';
-import { parseByteRate } from '../config/fields.js';
+import { parseDurationSeconds } from '../units/duration.js';
+import { parseByteRate } from '../units/fields.js';
 import { DEFAULT_LIMITS, guardStore, type StoreLimits } from './guard.js';
 import type { Store } from './store.js';
 import { storeType, type StoreConfig } from './stores.js';

@@ -1,5 +1,5 @@
 import { z, type ZodDiscriminatedUnionOption } from 'zod';
-import { age, byteRate, duration, name } from '../config/fields.js';
+import { age, byteRate, duration, name } from '../units/fields.js';
 import { BackupError } from '../errors.js';
 import { DEFAULT_STORE_SETTINGS, type Store, type StoreCapabilities, type StoreSettings } from './store.js';
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseConfig, redactConfig } from '../../src/config/load.js';
-import { parseDurationSeconds } from '../../src/config/duration.js';
+import { parseDurationSeconds } from '../../src/units/duration.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ebd-config-'));
 const script = join(dir, 'cluster-backup.sh');

@@ -92,7 +92,7 @@ function checkRunnable(c: Config): string[] {
 }
 
 function secondsOf(d: string): number {
-  // The same grammar as src/config/duration.ts, evaluated independently.
+  // The same grammar as src/units/duration.ts, evaluated independently.
   if (d.trim() === '0') return 0;
   const unit: Record<string, number> = { ms: 0.001, s: 1, m: 60, h: 3600, d: 86400, w: 604800 };
   let total = 0;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { duration } from '../../config/fields.js';
+import { duration } from '../../units/fields.js';
 import { registerStoreType, storeConfigSchema, storeSettings } from '../registry.js';
 import type { StoreCapabilities } from '../store.js';
 

@@ -3,13 +3,14 @@ import { stat as statLocal } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { Readable } from 'node:stream';
 import type { FileEntryWithStats, SFTPWrapper, Stats } from 'ssh2';
-import { parseDurationSeconds } from '../../config/duration.js';
+import { parseDurationSeconds } from '../../units/duration.js';
 import { BackupError, type Reason } from '../../errors.js';
 import { fileChunks } from '../file-chunks.js';
 import { settingsOf } from '../registry.js';
 import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
 import { sftpCapabilities, type SftpStoreConfig } from './index.js';
 import { hasExtension, ioLen, SftpReadStream, writeBody } from './io.js';
+import { execOn, shellQuote } from './remote-exec.js';
 import { call, ConnectionLost, describe, errCode, SftpConnection, type Session } from './session.js';
 
 export type { SftpStoreConfig };
@@ -23,11 +24,6 @@ const TEMP_RE = /^\..+\.tmp-[0-9a-f]+$/;
 
 function isNoSuchFile(e: unknown): boolean {
   return errCode(e) === SFTP_NO_SUCH_FILE || errCode(e) === 'ENOENT';
-}
-
-/** One POSIX shell word: single quotes, with each ' written as '\''. */
-function shellQuote(s: string): string {
-  return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
 interface PutState {
@@ -307,44 +303,13 @@ export class SftpStore implements Store {
       const path = await this.call<string>(s, (sftp, cb) => sftp.realpath(this.remote(key), cb));
       if (!path.startsWith('/')) return undefined;
       const cmd = `f=${shellQuote(path)}; if command -v openssl >/dev/null 2>&1; then openssl dgst -sha256 -r "$f"; else sha256sum -b "$f"; fi`;
-      const out = await this.execOn(s, cmd, signal);
+      const out = await execOn(s, cmd, { where: this.where, limitMs: Math.max(10 * 60_000, 20 * this.timeoutMs), signal });
       return /^([0-9a-f]{64})\b/i.exec(out.trim())?.[1]?.toLowerCase();
     }, undefined, signal);
   }
 
   readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }> {
     return readBackByGet(this, key, opts);
-  }
-
-  /**
-   * Runs one command, returns its stdout when it exits 0. Hashing a large
-   * file takes a while, so the limit is generous; past it the caller reads
-   * back instead (a forced command that ignores EOF must not hang a run).
-   */
-  private execOn(s: Session, cmd: string, signal?: AbortSignal): Promise<string> {
-    return new Promise<string>((resolve, reject) => {
-      if (!s.alive) return reject(new ConnectionLost(`connection to ${this.where} lost: ${s.lostReason ?? 'closed'}`));
-      if (signal?.aborted) return reject(new Error('aborted'));
-      s.client.exec(cmd, (err, stream) => {
-        if (err) return reject(err);
-        const timer = setTimeout(() => stream.close(), Math.max(10 * 60_000, 20 * this.timeoutMs));
-        stream.once('close', () => clearTimeout(timer));
-        // No input: a server that forces internal-sftp for every session then sees EOF and exits instead of waiting.
-        stream.end();
-        let out = '';
-        const onAbort = () => stream.close();
-        signal?.addEventListener('abort', onAbort, { once: true });
-        stream.on('data', (d: Buffer) => {
-          if (out.length < 4096) out += d.toString('latin1');
-        });
-        stream.stderr.resume();
-        stream.on('close', (code: number | null) => {
-          signal?.removeEventListener('abort', onAbort);
-          if (code === 0) resolve(out);
-          else reject(new Error(`exec exited ${code}`));
-        });
-      });
-    });
   }
 
   private async getOn(s: Session, key: string): Promise<Readable> {
