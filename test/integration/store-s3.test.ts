@@ -17,6 +17,7 @@ import { deliverToStore } from '../../src/run/deliver.js';
 import { tempDir } from '../support/cli.js';
 import { startS3rver, type S3rver } from '../support/s3.js';
 import { generated, storeContract } from '../support/store-contract.js';
+import { drain } from '../support/streams.js';
 
 const MiB = 1024 * 1024;
 
@@ -48,16 +49,6 @@ function s3Config(over: Record<string, unknown> = {}, srv: S3rver = server): S3S
   });
   if (cfg.type !== 's3') throw new Error('not an s3 config');
   return cfg;
-}
-
-async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of r) {
-    h.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { bytes, sha: h.digest('hex') };
 }
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {

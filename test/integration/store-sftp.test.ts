@@ -11,6 +11,7 @@ import { parseKnownHosts, SftpStore, type SftpStoreConfig } from '../../src/stor
 import { verifyRemoteCopy } from '../../src/storage/verify.js';
 import { removeSshdDir, startSshd, type Sshd } from '../support/sshd.js';
 import { generated, storeContract } from '../support/store-contract.js';
+import { drain } from '../support/streams.js';
 
 const execFileP = promisify(execFile);
 let seq = 0;
@@ -37,16 +38,6 @@ async function keys(store: SftpStore, prefix: string): Promise<string[]> {
   const out: string[] = [];
   for await (const o of store.list(prefix)) out.push(o.key);
   return out;
-}
-
-async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of r) {
-    h.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { bytes, sha: h.digest('hex') };
 }
 
 /** Every file under dir, relative, dot-files included: what the server's disk holds. */

@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { CLI } from './cli.js';
+import { followJsonLog } from './logs.js';
 
 export interface DaemonProcess {
   child: ChildProcess;
@@ -19,8 +19,6 @@ export async function startDaemonProcess(configFile: string, env: NodeJS.Process
     env: { ...process.env, ETCD_BACKUPD_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   let exited = false;
   const exit = new Promise<number | null>((resolve) =>
     child.on('exit', (code) => {
@@ -28,34 +26,7 @@ export async function startDaemonProcess(configFile: string, env: NodeJS.Process
       resolve(code);
     }),
   );
-  createInterface({ input: child.stderr! }).on('line', (line) => {
-    let l: Record<string, unknown>;
-    try {
-      l = JSON.parse(line);
-    } catch {
-      l = { msg: line, raw: true };
-    }
-    lines.push(l);
-    for (const w of [...waiters]) {
-      if (w.pred(l)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(l);
-      }
-    }
-  });
-  const waitFor = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 60_000, what = 'log line') =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const found = lines.find(pred);
-      if (found) return resolve(found);
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; log tail:\n${lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`)), timeoutMs);
-      waiters.push({
-        pred,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-    });
+  const { lines, waitFor } = followJsonLog(child.stderr!);
   const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 30_000, 'daemon start');
   const metricsUrl = `http://${String(started.metrics).includes(':') && String(started.metrics).split(':').length > 2 ? `[${String(started.metrics).replace(/:\d+$/, '')}]:${String(started.metrics).split(':').pop()}` : started.metrics}`;
   return {

@@ -7,6 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/storage/store.js';
 import { DEFAULT_LIMITS, guardStore } from '../../src/storage/guard.js';
+import { drain } from './streams.js';
 
 /**
  * The behaviour every Store must have, run against the real server behind it.
@@ -21,16 +22,6 @@ export interface ContractOptions {
   largeBytes?: number;
   /** The server ignores S3's If-None-Match (s3rver): a conditional put then overwrites, and delivery's own check is what protects. */
   ignoresIfNoneMatch?: boolean;
-}
-
-async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of r) {
-    h.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { bytes, sha: h.digest('hex') };
 }
 
 /** Deterministic pseudo-random bytes, generated in chunks so the test itself stays flat in memory. */

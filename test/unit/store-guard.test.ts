@@ -1,9 +1,9 @@
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
 import { guardStore, type StoreLimits } from '../../src/storage/guard.js';
 import type { ObjectInfo, Store } from '../../src/storage/store.js';
+import { drain } from '../support/streams.js';
 
 /**
  * The guard alone, over small in-memory backends that hang, trickle or loop
@@ -61,20 +61,6 @@ function trickle(bytesPerTick: number, everyMs: number, total: number): Readable
   return r;
 }
 
-async function drain(r: Readable): Promise<number> {
-  let n = 0;
-  await pipeline(
-    r,
-    new Writable({
-      write(c: Buffer, _e, cb) {
-        n += c.length;
-        cb();
-      },
-    }),
-  );
-  return n;
-}
-
 describe('guardStore', () => {
   it('a request that never answers fails with store-timeout after requestMs', async () => {
     const s = guardStore(backend({}), limits);
@@ -124,7 +110,7 @@ describe('guardStore', () => {
 
   it('a fast download passes whole; a download that never starts fails within requestMs', async () => {
     const s = guardStore(backend({ get: async () => Readable.from([Buffer.alloc(64 * 1024), Buffer.alloc(1000)]) }), limits);
-    expect(await drain(await s.get('k'))).toBe(65 * 1024 + 1000 - 1024);
+    expect((await drain(await s.get('k'))).bytes).toBe(65 * 1024 + 1000 - 1024);
     const hung = guardStore(backend({}), limits);
     expect((await failure(hung.get('k'))).message).toMatch(/no answer within 0.2s/);
   });
