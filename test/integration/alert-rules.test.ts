@@ -15,7 +15,7 @@ import { DrillMetrics } from '../../src/drill/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
-const PROMETHEUS_RULE = join(ROOT, 'packaging/prometheus/prometheusrule.yaml');
+const PROMETHEUS_RULE = join(ROOT, 'packaging/kubernetes/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
 const ALERTS = ['EtcdBackupMissing', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups'];
