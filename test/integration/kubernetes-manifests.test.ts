@@ -309,7 +309,7 @@ describe('the DaemonSet', () => {
     expect(container.livenessProbe.httpGet).toEqual({ path: '/healthz', port: 'metrics' });
     expect(container.readinessProbe.httpGet).toEqual({ path: '/readyz', port: 'metrics' });
     expect(container.resources.limits).toEqual({ memory: '256Mi' });
-    expect(container.resources.requests.memory).toBeDefined();
+    expect(container.resources.requests).toEqual({ cpu: '20m', memory: '64Mi' });
     const cfg = parseYaml(configMap.data['config.yaml']);
     expect(pod.terminationGracePeriodSeconds).toBeGreaterThan(Number.parseInt(cfg.shutdownTimeout, 10));
   });
@@ -401,7 +401,7 @@ describe('the ConfigMap config.yaml', () => {
     expect(pod.volumes.find((v: { name: string }) => v.name === work.name).hostPath).toEqual({ path: cfg.workDir, type: 'DirectoryOrCreate' });
     // The control socket on a volume of its own (the root filesystem is read-only).
     expect(container.securityContext.readOnlyRootFilesystem).toBe(true);
-    expect(mounted(cfg.control.socket).volume.emptyDir).toBeDefined();
+    expect(mounted(cfg.control.socket).volume.emptyDir).toEqual({ medium: 'Memory', sizeLimit: '1Mi' });
   });
 
   it('still passes the schema with the commented SFTP store and age recipients switched on', () => {

@@ -338,7 +338,7 @@ describe('SftpStore against OpenSSH sshd', () => {
 
     await store.delete(['b/20260101T000000Z-m0/backup.tar', 'b/20260101T000000Z-m0/manifest.json', 'b/20260102T000000Z-m0/manifest.json']);
     expect(await keys(store, 'b/')).toEqual(['b/a.b', 'b/a/c']);
-    await expect(stat(join(cfg.path, 'b/20260101T000000Z-m0'))).rejects.toThrow();
+    await expect(stat(join(cfg.path, 'b/20260101T000000Z-m0'))).rejects.toMatchObject({ code: 'ENOENT' });
     await store.delete(['b/a.b', 'b/a/c', 'b.x']);
     // b/ still holds .hidden, so it stays; the store root always stays.
     expect(await filesOnDisk(cfg.path)).toEqual(['b/.hidden']);
@@ -438,7 +438,7 @@ describe('SftpStore against OpenSSH sshd', () => {
       e = await expectRejected(store.get('h/warm'));
       expect(e.reason).toBe('store-unavailable');
       expect(e.message).toContain(`cannot connect to 127.0.0.1:${other.port}`);
-      expect(e.hint).toBeTruthy();
+      expect(e.hint).toBe(`check that sshd runs on 127.0.0.1:${other.port} and that this node can reach it (firewall, route); the timeout is 2s`);
       expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
       other.thaw();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackupError } from '../../src/errors.js';
 import type { Store } from '../../src/storage/store.js';
 import { DEFAULT_LIMITS, guardStore } from '../../src/storage/guard.js';
 import { drain } from './streams.js';
@@ -184,7 +185,12 @@ export function storeContract(label: string, opts: ContractOptions): void {
           if (++(this as unknown as { n: number }).n > 100) this.destroy(new Error('source disk died'));
         },
       });
-      await expect(store.put('c/fail/backup.tar', failing)).rejects.toThrow();
+      const e = await store.put('c/fail/backup.tar', failing).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(e).toBeInstanceOf(BackupError);
+      expect(e).toMatchObject({ reason: 'upload-failed', message: expect.stringContaining('source disk died') });
       expect(await store.head('c/fail/backup.tar')).toBeUndefined();
       const left: string[] = [];
       for await (const o of store.list('c/fail/')) left.push(o.key);
