@@ -1,6 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { CLI } from './cli.js';
-import { followJsonLog } from './logs.js';
+import type { ChildProcess } from 'node:child_process';
+import { spawnDaemon } from './faults.js';
 
 export interface DaemonProcess {
   child: ChildProcess;
@@ -13,36 +12,10 @@ export interface DaemonProcess {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
 }
 
-/** Starts `etcd-backupd run` as a real process and follows its JSON log. */
+/** Starts `etcd-backupd run` as a real process and follows its JSON log (test/support/faults.ts's spawnDaemon, started). */
 export async function startDaemonProcess(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [CLI, 'run', '--config', configFile], {
-    env: { ...process.env, ETCD_BACKUPD_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let exited = false;
-  const exit = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => {
-      exited = true;
-      resolve(code);
-    }),
-  );
-  const { lines, waitFor } = followJsonLog(child.stderr!);
-  const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 30_000, 'daemon start');
-  const metricsUrl = `http://${String(started.metrics).includes(':') && String(started.metrics).split(':').length > 2 ? `[${String(started.metrics).replace(/:\d+$/, '')}]:${String(started.metrics).split(':').pop()}` : started.metrics}`;
-  return {
-    child,
-    lines,
-    metricsUrl,
-    waitFor,
-    metrics: async () => (await fetch(`${metricsUrl}/metrics`)).text(),
-    stop: async (signal = 'SIGTERM', timeoutMs = 60_000) => {
-      if (!exited) child.kill(signal);
-      const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      const code = await exit;
-      clearTimeout(t);
-      return code;
-    },
-  };
+  const d = await spawnDaemon(configFile, { env });
+  return { child: d.child, lines: d.lines, metricsUrl: d.metricsUrl!, waitFor: d.waitFor, metrics: d.metrics, stop: d.stop };
 }
 
 /** Value of a sample in Prometheus text format, e.g. metricValue(text, 'etcd_backup_runs_total', {result: 'success'}). */

@@ -234,8 +234,9 @@ export interface DaemonOptions {
 
 /**
  * `etcd-backupd run` as a real process (optionally inside namespaces),
- * following its JSON log. Like test/support/daemon.ts, plus: raw stderr,
- * a wrapper command, the real pid behind a wrapper, counting lines.
+ * following its JSON log (./logs.ts): raw stderr, an optional wrapper
+ * command, the real pid behind a wrapper, counting lines.
+ * test/support/daemon.ts's startDaemonProcess is this without a wrapper.
  */
 export async function spawnDaemon(configFile: string, opts: DaemonOptions = {}): Promise<DaemonProc> {
   const argv = [...(opts.wrapper ?? []), process.execPath, CLI, 'run', '--config', configFile];
