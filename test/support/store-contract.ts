@@ -5,9 +5,9 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackupError } from '../../src/errors.js';
 import type { Store } from '../../src/storage/store.js';
 import { DEFAULT_LIMITS, guardStore } from '../../src/storage/guard.js';
+import { backupErrorOf } from './rejections.js';
 import { drain } from './streams.js';
 
 /**
@@ -185,11 +185,7 @@ export function storeContract(label: string, opts: ContractOptions): void {
           if (++(this as unknown as { n: number }).n > 100) this.destroy(new Error('source disk died'));
         },
       });
-      const e = await store.put('c/fail/backup.tar', failing).then(
-        () => undefined,
-        (err: unknown) => err,
-      );
-      expect(e).toBeInstanceOf(BackupError);
+      const e = await backupErrorOf(store.put('c/fail/backup.tar', failing));
       expect(e).toMatchObject({ reason: 'upload-failed', message: expect.stringContaining('source disk died') });
       expect(await store.head('c/fail/backup.tar')).toBeUndefined();
       const left: string[] = [];
