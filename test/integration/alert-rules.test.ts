@@ -15,7 +15,7 @@ import { DrillMetrics } from '../../src/drill/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
-const PROMETHEUS_RULE = join(ROOT, 'packaging/prometheus/prometheusrule.yaml');
+const PROMETHEUS_RULE = join(ROOT, 'packaging/kubernetes/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
 const ALERTS = ['EtcdBackupMissing', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups'];
@@ -90,8 +90,8 @@ describe('the rules themselves', () => {
     expect([...new Set(rules.map((r) => r.alert))].sort()).toEqual([...ALERTS].sort());
     for (const r of rules) {
       expect(['critical', 'warning'], r.alert).toContain(r.labels?.severity);
-      expect(r.annotations?.summary, r.alert).toBeTruthy();
-      expect(r.annotations?.description, r.alert).toBeTruthy();
+      expect(r.annotations?.summary, r.alert).toEqual(expect.stringMatching(/\S/));
+      expect(r.annotations?.description, r.alert).toEqual(expect.stringMatching(/\S/));
       expect(r.annotations?.runbook_url).toBe(`https://github.com/etcd-backupd/etcd-backupd/blob/main/README.md#runbook-${r.alert!.toLowerCase()}`);
     }
     const severity = (a: string): string[] => [...new Set(rules.filter((r) => r.alert === a).map((r) => r.labels!.severity!))];

@@ -196,7 +196,7 @@ describe('etcd test harness (real etcd 3.4)', () => {
     const lines = res.stdout.trim().split('\n');
     expect(res.stdout).toContain(`Snapshot saved at ${path.join(dir, snap)}`);
     const statusLine = lines.find((l) => l.startsWith('{"hash"'));
-    expect(statusLine).toBeDefined();
+    expect(statusLine).toMatch(/^\{"hash":\d+,"revision":\d+,"totalKey":\d+,"totalSize":\d+\}$/);
     const status = JSON.parse(statusLine!) as { revision: number; totalKey: number };
     expect(status.totalKey).toBeGreaterThan(1100);
     expect(lines.at(-1)).toBe(`snapshot db and kube resources are successfully saved to ${dir}`);

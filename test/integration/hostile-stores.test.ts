@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -74,6 +75,15 @@ function held(env: Env, id: string): { manifest?: Buffer; object?: Buffer } {
   return { manifest: copy(k.manifest), object: copy(k.object) };
 }
 
+/** `held` is `id` committed: its manifest names it and describes the object byte for byte. */
+function expectCommitted(h: { manifest?: Buffer; object?: Buffer }, id: string, what: string): void {
+  expect(h.manifest, what).toBeInstanceOf(Buffer);
+  expect(h.object, what).toBeInstanceOf(Buffer);
+  const m = JSON.parse(h.manifest!.toString('utf8')) as { id: string; object: { size: number; sha256: string } };
+  expect(m.id, what).toBe(id);
+  expect(m.object, what).toMatchObject({ size: h.object!.length, sha256: createHash('sha256').update(h.object!).digest('hex') });
+}
+
 type BackupDoc = { id: string; result: string; reason?: string; error?: string };
 
 async function timed(args: string[], opts: { env?: NodeJS.ProcessEnv; killAfterMs?: number } = {}): Promise<CliResult & { seconds: number }> {
@@ -127,7 +137,7 @@ describe('a failed re-delivery never deletes a committed copy', () => {
     expect(first.code, first.stderr).toBe(0);
     const id = first.doc.id;
     const before = held(env, id);
-    expect(before.manifest && before.object, `the first backup is not in the fake: ${[...s3.objects.keys()].join(', ')}`).toBeTruthy();
+    expectCommitted(before, id, `the first backup is not in the fake: ${[...s3.objects.keys()].join(', ')}`);
     const status = join(env.dir, 'work', 'outbox', id, 'status.json');
     expect(existsSync(status), 'the outbox keeps the delivered bundle (local.keep: 1)').toBe(true);
     rmSync(status);
@@ -224,7 +234,7 @@ describe('id reuse never destroys a pinned backup', () => {
     expect(existsSync(join(env.dir, 'work', 'outbox', id)), 'local.keep: 0 leaves no delivered bundle in the outbox').toBe(false);
     await etcd.put(`/registry/hostile/${name}`, String(Date.now()));
     const before = held(env, id);
-    expect(before.manifest && before.object).toBeTruthy();
+    expectCommitted(before, id, 'the pinned backup is not in the fake');
     return { env, id, before };
   }
 
@@ -282,7 +292,7 @@ describe('a listing that never ends', () => {
     expect(r.code, `exit ${r.code} after ${r.seconds.toFixed(1)} s (-1: killed, the process never ended):\n${tail(r.stderr)}`).toBeGreaterThanOrEqual(0);
     expect(r.seconds).toBeLessThan(60);
     expect(r.doc).toMatchObject({ result: 'success' });
-    expect(held(env, r.doc.id).manifest, 'the backup was not committed').toBeDefined();
+    expectCommitted(held(env, r.doc.id), r.doc.id, 'the backup was not committed');
     const lines = r.stderr.split('\n').flatMap((l) => {
       try {
         return [JSON.parse(l) as { level?: number; msg?: string }];

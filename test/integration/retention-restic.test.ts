@@ -329,7 +329,7 @@ describe('planRetention agrees with restic forget', () => {
       it(`${s.host} (${s.tz}): ${flags.join(' ')}`, () => {
         const groups = forgetResults.get(key(flags))!;
         const group = groups.find((g) => g.host === s.host);
-        expect(group, `restic output has a group for host ${s.host}`).toBeDefined();
+        expect(group, `restic output has a group for host ${s.host}`).toMatchObject({ host: s.host });
         const keep = group!.keep ?? [];
         const reasons = group!.reasons ?? [];
         expect(reasons).toHaveLength(keep.length);

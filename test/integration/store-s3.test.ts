@@ -18,6 +18,8 @@ import { deliverToStore } from '../../src/run/deliver.js';
 import { tempDir } from '../support/cli.js';
 import { startS3rver, type S3rver } from '../support/s3.js';
 import { generated, storeContract } from '../support/store-contract.js';
+import { rejectionOf } from '../support/rejections.js';
+import { drain } from '../support/streams.js';
 
 const MiB = 1024 * 1024;
 
@@ -49,25 +51,6 @@ function s3Config(over: Record<string, unknown> = {}, srv: S3rver = server): S3S
   });
   if (cfg.type !== 's3') throw new Error('not an s3 config');
   return cfg;
-}
-
-async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of r) {
-    h.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { bytes, sha: h.digest('hex') };
-}
-
-async function rejection(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (e) {
-    return e;
-  }
-  throw new Error('expected a rejection');
 }
 
 beforeAll(async () => {
@@ -176,7 +159,7 @@ describe('S3Store on s3rver', () => {
     const h = await client(cfg).send(new HeadObjectCommand({ Bucket: server.bucket, Key: `${cfg.prefix}/c/sc/obj` }));
     expect(h.StorageClass).toBe('STANDARD_IA');
     const bad = store({ storageClass: 'NOT_A_CLASS' });
-    const e = await rejection(bad.put('c/sc/bad', Readable.from([Buffer.from('x')])));
+    const e = await rejectionOf(bad.put('c/sc/bad', Readable.from([Buffer.from('x')])));
     expect(e).toBeInstanceOf(BackupError);
     expect(e).toMatchObject({ reason: 'upload-failed', hint: expect.stringContaining('storageClass') });
     expect((e as Error).message).toContain('InvalidStorageClass');
@@ -192,7 +175,7 @@ describe('S3Store on s3rver', () => {
         this.push(randomBytes(MiB));
       },
     });
-    const e = await rejection(s.put('c/bodyfail/backup.tar', failing));
+    const e = await rejectionOf(s.put('c/bodyfail/backup.tar', failing));
     expect(e).toBeInstanceOf(BackupError);
     expect(e).toMatchObject({ reason: 'upload-failed' });
     expect((e as Error).message).toMatch(/store objstore: .*c\/bodyfail\/backup\.tar.*disk read error on snapshot/);
@@ -222,7 +205,7 @@ describe('S3Store on s3rver', () => {
           // "<hex chunk size>\r\n<data>\r\n0\r\nx-amz-checksum-crc32:<b64>\r\n\r\n"
           expect(stored.subarray(0, 16).toString('latin1')).toMatch(new RegExp(`^${size.toString(16)}\r\n`, 'i'));
           expect(stored.subarray(stored.length - 64).toString('latin1')).toMatch(/\r\n0\r\nx-amz-checksum-crc32:[A-Za-z0-9+/=]+\r\n\r\n$/);
-          const e = await rejection(verifyRemoteCopy(s, 'c/chunked/obj', size, sha, 'readback'));
+          const e = await rejectionOf(verifyRemoteCopy(s, 'c/chunked/obj', size, sha, 'readback'));
           expect(e).toBeInstanceOf(BackupError);
           expect(e).toMatchObject({ reason: 'remote-verify-failed' });
           // Even a `size`-only verify catches this particular corruption.
@@ -271,7 +254,7 @@ describe('S3Store on s3rver', () => {
   it('wrong credentials: put rejects naming the store and bucket, with a hint, never the secret', async () => {
     const wrongSecret = 'wrong-secret-Zq8vN1xK7pLm';
     const s = store({ accessKeyIdFile: writeSecret('wrong-key', 'NOT-S3RVER\n'), secretAccessKeyFile: writeSecret('wrong-secret', wrongSecret) });
-    const e = await rejection(s.put('c/creds/backup.tar', Readable.from([Buffer.from('data')])));
+    const e = await rejectionOf(s.put('c/creds/backup.tar', Readable.from([Buffer.from('data')])));
     expect(e).toBeInstanceOf(BackupError);
     const be = e as BackupError;
     expect(be.reason).toBe('upload-failed');
@@ -299,7 +282,7 @@ describe('S3Store on s3rver', () => {
 
   it('a missing bucket is named with a hint', async () => {
     const s = store({ bucket: 'no-such-bucket-here' });
-    const e = await rejection(s.put('c/nb/x', Readable.from([Buffer.from('d')])));
+    const e = await rejectionOf(s.put('c/nb/x', Readable.from([Buffer.from('d')])));
     expect(e).toMatchObject({ reason: 'upload-failed', message: expect.stringContaining('NoSuchBucket'), hint: expect.stringContaining('no-such-bucket-here') });
   });
 
@@ -320,7 +303,7 @@ describe('S3Store on s3rver', () => {
 
       let t0 = Date.now();
       const g = generated(11 * MiB, 5);
-      const e = await rejection(s.put('c/o/backup.tar', g.stream(), { size: 11 * MiB }));
+      const e = await rejectionOf(s.put('c/o/backup.tar', g.stream(), { size: 11 * MiB }));
       expect(Date.now() - t0).toBeLessThan(20_000);
       expect(e).toBeInstanceOf(BackupError);
       expect(e).toMatchObject({ reason: 'store-unavailable', hint: expect.stringContaining(down.endpoint) });
@@ -330,7 +313,7 @@ describe('S3Store on s3rver', () => {
       const consume = async () => {
         for await (const _ of s.list('c/')) void _;
       };
-      const le = await rejection(consume());
+      const le = await rejectionOf(consume());
       expect(Date.now() - t0).toBeLessThan(20_000);
       expect(le).toMatchObject({ reason: 'store-unavailable', message: expect.stringContaining('ECONNREFUSED') });
       await expect(s.head('c/o/before')).rejects.toMatchObject({ reason: 'store-unavailable' });
@@ -358,7 +341,7 @@ describe('S3Store on s3rver', () => {
         })(),
       );
       const t0 = Date.now();
-      const e = await rejection(s.put('c/mid/backup.tar', body));
+      const e = await rejectionOf(s.put('c/mid/backup.tar', body));
       expect(Date.now() - t0).toBeLessThan(30_000);
       expect(stopped).toBe(true);
       expect(e).toBeInstanceOf(BackupError);
@@ -376,7 +359,7 @@ describe('S3Store on s3rver', () => {
       const r = await s.get('c/dl/backup.tar');
       let got = 0;
       let stopped = false;
-      const e = await rejection(
+      const e = await rejectionOf(
         (async () => {
           for await (const c of r) {
             got += (c as Buffer).length;

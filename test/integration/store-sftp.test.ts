@@ -5,13 +5,14 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BackupError } from '../../src/errors.js';
 import { createStore } from '../../src/storage/index.js';
 import { parseKnownHosts } from '../../src/storage/sftp/known-hosts.js';
 import { SftpStore, type SftpStoreConfig } from '../../src/storage/sftp/store.js';
 import { verifyRemoteCopy } from '../../src/storage/verify.js';
 import { removeSshdDir, startSshd, type Sshd } from '../support/sshd.js';
 import { generated, storeContract } from '../support/store-contract.js';
+import { backupErrorOf } from '../support/rejections.js';
+import { drain } from '../support/streams.js';
 
 const execFileP = promisify(execFile);
 let seq = 0;
@@ -40,16 +41,6 @@ async function keys(store: SftpStore, prefix: string): Promise<string[]> {
   return out;
 }
 
-async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of r) {
-    h.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { bytes, sha: h.digest('hex') };
-}
-
 /** Every file under dir, relative, dot-files included: what the server's disk holds. */
 async function filesOnDisk(dir: string): Promise<string[]> {
   const out: string[] = [];
@@ -67,15 +58,6 @@ async function filesOnDisk(dir: string): Promise<string[]> {
   };
   await walk(dir, '');
   return out.sort();
-}
-
-async function expectRejected(p: Promise<unknown>): Promise<BackupError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e).toBeInstanceOf(BackupError);
-  return e as BackupError;
 }
 
 // ---------------------------------------------------------------------------
@@ -176,7 +158,7 @@ describe('SftpStore against OpenSSH sshd', () => {
     // The right key, but for another port: must not match [127.0.0.1]:PORT.
     await writeFile(file, `[127.0.0.1]:${sshd.port + 1} ${sshd.hostPublicKey}\n127.0.0.1 ${sshd.hostPublicKey}\n`);
     const store = new SftpStore(configFor(sshd, { hostKey: undefined, knownHostsFile: file }));
-    const e = await expectRejected(store.head('k/a.txt'));
+    const e = await backupErrorOf(store.head('k/a.txt'));
     expect(e.reason).toBe('store-unavailable');
     expect(e.message).toContain(`host key of 127.0.0.1:${sshd.port} is ${sshd.hostKeyFingerprint}, which is not the pinned one`);
     expect(e.message).toContain(`has no key for [127.0.0.1]:${sshd.port}`);
@@ -185,7 +167,7 @@ describe('SftpStore against OpenSSH sshd', () => {
     // Listed, but also marked @revoked: refused.
     await writeFile(file, `[127.0.0.1]:${sshd.port} ${sshd.hostPublicKey}\n@revoked * ${sshd.hostPublicKey}\n`);
     const revoked = new SftpStore(configFor(sshd, { hostKey: undefined, knownHostsFile: file }));
-    const e2 = await expectRejected(revoked.head('k/a.txt'));
+    const e2 = await backupErrorOf(revoked.head('k/a.txt'));
     expect(e2.reason).toBe('store-unavailable');
     expect(e2.message).toContain(`is ${sshd.hostKeyFingerprint}, which is not the pinned one`);
     await revoked.close();
@@ -205,7 +187,7 @@ describe('SftpStore against OpenSSH sshd', () => {
       // A bare fingerprint carries no type: the server shows its ed25519 key first.
       const ecdsa = multi.hostKeys[1]!;
       const store = new SftpStore(configFor(multi, { hostKey: ecdsa.fingerprint }));
-      const e = await expectRejected(store.head('m/x'));
+      const e = await backupErrorOf(store.head('m/x'));
       expect(e.message).toBe(
         `store vault: host key of 127.0.0.1:${multi.port} is ${multi.hostKeyFingerprint}, which is not the pinned one (hostKey is ${ecdsa.fingerprint}; the server showed its ssh-ed25519 key)`,
       );
@@ -220,7 +202,7 @@ describe('SftpStore against OpenSSH sshd', () => {
     const logBefore = sshd.log().length;
     const wrong = 'SHA256:' + createHash('sha256').update('not the key').digest('base64').replace(/=+$/, '');
     const store = new SftpStore(configFor(sshd, { hostKey: wrong }));
-    const e = await expectRejected(store.put('k/never.txt', Readable.from([Buffer.from('x')])));
+    const e = await backupErrorOf(store.put('k/never.txt', Readable.from([Buffer.from('x')])));
     expect(e.reason).toBe('store-unavailable');
     expect(e.message).toBe(
       `store vault: host key of 127.0.0.1:${sshd.port} is ${sshd.hostKeyFingerprint}, which is not the pinned one (hostKey is ${wrong}; the server showed its ssh-ed25519 key)`,
@@ -237,7 +219,7 @@ describe('SftpStore against OpenSSH sshd', () => {
     const other = join(sshd.dir, 'id_other');
     await execFileP('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other]);
     const refused = new SftpStore(configFor(sshd, { privateKeyFile: other }));
-    const e = await expectRejected(refused.head('k/a'));
+    const e = await backupErrorOf(refused.head('k/a'));
     expect(e.reason).toBe('store-unavailable');
     expect(e.message).toContain(`refused the key in ${other}`);
     await refused.close();
@@ -256,7 +238,7 @@ describe('SftpStore against OpenSSH sshd', () => {
     const wrongPass = join(sshd.dir, 'passphrase.wrong');
     await writeFile(wrongPass, 'wrong\n', { mode: 0o600 });
     const bad = new SftpStore(configFor(sshd, { privateKeyFile: locked, passphraseFile: wrongPass }));
-    const e2 = await expectRejected(bad.head('k/a'));
+    const e2 = await backupErrorOf(bad.head('k/a'));
     expect(e2.reason).toBe('store-unavailable');
     expect(e2.message).not.toContain('wrong');
     expect(e2.message).not.toContain(secret);
@@ -317,13 +299,13 @@ describe('SftpStore against OpenSSH sshd', () => {
         throw new Error('source disk died');
       })(),
     );
-    const e = await expectRejected(store.put('f/x/backup.tar', failing));
+    const e = await backupErrorOf(store.put('f/x/backup.tar', failing));
     expect(e.reason).toBe('upload-failed');
     expect(e.message).toContain('source disk died');
     expect(await keys(store, 'f/')).toEqual([]);
     expect((await filesOnDisk(cfg.path)).filter((f) => f.includes('.tmp-'))).toEqual([]);
 
-    const short = await expectRejected(store.put('f/x/short.tar', Readable.from([Buffer.alloc(10)]), { size: 11 }));
+    const short = await backupErrorOf(store.put('f/x/short.tar', Readable.from([Buffer.alloc(10)]), { size: 11 }));
     expect(short.reason).toBe('upload-failed');
     expect(short.message).toContain('10 bytes, 11 were announced');
     expect(await filesOnDisk(cfg.path)).toEqual([]);
@@ -348,7 +330,7 @@ describe('SftpStore against OpenSSH sshd', () => {
 
     await store.delete(['b/20260101T000000Z-m0/backup.tar', 'b/20260101T000000Z-m0/manifest.json', 'b/20260102T000000Z-m0/manifest.json']);
     expect(await keys(store, 'b/')).toEqual(['b/a.b', 'b/a/c']);
-    await expect(stat(join(cfg.path, 'b/20260101T000000Z-m0'))).rejects.toThrow();
+    await expect(stat(join(cfg.path, 'b/20260101T000000Z-m0'))).rejects.toMatchObject({ code: 'ENOENT' });
     await store.delete(['b/a.b', 'b/a/c', 'b.x']);
     // b/ still holds .hidden, so it stays; the store root always stays.
     expect(await filesOnDisk(cfg.path)).toEqual(['b/.hidden']);
@@ -407,7 +389,7 @@ describe('SftpStore against OpenSSH sshd', () => {
       // Hung: TCP still connects, but no banner ever comes.
       other.freeze();
       let t0 = Date.now();
-      let e = await expectRejected(store.head('x'));
+      let e = await backupErrorOf(store.head('x'));
       expect(e.reason).toBe('store-unavailable');
       expect(e.message).toContain(`cannot connect to 127.0.0.1:${other.port}`);
       expect(Date.now() - t0).toBeLessThan(5000);
@@ -429,7 +411,7 @@ describe('SftpStore against OpenSSH sshd', () => {
           }
         })(),
       );
-      e = await expectRejected(store.put('h/backup.tar', endless));
+      e = await backupErrorOf(store.put('h/backup.tar', endless));
       expect(frozen).toBe(true);
       expect(e.reason).toBe('store-unavailable');
       expect(e.message).toContain(`127.0.0.1:${other.port}`);
@@ -445,10 +427,10 @@ describe('SftpStore against OpenSSH sshd', () => {
       // Down: connection refused.
       await other.stop();
       t0 = Date.now();
-      e = await expectRejected(store.get('h/warm'));
+      e = await backupErrorOf(store.get('h/warm'));
       expect(e.reason).toBe('store-unavailable');
       expect(e.message).toContain(`cannot connect to 127.0.0.1:${other.port}`);
-      expect(e.hint).toBeTruthy();
+      expect(e.hint).toBe(`check that sshd runs on 127.0.0.1:${other.port} and that this node can reach it (firewall, route); the timeout is 2s`);
       expect(Date.now() - t0).toBeLessThan(5000);
     } finally {
       other.thaw();
@@ -502,7 +484,7 @@ describe('SftpStore against OpenSSH sshd', () => {
       const fh = await import('node:fs/promises').then((m) => m.open(path, 'r+'));
       await fh.write(Buffer.from([0x55]), 0, 1, 1000);
       await fh.close();
-      const e = await expectRejected(verifyRemoteCopy(store, "it's/-odd name/backup.tar", g.size, g.sha256, 'readback', { serverHash: true }));
+      const e = await backupErrorOf(verifyRemoteCopy(store, "it's/-odd name/backup.tar", g.size, g.sha256, 'readback', { serverHash: true }));
       expect(e.reason).toBe('remote-verify-failed');
       expect(e.message).toMatch(/read back as \d+ bytes with sha256 [0-9a-f]{64}/);
     } finally {

@@ -27,7 +27,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,6 +35,7 @@ import { configSchema } from '../../src/config/schema.js';
 import { VERSION } from '../../src/version.js';
 import { FAKE_CLUSTER_BACKUP, ROOT, tempDir } from '../support/cli.js';
 import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { followJsonLog } from '../support/logs.js';
 
 const execFileP = promisify(execFile);
 const UNIT = join(ROOT, 'systemd', 'etcd-backupd.service');
@@ -294,32 +294,10 @@ describe('the README install followed by hand: the unit command line as a proces
 
   it('serves /readyz, takes the catch-up backup, and exits 0 on SIGTERM', async () => {
     const child = start(argv);
-    const lines: Record<string, unknown>[] = [];
     const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-    const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      let l: Record<string, unknown>;
-      try {
-        l = JSON.parse(line);
-      } catch {
-        l = { msg: line, raw: true };
-      }
-      lines.push(l);
-      for (const w of [...waiters]) {
-        if (!w.pred(l)) continue;
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(l);
-      }
-    });
-    const waitFor = (pred: (l: Record<string, unknown>) => boolean, what: string, ms = 90_000) =>
-      new Promise<Record<string, unknown>>((resolve, reject) => {
-        const found = lines.find(pred);
-        if (found) return resolve(found);
-        const t = setTimeout(() => reject(new Error(`timed out waiting for ${what}; log:\n${lines.map((l) => JSON.stringify(l)).join('\n')}`)), ms);
-        waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
-      });
+    const { lines, waitFor } = followJsonLog(child.stderr!);
     try {
-      const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 'daemon start', 30_000);
+      const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 30_000, 'daemon start');
       // The daemon process is the installed executable itself (sh exec'd it; no node in between).
       expect(readlinkSync(`/proc/${child.pid}/exe`)).toBe(inRoot(INSTALLED));
       const url = `http://${String(started.metrics)}`;
@@ -328,7 +306,7 @@ describe('the README install followed by hand: the unit command line as a proces
       expect(await ready.text()).toBe('ready\n');
       expect((await fetch(`${url}/healthz`)).status).toBe(200);
 
-      const run = await waitFor((l) => l.msg === 'backup run finished' || l.msg === 'backup run failed', 'the catch-up backup');
+      const run = await waitFor((l) => l.msg === 'backup run finished' || l.msg === 'backup run failed', 90_000, 'the catch-up backup');
       expect(run, JSON.stringify(run)).toMatchObject({ msg: 'backup run finished', trigger: 'catch-up', result: 'success' });
       const series = join(storeDir, 'prod-east');
       const ids = readdirSync(series);

@@ -1,6 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { CLI } from './cli.js';
+import type { ChildProcess } from 'node:child_process';
+import { spawnDaemon } from './faults.js';
 
 export interface DaemonProcess {
   child: ChildProcess;
@@ -13,65 +12,10 @@ export interface DaemonProcess {
   stop(signal?: NodeJS.Signals, timeoutMs?: number): Promise<number | null>;
 }
 
-/** Starts `etcd-backupd run` as a real process and follows its JSON log. */
+/** Starts `etcd-backupd run` as a real process and follows its JSON log (test/support/faults.ts's spawnDaemon, started). */
 export async function startDaemonProcess(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
-  const child = spawn(process.execPath, [CLI, 'run', '--config', configFile], {
-    env: { ...process.env, ETCD_BACKUPD_LOG_LEVEL: 'info', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const lines: Record<string, unknown>[] = [];
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
-  let exited = false;
-  const exit = new Promise<number | null>((resolve) =>
-    child.on('exit', (code) => {
-      exited = true;
-      resolve(code);
-    }),
-  );
-  createInterface({ input: child.stderr! }).on('line', (line) => {
-    let l: Record<string, unknown>;
-    try {
-      l = JSON.parse(line);
-    } catch {
-      l = { msg: line, raw: true };
-    }
-    lines.push(l);
-    for (const w of [...waiters]) {
-      if (w.pred(l)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(l);
-      }
-    }
-  });
-  const waitFor = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 60_000, what = 'log line') =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const found = lines.find(pred);
-      if (found) return resolve(found);
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; log tail:\n${lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`)), timeoutMs);
-      waiters.push({
-        pred,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-    });
-  const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 30_000, 'daemon start');
-  const metricsUrl = `http://${String(started.metrics).includes(':') && String(started.metrics).split(':').length > 2 ? `[${String(started.metrics).replace(/:\d+$/, '')}]:${String(started.metrics).split(':').pop()}` : started.metrics}`;
-  return {
-    child,
-    lines,
-    metricsUrl,
-    waitFor,
-    metrics: async () => (await fetch(`${metricsUrl}/metrics`)).text(),
-    stop: async (signal = 'SIGTERM', timeoutMs = 60_000) => {
-      if (!exited) child.kill(signal);
-      const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      const code = await exit;
-      clearTimeout(t);
-      return code;
-    },
-  };
+  const d = await spawnDaemon(configFile, { env });
+  return { child: d.child, lines: d.lines, metricsUrl: d.metricsUrl!, waitFor: d.waitFor, metrics: d.metrics, stop: d.stop };
 }
 
 /** Value of a sample in Prometheus text format, e.g. metricValue(text, 'etcd_backup_runs_total', {result: 'success'}). */

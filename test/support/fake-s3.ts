@@ -4,7 +4,8 @@
  * speaking enough S3 for @aws-sdk/client-s3 v3 and @aws-sdk/lib-storage as
  * src/storage/s3/store.ts uses them. Any credentials are accepted (no signature
  * check). Objects live in memory (`objects`, full keys including the store
- * prefix), every request is logged (`requests`), and `faults` make chosen
+ * prefix), as do unfinished multipart uploads (`uploads`), every request is
+ * logged (`requests`), and `faults` make chosen
  * requests fail, hang, trickle, or lie, switchable at any time.
  *
  * s3rver (test/support/s3.ts) is the faithful server; this one exists for
@@ -52,6 +53,14 @@ export interface FakeObject {
   contentType?: string;
 }
 
+/** A multipart upload begun and neither completed nor aborted. */
+export interface FakeUpload {
+  /** Full key, with the store prefix. */
+  key: string;
+  initiated: Date;
+  parts: Map<number, { body: Buffer; etag: string }>;
+}
+
 export interface LoggedRequest {
   method: string;
   op: S3Op;
@@ -71,6 +80,8 @@ export interface FaultMatch {
   method?: string;
   /** Tested against the key (see LoggedRequest.key). */
   key?: RegExp;
+  /** Query parameters the request must carry with these values, e.g. `{ partNumber: '2' }` for one part of every multipart upload. */
+  query?: Record<string, string>;
   /** Only the next N matching requests; then it stops matching (requests it holds, hanging or trickling, stay held until off()/clear()). */
   times?: number;
 }
@@ -117,6 +128,8 @@ export interface FakeS3 {
   accessKeyId: string;
   secretAccessKey: string;
   objects: Map<string, FakeObject>;
+  /** Unfinished multipart uploads by upload id: CompleteMultipartUpload and AbortMultipartUpload remove theirs. */
+  uploads: ReadonlyMap<string, FakeUpload>;
   requests: LoggedRequest[];
   faults: FakeS3Faults;
   /** Drops objects, unfinished uploads, the request log and every fault. */
@@ -150,12 +163,13 @@ class FaultImpl implements Fault {
     for (const w of this.waiters) w();
     this.waiters.clear();
   }
-  matches(op: S3Op, method: string, key: string): boolean {
+  matches(op: S3Op, method: string, key: string, query: Record<string, string>): boolean {
     if (!this.on) return false;
     const ops = this.match.op === undefined ? (KIND_OP[this.action.kind] ? [KIND_OP[this.action.kind]!] : undefined) : [this.match.op].flat();
     if (ops && !ops.includes(op)) return false;
     if (this.match.method && this.match.method.toUpperCase() !== method) return false;
     if (this.match.key && !this.match.key.test(key)) return false;
+    if (this.match.query && Object.entries(this.match.query).some(([k, v]) => query[k] !== v)) return false;
     return true;
   }
   /** Counts a hit; a fault limited to N requests turns itself off after the Nth (a hang it holds still waits for off()/clear()). */
@@ -193,7 +207,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS3> {
   const bucket = opts.bucket ?? 'etcd-backups';
   const objects = new Map<string, FakeObject>();
-  const uploads = new Map<string, { key: string; initiated: Date; parts: Map<number, { body: Buffer; etag: string }> }>();
+  const uploads = new Map<string, FakeUpload>();
   const requests: LoggedRequest[] = [];
   let faultList: FaultImpl[] = [];
   let endpoint = '';
@@ -293,7 +307,7 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
     }
     if (reqBucket !== bucket) return fail(404, 'NoSuchBucket', undefined, { BucketName: reqBucket });
 
-    const fault = faultList.find((f) => f.matches(op, method, entry.key));
+    const fault = faultList.find((f) => f.matches(op, method, entry.key, q));
     if (fault) fault.take();
     if (fault?.action.kind === 'error') return fail(fault.action.status, fault.action.code, fault.action.message);
     if (fault?.action.kind === 'hang') {
@@ -478,6 +492,7 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
     accessKeyId: 'FAKEACCESSKEY',
     secretAccessKey: 'fake-secret-access-key',
     objects,
+    uploads,
     requests,
     faults,
     reset() {

@@ -7,8 +7,8 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { CLI } from './cli.js';
+import { followJsonLog } from './logs.js';
 
 export const MiB = 1024 * 1024;
 
@@ -234,8 +234,9 @@ export interface DaemonOptions {
 
 /**
  * `etcd-backupd run` as a real process (optionally inside namespaces),
- * following its JSON log. Like test/support/daemon.ts, plus: raw stderr,
- * a wrapper command, the real pid behind a wrapper, counting lines.
+ * following its JSON log (./logs.ts): raw stderr, an optional wrapper
+ * command, the real pid behind a wrapper, counting lines.
+ * test/support/daemon.ts's startDaemonProcess is this without a wrapper.
  */
 export async function spawnDaemon(configFile: string, opts: DaemonOptions = {}): Promise<DaemonProc> {
   const argv = [...(opts.wrapper ?? []), process.execPath, CLI, 'run', '--config', configFile];
@@ -243,9 +244,7 @@ export async function spawnDaemon(configFile: string, opts: DaemonOptions = {}):
     env: { ...process.env, ETCD_BACKUPD_LOG_LEVEL: 'info', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: Record<string, unknown>[] = [];
   let raw = '';
-  const waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
   let exited = false;
   const exit = new Promise<number | null>((resolve) =>
     child.on('exit', (code, sig) => {
@@ -254,37 +253,7 @@ export async function spawnDaemon(configFile: string, opts: DaemonOptions = {}):
     }),
   );
   child.stderr!.on('data', (d: Buffer) => (raw += d.toString()));
-  createInterface({ input: child.stderr! }).on('line', (line) => {
-    let l: Record<string, unknown>;
-    try {
-      l = JSON.parse(line);
-    } catch {
-      l = { msg: line, raw: true };
-    }
-    lines.push(l);
-    for (const w of [...waiters]) {
-      if (w.pred(l)) {
-        waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(l);
-      }
-    }
-  });
-  const waitFor = (pred: (l: Record<string, unknown>) => boolean, timeoutMs = 60_000, what = 'log line') =>
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      const found = lines.find(pred);
-      if (found) return resolve(found);
-      const timer = setTimeout(
-        () => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; log tail:\n${lines.slice(-20).map((l) => JSON.stringify(l)).join('\n')}`)),
-        timeoutMs,
-      );
-      waiters.push({
-        pred,
-        resolve: (l) => {
-          clearTimeout(timer);
-          resolve(l);
-        },
-      });
-    });
+  const { lines, waitFor, count } = followJsonLog(child.stderr!);
   const d: DaemonProc = {
     child,
     pid: () => {
@@ -298,7 +267,7 @@ export async function spawnDaemon(configFile: string, opts: DaemonOptions = {}):
     lines,
     stderr: () => raw,
     waitFor,
-    count: (pred) => lines.filter(pred).length,
+    count,
     metrics: async () => {
       if (!d.metricsUrl) throw new Error('daemon has no metrics URL yet');
       return (await fetch(`${d.metricsUrl}/metrics`)).text();

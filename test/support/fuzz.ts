@@ -1,22 +1,18 @@
 /**
- * Deterministic randomness for the fuzz tests: a seeded PRNG (mulberry32),
+ * Deterministic randomness for the fuzz tests: the seeded PRNG of ./rng.ts (mulberry32),
  * so a failing case is reproduced by its seed, plus generators of hostile
  * values and helpers to mutate plain JSON-like documents by path.
  */
 
+import { rng } from './rng.js';
+
 export type Path = (string | number)[];
 
 export class Rng {
-  private s: number;
-  constructor(readonly seed: number) {
-    this.s = seed >>> 0 || 1;
-  }
   /** [0, 1) */
-  next(): number {
-    let t = (this.s = (this.s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  readonly next: () => number;
+  constructor(readonly seed: number) {
+    this.next = rng(seed >>> 0 || 1);
   }
   int(n: number): number {
     return Math.floor(this.next() * n);

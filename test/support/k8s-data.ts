@@ -8,7 +8,7 @@
  */
 import { createHash } from 'node:crypto';
 // `.ts`, not `.js`: the bench imports this file straight from Node 24 (type stripping), which does not map one to the other.
-import { rng } from './rng.ts';
+import { rng } from './rng.js';
 
 const NAMESPACES = ['openshift-etcd', 'openshift-kube-apiserver', 'openshift-monitoring', 'openshift-ingress', 'default', 'payments', 'checkout', 'search', 'batch-jobs', 'kube-system'];
 const IMAGES = ['quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:', 'registry.redhat.io/ubi9/ubi-minimal@sha256:', 'docker.io/library/nginx@sha256:'];

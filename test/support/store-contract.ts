@@ -7,6 +7,8 @@ import { pipeline } from 'node:stream/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Store } from '../../src/storage/store.js';
 import { DEFAULT_LIMITS, guardStore } from '../../src/storage/guard.js';
+import { backupErrorOf } from './rejections.js';
+import { drain } from './streams.js';
 
 /**
  * The behaviour every Store must have, run against the real server behind it.
@@ -21,16 +23,6 @@ export interface ContractOptions {
   largeBytes?: number;
   /** The server ignores S3's If-None-Match (s3rver): a conditional put then overwrites, and delivery's own check is what protects. */
   ignoresIfNoneMatch?: boolean;
-}
-
-async function drain(r: Readable): Promise<{ bytes: number; sha: string }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  for await (const c of r) {
-    h.update(c as Buffer);
-    bytes += (c as Buffer).length;
-  }
-  return { bytes, sha: h.digest('hex') };
 }
 
 /** Deterministic pseudo-random bytes, generated in chunks so the test itself stays flat in memory. */
@@ -194,7 +186,8 @@ export function storeContract(label: string, opts: ContractOptions): void {
           if (++(this as unknown as { n: number }).n > 100) this.destroy(new Error('source disk died'));
         },
       });
-      await expect(store.put('c/fail/backup.tar', failing)).rejects.toThrow();
+      const e = await backupErrorOf(store.put('c/fail/backup.tar', failing));
+      expect(e).toMatchObject({ reason: 'upload-failed', message: expect.stringContaining('source disk died') });
       expect(await store.head('c/fail/backup.tar')).toBeUndefined();
       const left: string[] = [];
       for await (const o of store.list('c/fail/')) left.push(o.key);

@@ -1,9 +1,10 @@
-import { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { BackupError } from '../../src/errors.js';
 import { guardStore, type StoreLimits } from '../../src/storage/guard.js';
 import type { ObjectInfo, Store } from '../../src/storage/store.js';
+import { backupErrorOf } from '../support/rejections.js';
+import { drain } from '../support/streams.js';
 
 /**
  * The guard alone, over small in-memory backends that hang, trickle or loop
@@ -30,15 +31,6 @@ function backend(over: Partial<Store>): Store {
   };
 }
 
-async function failure(p: Promise<unknown>): Promise<BackupError> {
-  const e = await p.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
-  expect(e, 'the operation should have failed').toBeInstanceOf(BackupError);
-  return e as BackupError;
-}
-
 function trickle(bytesPerTick: number, everyMs: number, total: number): Readable & { destroyedByGuard?: boolean } {
   let sent = 0;
   let timer: NodeJS.Timeout | undefined;
@@ -61,46 +53,32 @@ function trickle(bytesPerTick: number, everyMs: number, total: number): Readable
   return r;
 }
 
-async function drain(r: Readable): Promise<number> {
-  let n = 0;
-  await pipeline(
-    r,
-    new Writable({
-      write(c: Buffer, _e, cb) {
-        n += c.length;
-        cb();
-      },
-    }),
-  );
-  return n;
-}
-
 describe('guardStore', () => {
   it('a request that never answers fails with store-timeout after requestMs', async () => {
     const s = guardStore(backend({}), limits);
     const t0 = Date.now();
-    const e = await failure(s.head('k'));
+    const e = await backupErrorOf(s.head('k'));
     expect(e.reason).toBe('store-timeout');
     expect(e.message).toMatch(/store b: reading metadata of k did not finish within 0.2s/);
     expect(Date.now() - t0).toBeLessThan(2000);
-    expect((await failure(s.delete(['k']))).reason).toBe('store-timeout');
+    expect((await backupErrorOf(s.delete(['k']))).reason).toBe('store-timeout');
   });
 
   it("the backend sees the signal abort, and the caller's own abort ends the operation with the caller's reason", async () => {
     let seen: AbortSignal | undefined;
     const s = guardStore(backend({ head: (_k, o) => ((seen = o?.signal), never()) }), limits);
-    await failure(s.head('k'));
+    await backupErrorOf(s.head('k'));
     expect(seen?.aborted).toBe(true);
     const ac = new AbortController();
     const p = s.head('k', { signal: ac.signal });
     ac.abort();
-    const e = await failure(p);
+    const e = await backupErrorOf(p);
     expect(e.reason).toBe('upload-failed');
     expect(e.message).toMatch(/shutting down/);
     const custom = new AbortController();
     const q = s.head('k', { signal: custom.signal });
     custom.abort(new BackupError('drill-aborted', 'stopped'));
-    expect((await failure(q)).reason).toBe('drill-aborted');
+    expect((await backupErrorOf(q)).reason).toBe('drill-aborted');
   });
 
   it('answers pass through; an error is never turned into "absent"', async () => {
@@ -108,14 +86,14 @@ describe('guardStore', () => {
     expect(await s.head('yes')).toEqual({ key: 'yes', size: 3 });
     expect(await s.head('no')).toBeUndefined();
     const failing = guardStore(backend({ head: async () => Promise.reject(new BackupError('store-unavailable', 'HTTP 503')) }), limits);
-    expect((await failure(failing.head('k'))).reason).toBe('store-unavailable');
+    expect((await backupErrorOf(failing.head('k'))).reason).toBe('store-unavailable');
   });
 
   it('a download trickling below minRate fails with store-timeout (stalled) and destroys the source', async () => {
     const src = trickle(10, 100, 100_000); // ~100 B/s, minimum 1000 B/s
     const s = guardStore(backend({ get: async () => src }), limits);
     const t0 = Date.now();
-    const e = await failure(drain(await s.get('k')));
+    const e = await backupErrorOf(drain(await s.get('k')));
     expect(e.reason).toBe('store-timeout');
     expect(e.message).toMatch(/reading k stalled: \d+ bytes in the last 0.3s/);
     expect(src.destroyed).toBe(true);
@@ -124,9 +102,9 @@ describe('guardStore', () => {
 
   it('a fast download passes whole; a download that never starts fails within requestMs', async () => {
     const s = guardStore(backend({ get: async () => Readable.from([Buffer.alloc(64 * 1024), Buffer.alloc(1000)]) }), limits);
-    expect(await drain(await s.get('k'))).toBe(65 * 1024 + 1000 - 1024);
+    expect((await drain(await s.get('k'))).bytes).toBe(65 * 1024 + 1000 - 1024);
     const hung = guardStore(backend({}), limits);
-    expect((await failure(hung.get('k'))).message).toMatch(/no answer within 0.2s/);
+    expect((await backupErrorOf(hung.get('k'))).message).toMatch(/no answer within 0.2s/);
   });
 
   it('an upload the store consumes too slowly fails with store-timeout', async () => {
@@ -145,13 +123,13 @@ describe('guardStore', () => {
     const body = Readable.from((function* () {
       for (let i = 0; i < 1000; i++) yield Buffer.alloc(16 * 1024);
     })());
-    expect((await failure(s.put('k', body))).reason).toBe('store-timeout');
+    expect((await backupErrorOf(s.put('k', body))).reason).toBe('store-timeout');
   });
 
   it('putFile: progress reports keep it alive; a backend that reports nothing is judged by the deadline alone when its unit is Infinity', async () => {
     const quietForASecond = backend({ putFile: async (key) => (await sleep(1000), { key, size: 1 }) });
     expect(await guardStore(quietForASecond, limits, { putFile: Infinity }).putFile!('k', '/f')).toEqual({ key: 'k', size: 1 });
-    expect((await failure(guardStore(quietForASecond, limits).putFile!('k', '/f'))).reason).toBe('store-timeout');
+    expect((await backupErrorOf(guardStore(quietForASecond, limits).putFile!('k', '/f'))).reason).toBe('store-timeout');
     const reporting = backend({
       putFile: async (key, _p, o) => {
         for (let i = 0; i < 10; i++) {
@@ -174,7 +152,7 @@ describe('guardStore', () => {
       limits,
     );
     const seen: string[] = [];
-    const e = await failure((async () => {
+    const e = await backupErrorOf((async () => {
       for await (const o of endless.list('')) seen.push(o.key);
     })());
     expect(e.reason).toBe('store-misbehaving');
@@ -189,7 +167,7 @@ describe('guardStore', () => {
       limits,
     );
     const got: string[] = [];
-    const e2 = await failure((async () => {
+    const e2 = await backupErrorOf((async () => {
       for await (const o of stuck.list('')) got.push(o.key);
     })());
     expect(got).toEqual(['a']);
@@ -199,7 +177,7 @@ describe('guardStore', () => {
   it('a whole transfer is bounded by transferMs even when it moves fast enough', async () => {
     const endlessButFast = backend({ get: async () => trickle(100_000, 10, Number.MAX_SAFE_INTEGER) });
     const s = guardStore(endlessButFast, { ...limits, transferMs: 500 });
-    const e = await failure(drain(await s.get('k')));
+    const e = await backupErrorOf(drain(await s.get('k')));
     expect(e.message).toMatch(/did not finish within 0.5s/);
   });
 });

@@ -1,0 +1,22 @@
+import { expect } from 'vitest';
+import { BackupError } from '../../src/errors.js';
+
+/** What `p` rejects with; throws when it resolves (the operation should have failed). */
+export async function rejectionOf(p: Promise<unknown>): Promise<unknown> {
+  try {
+    await p;
+  } catch (e) {
+    return e;
+  }
+  throw new Error('expected a rejection');
+}
+
+/** The BackupError `p` rejects with; the test fails when `p` resolves or rejects with anything else. */
+export async function backupErrorOf(p: Promise<unknown>): Promise<BackupError> {
+  const e = await p.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  expect(e, 'the operation should have failed with a BackupError').toBeInstanceOf(BackupError);
+  return e as BackupError;
+}
