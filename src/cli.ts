@@ -9,41 +9,25 @@
 // peak RSS -40 to -60 MiB and 5-20 % less CPU per phase (bench/results/2026-11-26-memory.md).
 // Flags V8 only reads at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in
 // the packaged bundle and the single executable's execArgv.
-import { writeSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { loadConfig, redactConfig, type Config } from './config/load.js';
+import { basename } from 'node:path';
+import { redactConfig } from './config/load.js';
 import { BackupError, messageOf, reasonOf } from './errors.js';
 import { inspectSnapshot } from './etcd/snapshot.js';
 import { createLogger, type Logger } from './log.js';
 import type { RunResult } from './run/backup.js';
 import { runCycle } from './run/cycle.js';
 import { backupJson } from './run/report.js';
-import { callDaemon } from './control/client.js';
-import type { ControlEvent, ControlRequest } from './control/protocol.js';
-import { setPinned } from './catalog/pin.js';
-import { pruneStore } from './catalog/prune.js';
-import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from './retention/plan.js';
-import { readFileSync } from 'node:fs';
-import { findBackup, loadCatalog, untrustedBackups } from './catalog/catalog.js';
-import { loadTrust } from './catalog/trust.js';
-import { isOpenToOthers } from './fsutil.js';
 import { configWarnings } from './config/warnings.js';
-import { fetchBackup, needIdentity, verifyBackup } from './catalog/fetch.js';
-import type { Manifest } from './bundle/manifest.js';
-import { parseDurationSeconds } from './units/duration.js';
 import { loadIdentities } from './bundle/encrypt.js';
 import { createSource } from './source/index.js';
-import { createStores, type Store } from './storage/index.js';
 import { fmtBytes } from './etcd/health.js';
 import { stringify as yamlStringify } from 'yaml';
 import { TOOL_NAME, VERSION } from './version.js';
-import { drillScratchDir, verifyScratchDir } from './layout.js';
+import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
+import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
+import { cmdRun } from './cli/run-cmd.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILED = 1;
-export const EXIT_USAGE = 2;
-
+export { EXIT_FAILED, EXIT_OK, EXIT_USAGE };
 const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane nodes
 
 Usage:
@@ -62,85 +46,6 @@ Usage:
 
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or config.
 `;
-
-/**
- * Writes all of `text`, however long and however slow the reader: writeSync
- * to a pipe writes what fits (a partial write) or fails with EAGAIN when the
- * pipe is non-blocking and full. Without the loop a long message lost its
- * tail, `reason:` line included.
- */
-function writeAllSync(fd: number, text: string): void {
-  const buf = Buffer.from(text.endsWith('\n') ? text : text + '\n');
-  const pause = new Int32Array(new SharedArrayBuffer(4));
-  for (let off = 0; off < buf.length; ) {
-    try {
-      off += writeSync(fd, buf, off, buf.length - off);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
-      Atomics.wait(pause, 0, 0, 2); // the reader has not caught up: wait a moment, synchronously
-    }
-  }
-}
-function out(text: string): void {
-  writeAllSync(1, text);
-}
-function err(text: string): void {
-  writeAllSync(2, text);
-}
-function printJson(v: unknown): void {
-  out(JSON.stringify(v, null, 2));
-}
-
-class UsageError extends BackupError {
-  constructor(msg: string) {
-    super('usage', msg, { hint: 'run `etcd-backupd --help` for usage' });
-  }
-}
-
-type Opts = NonNullable<ParseArgsConfig['options']>;
-const common: Opts = { config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, store: { type: 'string' } };
-
-function parse(argv: string[], options: Opts, positionals: number) {
-  let r;
-  try {
-    r = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw new UsageError(messageOf(e));
-  }
-  if (r.positionals.length !== positionals) {
-    throw new UsageError(positionals === 0 ? `unexpected argument ${r.positionals[0]}` : `expected ${positionals} argument(s), got ${r.positionals.length}`);
-  }
-  return { values: r.values as Record<string, string | boolean | undefined>, positionals: r.positionals };
-}
-
-function configFrom(values: Record<string, unknown>): Config {
-  const file = values.config ?? process.env.ETCD_BACKUPD_CONFIG;
-  if (typeof file !== 'string' || !file) throw new UsageError('--config FILE is required (or set ETCD_BACKUPD_CONFIG)');
-  return loadConfig(file);
-}
-
-function pickStore(cfg: Config, stores: Store[], name: unknown): Store {
-  if (name === undefined) return stores[0]!;
-  const s = stores.find((x) => x.name === name);
-  if (!s) throw new UsageError(`no store named ${String(name)}; configured: ${cfg.stores.map((x) => x.name).join(', ')}`);
-  return s;
-}
-
-function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const sep = widths.map((w) => '-'.repeat(w)).join('  ');
-  return [line(rows[0]!), sep, ...rows.slice(1).map(line), sep].join('\n');
-}
-
-async function withStores<T>(cfg: Config, fn: (stores: Store[]) => Promise<T>): Promise<T> {
-  const stores = await createStores(cfg.stores);
-  try {
-    return await fn(stores);
-  } finally {
-    await Promise.all(stores.map((s) => s.close?.()));
-  }
-}
 
 async function cmdBackup(argv: string[], log: Logger): Promise<number> {
   const { values } = parse(argv, { ...common, label: { type: 'string' }, reason: { type: 'string' }, pin: { type: 'boolean' }, force: { type: 'boolean' } }, 0);
@@ -171,15 +76,6 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
   return result.result === 'success' ? EXIT_OK : EXIT_FAILED;
 }
 
-/** Sends a request to the daemon when one listens; its log lines are echoed to stderr as they come. */
-async function daemonCall(cfg: Config, req: ControlRequest, quiet: boolean): Promise<ControlEvent | undefined> {
-  if (process.env.ETCD_BACKUPD_NO_DAEMON === '1') return undefined;
-  return callDaemon(cfg.control.socket, req, (e) => {
-    if (e.type === 'log' && !quiet) err(`[daemon] ${String(e.msg)}${e.reason ? ` (${String(e.reason)})` : ''}`);
-    else if (e.type === 'log') err(JSON.stringify(e));
-  });
-}
-
 type BackupDoc = Pick<RunResult, 'id' | 'result' | 'reason' | 'error' | 'hint' | 'stores' | 'preflight'> & { size?: number; revision?: number; totalKey?: number };
 
 function printBackupHuman(r: BackupDoc): void {
@@ -194,263 +90,6 @@ function printBackupHuman(r: BackupDoc): void {
     else err(`  store ${name}: failed (${o.reason}): ${o.error}`);
   }
   for (const c of r.preflight?.checks ?? []) if (!c.ok) err(`  preflight ${c.name}: ${c.detail}${r.preflight?.forced ? ' (forced)' : ''}`);
-}
-
-async function cmdList(argv: string[]): Promise<number> {
-  const { values } = parse(argv, common, 0);
-  const cfg = configFrom(values);
-  return withStores(cfg, async (stores) => {
-    const store = pickStore(cfg, stores, values.store);
-    const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg));
-    for (const p of cat.problems) err(`warning: skipping unreadable manifest ${p.key}: ${p.error}`);
-    if (values.json) {
-      printJson({
-        store: store.name,
-        backups: cat.backups.map((m) => ({
-          id: m.id,
-          createdAt: m.createdAt,
-          node: m.node,
-          size: m.object?.size ?? 0,
-          revision: m.etcd.revision,
-          totalKey: m.etcd.totalKey,
-          label: m.label ?? null,
-          pinned: m.pinned,
-          ...(m.pinReason ? { pinReason: m.pinReason } : {}),
-          signed: cat.signed.get(m.id) ?? 'none',
-          trigger: m.trigger,
-          encrypted: m.object?.encrypted ?? false,
-          recipients: m.object?.recipients ?? [],
-          forced: m.preflight.forced,
-        })),
-        incomplete: cat.incomplete.map((i) => i.id),
-        problems: cat.problems,
-      });
-      return EXIT_OK;
-    }
-    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned', 'Signed']];
-    for (const m of cat.backups) {
-      const signed = cat.signed.get(m.id) ?? 'none';
-      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed]);
-    }
-    out(table(rows));
-    const untrusted = untrustedBackups(cat).length;
-    if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
-    out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
-    return EXIT_OK;
-  });
-}
-
-async function cmdVerify(argv: string[], log: Logger): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
-  const cfg = configFrom(values);
-  const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
-  return withStores(cfg, async (stores) => {
-    const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
-    if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
-    try {
-      const r = await verifyBackup(store, m, verifyScratchDir(cfg.workDir), identities);
-      if (values.json) printJson({ ...r, result: 'ok', store: store.name });
-      else if (r.snapshot) {
-        out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
-      } else {
-        out(`backup ${m.id} in store ${store.name}: the encrypted object's size and sha256 match; pass --identity FILE to check the contents and the snapshot too`);
-      }
-      return EXIT_OK;
-    } catch (e) {
-      if (values.json) printJson({ id: m.id, result: 'failed', store: store.name, reason: reasonOf(e), error: messageOf(e) });
-      throw e;
-    }
-  });
-}
-
-/** Ctrl-C / SIGTERM abort the operation; it cleans up after itself (a drill stops its etcd and removes its files). */
-function interruptSignal(): AbortSignal {
-  const ac = new AbortController();
-  process.once('SIGINT', () => ac.abort());
-  process.once('SIGTERM', () => ac.abort());
-  return ac.signal;
-}
-
-/** A restore drill on demand: the backup restored into a throwaway etcd and checked against its manifest. */
-async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identities: string[] | undefined, json: boolean, log: Logger): Promise<number> {
-  if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
-  const { runRestoreDrill } = await import('./drill/drill.js');
-  const r = await runRestoreDrill({
-    store,
-    manifest: m,
-    scratchDir: drillScratchDir(cfg.workDir),
-    etcdBinary: cfg.drill.etcd,
-    etcdctlBinary: cfg.drill.etcdctl,
-    timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
-    sampleKeys: cfg.drill.sampleKeys,
-    identities,
-    log,
-    signal: interruptSignal(),
-  });
-  if (json) printJson({ ...r, store: store.name });
-  else {
-    const steps = r.steps.map((s) => `${s.name} ${s.seconds.toFixed(1)}s`).join(', ');
-    if (r.result === 'success') {
-      out(`backup ${m.id} restores: a throwaway etcd served revision ${r.revision} with ${r.liveKeys} keys, ${r.sampled} sampled keys read, KV hash matches (${steps})`);
-    } else {
-      err(`backup ${m.id} does NOT restore (${r.reason}): ${r.error}`);
-      if (r.hint) err(`  what to do: ${r.hint}`);
-      err(`  steps: ${steps}`);
-    }
-  }
-  return r.result === 'success' ? EXIT_OK : EXIT_FAILED;
-}
-
-async function cmdFetch(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
-  if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
-  const cfg = configFrom(values);
-  const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
-  return withStores(cfg, async (stores) => {
-    const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
-    const to = resolve(String(values.to));
-    // An existing directory is never changed; the files are 0600 whatever it allows.
-    if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);
-    const r = await fetchBackup(store, m, to, identities, interruptSignal());
-    if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
-    else {
-      out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}) into ${r.dir}; every sha256 matches the manifest:`);
-      for (const f of r.files) out(`  ${f}`);
-      out(`restore: on OpenShift run /usr/local/bin/cluster-restore.sh ${r.dir} on the recovery host; elsewhere: etcdctl snapshot restore ${r.snapshot} ...`);
-    }
-    return EXIT_OK;
-  });
-}
-
-async function cmdPrune(argv: string[], log: Logger): Promise<number> {
-  const { values } = parse(argv, { ...common, 'dry-run': { type: 'boolean' } }, 0);
-  const cfg = configFrom(values);
-  return withStores(cfg, async (stores) => {
-    const store = pickStore(cfg, stores, values.store);
-    const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true, trust: await loadTrust(cfg) });
-    if (values.json) {
-      printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, errors: r.errors });
-    } else {
-      out(`${values['dry-run'] ? 'plan (dry run, nothing deleted)' : 'pruned'} for node ${cfg.node} in store ${store.name}:`);
-      out(formatPlanTable(r.plan));
-      if (r.incomplete.length) out(`incomplete backups (no manifest, older than the grace period) ${values['dry-run'] ? 'to remove' : 'removed'}: ${r.incomplete.join(', ')}`);
-      for (const e of r.errors) err(`error: ${e}`);
-    }
-    return r.errors.length ? EXIT_FAILED : EXIT_OK;
-  });
-}
-
-async function cmdRetention(argv: string[]): Promise<number> {
-  const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, simulate: { type: 'string' }, now: { type: 'string' } }, 0);
-  const cfg = configFrom(values);
-  if (typeof values.simulate !== 'string') throw new UsageError('--simulate FILE is required (one ISO-8601 time per line)');
-  let text: string;
-  try {
-    text = readFileSync(values.simulate, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read ${values.simulate}: ${(e as NodeJS.ErrnoException).code ?? messageOf(e)}`);
-  }
-  let items;
-  try {
-    items = parseSimulationInput(text);
-  } catch (e) {
-    throw new UsageError(`${values.simulate}: ${messageOf(e)}`);
-  }
-  const now = values.now === undefined ? new Date() : new Date(String(values.now));
-  if (Number.isNaN(now.getTime())) throw new UsageError(`--now: "${values.now}" is not an ISO-8601 time`);
-  const plan = planRetention(items, cfg.retention, now, cfg.timezone);
-  if (values.json) printJson(planToJson(plan));
-  else out(formatPlanTable(plan));
-  return EXIT_OK;
-}
-
-async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, reason: { type: 'string' } }, 1);
-  const cfg = configFrom(values);
-  const id = positionals[0]!;
-  const req: ControlRequest = pinned ? { op: 'pin', id, reason: values.reason as string | undefined } : { op: 'unpin', id };
-  const viaDaemon = await daemonCall(cfg, req, true);
-  let data: unknown;
-  if (viaDaemon) {
-    if (viaDaemon.type === 'error') throw new BackupError(viaDaemon.reason as never, viaDaemon.message, { hint: viaDaemon.hint });
-    data = viaDaemon.type === 'result' ? viaDaemon.data : undefined;
-  } else {
-    data = await withStores(cfg, (stores) => setPinned(cfg, stores, id, pinned, values.reason as string | undefined));
-  }
-  if (values.json) printJson(data);
-  else out(`${pinned ? 'pinned' : 'unpinned'} ${id}${pinned ? ': retention keeps it until you unpin it' : ': retention may now prune it'}`);
-  return EXIT_OK;
-}
-
-/**
- * The daemon. SIGHUP reloads the config file: the services stop (a run in
- * progress is waited for, as at shutdown) and start again with the new
- * config; a config that does not validate is logged and the running one
- * stays. SIGTERM/SIGINT stop it.
- */
-async function cmdRun(argv: string[], log: Logger): Promise<number> {
-  const { values } = parse(argv, { config: { type: 'string', short: 'c' } }, 0);
-  let cfg = configFrom(values);
-  const { startDaemon } = await import('./daemon/index.js');
-  let d: Awaited<ReturnType<typeof startDaemon>> | undefined;
-  let stopping = false;
-  let reloading: Promise<void> | undefined;
-  let hupPending = false;
-  const reload = async () => {
-    let next: Config;
-    try {
-      next = loadConfig(cfg.configPath!);
-    } catch (e) {
-      log.error({ reason: reasonOf(e), err: messageOf(e) }, 'SIGHUP: the config file does not validate; the daemon keeps running with the configuration it has');
-      return;
-    }
-    log.info({ config: cfg.configPath }, 'SIGHUP: reloading the configuration');
-    await d!.stop();
-    if (stopping) return;
-    try {
-      d = await startDaemon(next, log);
-      cfg = next;
-    } catch (e) {
-      log.error({ reason: reasonOf(e), err: messageOf(e) }, 'SIGHUP: cannot start with the new configuration; starting again with the previous one');
-      d = await startDaemon(cfg, log);
-    }
-  };
-  // A SIGHUP while starting or reloading is not lost: it triggers one more reload afterwards
-  // (and is never left to its default action, which kills the process).
-  const onHup = () => {
-    if (stopping) return;
-    hupPending = true;
-    if (!d || reloading) return;
-    reloading = (async () => {
-      while (hupPending && !stopping) {
-        hupPending = false;
-        await reload();
-      }
-    })().finally(() => (reloading = undefined));
-  };
-  process.on('SIGHUP', onHup);
-  d = await startDaemon(cfg, log);
-  if (hupPending) onHup();
-  const onSignal = (sig: string) => {
-    log.info({ signal: sig }, 'shutting down');
-    stopping = true;
-    void (reloading ?? Promise.resolve()).then(() => d!.stop());
-  };
-  process.once('SIGTERM', () => onSignal('SIGTERM'));
-  process.once('SIGINT', () => onSignal('SIGINT'));
-  for (;;) {
-    await d.done;
-    const r = reloading;
-    if (!r) break;
-    await r;
-    if (stopping) {
-      await d.stop();
-      break;
-    }
-  }
-  return EXIT_OK;
 }
 
 /**

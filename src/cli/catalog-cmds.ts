@@ -1,0 +1,199 @@
+import { resolve } from 'node:path';
+import { type Config } from '../config/load.js';
+import { BackupError, messageOf, reasonOf } from '../errors.js';
+import { type Logger } from '../log.js';
+import type { ControlRequest } from '../control/protocol.js';
+import { setPinned } from '../catalog/pin.js';
+import { pruneStore } from '../catalog/prune.js';
+import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from '../retention/plan.js';
+import { readFileSync } from 'node:fs';
+import { findBackup, loadCatalog, untrustedBackups } from '../catalog/catalog.js';
+import { loadTrust } from '../catalog/trust.js';
+import { isOpenToOthers } from '../fsutil.js';
+import { fetchBackup, needIdentity, verifyBackup } from '../catalog/fetch.js';
+import type { Manifest } from '../bundle/manifest.js';
+import { parseDurationSeconds } from '../units/duration.js';
+import { loadIdentities } from '../bundle/encrypt.js';
+import { type Store } from '../storage/index.js';
+import { fmtBytes } from '../etcd/health.js';
+import { drillScratchDir, verifyScratchDir } from '../layout.js';
+import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
+export async function cmdList(argv: string[]): Promise<number> {
+  const { values } = parse(argv, common, 0);
+  const cfg = configFrom(values);
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg));
+    for (const p of cat.problems) err(`warning: skipping unreadable manifest ${p.key}: ${p.error}`);
+    if (values.json) {
+      printJson({
+        store: store.name,
+        backups: cat.backups.map((m) => ({
+          id: m.id,
+          createdAt: m.createdAt,
+          node: m.node,
+          size: m.object?.size ?? 0,
+          revision: m.etcd.revision,
+          totalKey: m.etcd.totalKey,
+          label: m.label ?? null,
+          pinned: m.pinned,
+          ...(m.pinReason ? { pinReason: m.pinReason } : {}),
+          signed: cat.signed.get(m.id) ?? 'none',
+          trigger: m.trigger,
+          encrypted: m.object?.encrypted ?? false,
+          recipients: m.object?.recipients ?? [],
+          forced: m.preflight.forced,
+        })),
+        incomplete: cat.incomplete.map((i) => i.id),
+        problems: cat.problems,
+      });
+      return EXIT_OK;
+    }
+    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned', 'Signed']];
+    for (const m of cat.backups) {
+      const signed = cat.signed.get(m.id) ?? 'none';
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed]);
+    }
+    out(table(rows));
+    const untrusted = untrustedBackups(cat).length;
+    if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
+    out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
+    return EXIT_OK;
+  });
+}
+
+export async function cmdVerify(argv: string[], log: Logger): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
+  const cfg = configFrom(values);
+  const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
+    if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
+    try {
+      const r = await verifyBackup(store, m, verifyScratchDir(cfg.workDir), identities);
+      if (values.json) printJson({ ...r, result: 'ok', store: store.name });
+      else if (r.snapshot) {
+        out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
+      } else {
+        out(`backup ${m.id} in store ${store.name}: the encrypted object's size and sha256 match; pass --identity FILE to check the contents and the snapshot too`);
+      }
+      return EXIT_OK;
+    } catch (e) {
+      if (values.json) printJson({ id: m.id, result: 'failed', store: store.name, reason: reasonOf(e), error: messageOf(e) });
+      throw e;
+    }
+  });
+}
+
+/** A restore drill on demand: the backup restored into a throwaway etcd and checked against its manifest. */
+export async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identities: string[] | undefined, json: boolean, log: Logger): Promise<number> {
+  if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
+  const { runRestoreDrill } = await import('../drill/drill.js');
+  const r = await runRestoreDrill({
+    store,
+    manifest: m,
+    scratchDir: drillScratchDir(cfg.workDir),
+    etcdBinary: cfg.drill.etcd,
+    etcdctlBinary: cfg.drill.etcdctl,
+    timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
+    sampleKeys: cfg.drill.sampleKeys,
+    identities,
+    log,
+    signal: interruptSignal(),
+  });
+  if (json) printJson({ ...r, store: store.name });
+  else {
+    const steps = r.steps.map((s) => `${s.name} ${s.seconds.toFixed(1)}s`).join(', ');
+    if (r.result === 'success') {
+      out(`backup ${m.id} restores: a throwaway etcd served revision ${r.revision} with ${r.liveKeys} keys, ${r.sampled} sampled keys read, KV hash matches (${steps})`);
+    } else {
+      err(`backup ${m.id} does NOT restore (${r.reason}): ${r.error}`);
+      if (r.hint) err(`  what to do: ${r.hint}`);
+      err(`  steps: ${steps}`);
+    }
+  }
+  return r.result === 'success' ? EXIT_OK : EXIT_FAILED;
+}
+
+export async function cmdFetch(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
+  if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
+  const cfg = configFrom(values);
+  const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
+    const to = resolve(String(values.to));
+    // An existing directory is never changed; the files are 0600 whatever it allows.
+    if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);
+    const r = await fetchBackup(store, m, to, identities, interruptSignal());
+    if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
+    else {
+      out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}) into ${r.dir}; every sha256 matches the manifest:`);
+      for (const f of r.files) out(`  ${f}`);
+      out(`restore: on OpenShift run /usr/local/bin/cluster-restore.sh ${r.dir} on the recovery host; elsewhere: etcdctl snapshot restore ${r.snapshot} ...`);
+    }
+    return EXIT_OK;
+  });
+}
+
+export async function cmdPrune(argv: string[], log: Logger): Promise<number> {
+  const { values } = parse(argv, { ...common, 'dry-run': { type: 'boolean' } }, 0);
+  const cfg = configFrom(values);
+  return withStores(cfg, async (stores) => {
+    const store = pickStore(cfg, stores, values.store);
+    const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true, trust: await loadTrust(cfg) });
+    if (values.json) {
+      printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, errors: r.errors });
+    } else {
+      out(`${values['dry-run'] ? 'plan (dry run, nothing deleted)' : 'pruned'} for node ${cfg.node} in store ${store.name}:`);
+      out(formatPlanTable(r.plan));
+      if (r.incomplete.length) out(`incomplete backups (no manifest, older than the grace period) ${values['dry-run'] ? 'to remove' : 'removed'}: ${r.incomplete.join(', ')}`);
+      for (const e of r.errors) err(`error: ${e}`);
+    }
+    return r.errors.length ? EXIT_FAILED : EXIT_OK;
+  });
+}
+
+export async function cmdRetention(argv: string[]): Promise<number> {
+  const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' }, simulate: { type: 'string' }, now: { type: 'string' } }, 0);
+  const cfg = configFrom(values);
+  if (typeof values.simulate !== 'string') throw new UsageError('--simulate FILE is required (one ISO-8601 time per line)');
+  let text: string;
+  try {
+    text = readFileSync(values.simulate, 'utf8');
+  } catch (e) {
+    throw new UsageError(`cannot read ${values.simulate}: ${(e as NodeJS.ErrnoException).code ?? messageOf(e)}`);
+  }
+  let items;
+  try {
+    items = parseSimulationInput(text);
+  } catch (e) {
+    throw new UsageError(`${values.simulate}: ${messageOf(e)}`);
+  }
+  const now = values.now === undefined ? new Date() : new Date(String(values.now));
+  if (Number.isNaN(now.getTime())) throw new UsageError(`--now: "${values.now}" is not an ISO-8601 time`);
+  const plan = planRetention(items, cfg.retention, now, cfg.timezone);
+  if (values.json) printJson(planToJson(plan));
+  else out(formatPlanTable(plan));
+  return EXIT_OK;
+}
+
+export async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, reason: { type: 'string' } }, 1);
+  const cfg = configFrom(values);
+  const id = positionals[0]!;
+  const req: ControlRequest = pinned ? { op: 'pin', id, reason: values.reason as string | undefined } : { op: 'unpin', id };
+  const viaDaemon = await daemonCall(cfg, req, true);
+  let data: unknown;
+  if (viaDaemon) {
+    if (viaDaemon.type === 'error') throw new BackupError(viaDaemon.reason as never, viaDaemon.message, { hint: viaDaemon.hint });
+    data = viaDaemon.type === 'result' ? viaDaemon.data : undefined;
+  } else {
+    data = await withStores(cfg, (stores) => setPinned(cfg, stores, id, pinned, values.reason as string | undefined));
+  }
+  if (values.json) printJson(data);
+  else out(`${pinned ? 'pinned' : 'unpinned'} ${id}${pinned ? ': retention keeps it until you unpin it' : ': retention may now prune it'}`);
+  return EXIT_OK;
+}
