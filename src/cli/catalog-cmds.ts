@@ -12,12 +12,12 @@ import { loadTrust } from '../catalog/trust.js';
 import { isOpenToOthers } from '../fsutil.js';
 import { fetchBackup, needIdentity, verifyBackup } from '../catalog/fetch.js';
 import type { Manifest } from '../bundle/manifest.js';
-import { parseDurationSeconds } from '../units/duration.js';
 import { loadIdentities } from '../bundle/encrypt.js';
 import { type Store } from '../storage/index.js';
 import { fmtBytes } from '../etcd/health.js';
-import { drillScratchDir, verifyScratchDir } from '../layout.js';
+import { verifyScratchDir } from '../layout.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
+import { drillSettings } from '../drill/settings.js';
 export async function cmdList(argv: string[]): Promise<number> {
   const { values } = parse(argv, common, 0);
   const cfg = configFrom(values);
@@ -93,11 +93,7 @@ export async function verifyByRestore(cfg: Config, store: Store, m: Manifest, id
   const r = await runRestoreDrill({
     store,
     manifest: m,
-    scratchDir: drillScratchDir(cfg.workDir),
-    etcdBinary: cfg.drill.etcd,
-    etcdctlBinary: cfg.drill.etcdctl,
-    timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
-    sampleKeys: cfg.drill.sampleKeys,
+    ...drillSettings(cfg),
     identities,
     log,
     signal: interruptSignal(),

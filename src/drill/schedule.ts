@@ -1,8 +1,6 @@
 import { loadIdentities } from '../bundle/encrypt.js';
 import type { Config } from '../config/load.js';
-import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
-import { drillScratchDir } from '../layout.js';
 import type { Logger } from '../log.js';
 import { findBackup, loadCatalog } from '../catalog/catalog.js';
 import { loadTrust } from '../catalog/trust.js';
@@ -11,6 +9,7 @@ import type { Store } from '../storage/store.js';
 import { runRestoreDrill, type DrillResult } from './drill.js';
 import type { DrillMetrics } from './metrics.js';
 import { drillNodeFor } from './turn.js';
+import { drillSettings } from './settings.js';
 
 export interface DrillScheduleDeps {
   cfg: Config;
@@ -83,11 +82,7 @@ async function runDrillSlot({ cfg, stores, log, metrics, record }: DrillSchedule
   const r = await runRestoreDrill({
     store,
     manifest: m,
-    scratchDir: drillScratchDir(cfg.workDir),
-    etcdBinary: cfg.drill.etcd,
-    etcdctlBinary: cfg.drill.etcdctl,
-    timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
-    sampleKeys: cfg.drill.sampleKeys,
+    ...drillSettings(cfg),
     log,
     signal,
     ...(identities ? { identities } : {}),
