@@ -155,6 +155,17 @@ if (args.mode !== 'inspect') {
     preflight: { forced: false, failedChecks: [] },
     etcd: { revision: snap?.revision ?? 1, totalKey: snap?.totalKey ?? 1, hash: snap?.hash ?? 0, totalSize: snap?.totalSize ?? 0 },
   };
+  // As runBackup: the stores are opened and asked whether the id is free (a HEAD of its manifest key)
+  // at the start of the run, so an SSH connection or a TLS session is up before the upload begins.
+  const opened = [];
+  if (args.mode !== 'bundle') {
+    for (const sc of cfg.stores) {
+      const real = await createStore(sc); // await: sync in some versions of the code, async in others
+      await time('id', () => real.head(keys.manifest ?? `${keys.dir}/manifest.json`));
+      opened.push({ sc, real });
+    }
+    markRss('stores');
+  }
   let finishedAt = new Date().toISOString();
   // args.bundle: a bundle made earlier ({path, size, sha256, artifacts}): deliver it without bundling again.
   const bundlePath = args.bundle?.path ?? join(boxDir, bundleName({ codec, encrypted: false }));
@@ -178,8 +189,7 @@ if (args.mode !== 'inspect') {
   const object = { key: keys.object, size: bundle.size, sha256: bundle.sha256, encrypted: false, recipients: [], ...(cfg.compression ? { codec, rawSize: result.rawBytes } : {}) };
   const manifest = { ...base, finishedAt, artifacts: bundle.artifacts, object };
   if (args.mode !== 'bundle') {
-    for (const sc of cfg.stores) {
-      const real = await createStore(sc); // await: sync in some versions of the code, async in others
+    for (const { sc, real } of opened) {
       const store = cpuSplitting(real);
       const t = performance.now();
       // As runBackup: a bundle sealed by this process is delivered with sealedNow (a kept one from an earlier process is not).
