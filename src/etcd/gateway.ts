@@ -8,6 +8,9 @@ export interface EtcdTls {
   keyFile?: string;
 }
 
+/** Larger answers are refused: a misbehaving endpoint must not fill the memory of a control-plane node. */
+const MAX_ANSWER_BYTES = 64 * 1024 * 1024;
+
 /**
  * A tiny client for etcd's v3 JSON gateway (grpc-gateway on the client URL).
  * It needs no etcdctl and speaks mutual TLS with the node's etcd client
@@ -28,14 +31,18 @@ export class EtcdGateway {
 
   /**
    * POSTs `body` as JSON (GET without one) to `path` below the endpoint.
-   * `opts.timeoutMs` overrides the client's timeout for this call; aborting
-   * `opts.signal` ends the request.
+   * The whole call, answer included, has a deadline: `opts.timeoutMs`, else
+   * the client's timeout (a server that trickles bytes cannot hold it open);
+   * aborting `opts.signal` ends it too.
    */
   call<T>(endpoint: string, path: string, body?: unknown, opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<T> {
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
     const url = new URL(path, endpoint.endsWith('/') ? endpoint : endpoint + '/');
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     const isHttps = url.protocol === 'https:';
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = opts.signal ? AbortSignal.any([opts.signal, deadline]) : deadline;
+    const late = () => new Error(`no answer from ${url.origin} within ${timeoutMs}ms`);
     return new Promise<T>((resolve, reject) => {
       const req = (isHttps ? httpsRequest : httpRequest)(
         url,
@@ -43,12 +50,17 @@ export class EtcdGateway {
           method: payload ? 'POST' : 'GET',
           headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
           timeout: timeoutMs,
-          signal: opts.signal,
+          signal,
           ...(isHttps ? this.tlsOpts : {}),
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
+          let bytes = 0;
+          res.on('data', (c: Buffer) => {
+            bytes += c.length;
+            if (bytes > MAX_ANSWER_BYTES) req.destroy(new Error(`answer from ${url.origin}${url.pathname} is larger than ${MAX_ANSWER_BYTES} bytes`));
+            else chunks.push(c);
+          });
           res.on('end', () => {
             const text = Buffer.concat(chunks).toString('utf8');
             if ((res.statusCode ?? 500) >= 300) {
@@ -61,11 +73,11 @@ export class EtcdGateway {
               reject(new Error(`non-JSON answer from ${url.origin}${url.pathname}: ${text.slice(0, 200)}`));
             }
           });
-          res.on('error', reject);
+          res.on('error', (e) => reject(deadline.aborted ? late() : e));
         },
       );
-      req.on('timeout', () => req.destroy(new Error(`no answer from ${url.origin} within ${timeoutMs}ms`)));
-      req.on('error', (e: NodeJS.ErrnoException) => reject(new Error(`${url.origin}: ${e.code ?? ''} ${e.message}`.trim())));
+      req.on('timeout', () => req.destroy(late()));
+      req.on('error', (e: NodeJS.ErrnoException) => reject(deadline.aborted ? late() : new Error(`${url.origin}: ${e.code ?? ''} ${e.message}`.trim())));
       req.end(payload);
     });
   }
