@@ -170,7 +170,9 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     // Before anything is taken: a snapshot that cannot be signed would not count where trusted keys are set.
     const signer = cfg.signing.keyFile ? await loadSigningKey(cfg.signing.keyFile) : undefined;
     const checked = await preflight(cfg, req, log, phase);
+    // Recorded before a refusal: the metrics and --json report which checks failed.
     result.preflight = { checks: checked.pre.checks, forced: checked.forced };
+    refuseUnlessForced(checked.pre, req, log);
     const taken: TakenSnapshot = { ...checked, ...(await takeVerifiedSnapshot(cfg, deps, req, runDir, log, phase)), signer };
     const base = manifestBase(cfg, req, deps.source.type, { id, at, startedAt }, taken);
     const files = [taken.artifacts.snapshot, taken.artifacts.staticResources];
@@ -223,16 +225,19 @@ interface TakenSnapshot {
   signer?: Awaited<ReturnType<typeof loadSigningKey>>;
 }
 
-/** The preflight checks; a blocking failure ends the run unless it is forced. */
+/** The preflight checks, each failed one logged. */
 async function preflight(cfg: Config, req: BackupRequest, log: Logger, phase: PhaseTimer): Promise<{ pre: PreflightOutcome; forced: boolean }> {
   const pre = await phase('preflight', () => runPreflight(cfg));
   const forced = req.force === true && pre.blocking.length > 0;
   for (const c of pre.checks) if (!c.ok) log.warn({ check: c.name, detail: c.detail }, 'preflight check failed');
-  if (pre.blocking.length > 0) {
-    if (!req.force) throw preflightError(pre.blocking);
-    log.warn({ failed: pre.blocking.map((c) => c.name) }, 'preflight failed; going ahead because of --force');
-  }
   return { pre, forced };
+}
+
+/** A blocking preflight failure ends the run, unless it is forced. */
+function refuseUnlessForced(pre: PreflightOutcome, req: BackupRequest, log: Logger): void {
+  if (pre.blocking.length === 0) return;
+  if (!req.force) throw preflightError(pre.blocking);
+  log.warn({ failed: pre.blocking.map((c) => c.name) }, 'preflight failed; going ahead because of --force');
 }
 
 /** The source, and the local proof of the snapshot (trailer and bbolt walk). */
