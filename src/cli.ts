@@ -26,6 +26,7 @@ import { TOOL_NAME, VERSION } from './version.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
 import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
 import { cmdRun } from './cli/run-cmd.js';
+import { lowerOwnPriority } from './run/priority.js';
 
 export { EXIT_FAILED, EXIT_OK, EXIT_USAGE };
 const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane nodes
@@ -69,6 +70,8 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
     else printBackupHuman(doc);
     return viaDaemon.exitCode;
   }
+  // This process takes the snapshot itself: at the priority the daemon would have.
+  await lowerOwnPriority(cfg.priority, log);
   const result = await withStores(cfg, async (stores) => (await runCycle(cfg, { source: createSource(cfg), stores, log }, { trigger: 'manual', ...req })).run);
   const doc = backupJson(result) as BackupDoc;
   if (values.json) printJson(doc);

@@ -117,6 +117,19 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * The priority a backup runs at (the daemon, and a `backup` run by hand): etcd's
+     * fsyncs come first on a master. The systemd unit sets the same with Nice= and
+     * IOSchedulingClass=; the process applies it itself where nothing else does.
+     */
+    priority: z
+      .object({
+        nice: z.number().int().min(0).max(19).default(10),
+        ioClass: z.enum(['best-effort', 'idle', 'none']).default('best-effort'),
+        ioLevel: z.number().int().min(0).max(7).default(7),
+      })
+      .strict()
+      .default({}),
     /** Restore drills: a backup is restored into a throwaway etcd on a schedule. Off unless `schedule` is set. */
     drill: z
       .object({

@@ -19,6 +19,7 @@ import { startOutboxRetries } from './outbox-retry.js';
 import { BackupRunner } from './runner.js';
 import { shutDown } from './shutdown.js';
 import { DaemonStateFile } from './state.js';
+import { lowerOwnPriority } from '../run/priority.js';
 
 export interface DaemonHandle {
   /** Resolves when the daemon has shut down. */
@@ -38,6 +39,7 @@ export async function startDaemon(cfg: Config, log: Logger): Promise<DaemonHandl
   };
   const control = await startControlServer(cfg.control.socket, (req, emit) => handler(req, emit));
   try {
+    await lowerOwnPriority(cfg.priority, log);
     return await startServices(cfg, log, control, (h) => (handler = h));
   } catch (e) {
     await control.close().catch(() => undefined);

@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir, writeConfig, FAKE_CLUSTER_BACKUP } from '../support/cli.js';
@@ -148,6 +149,27 @@ describe('etcd-backupd run', () => {
       expect(run).toMatchObject({ trigger: 'catch-up', result: 'success' });
     } finally {
       expect(await d2.stop()).toBe(0);
+    }
+  });
+
+  it('runs at the configured lower CPU and I/O priority, every thread (what the DaemonSet cannot set)', async () => {
+    const { file } = config('priority', { schedule: '0 0 1 1 *', priority: { nice: 13, ioClass: 'idle' } });
+    const d = await startDaemonProcess(file);
+    try {
+      await d.metrics(); // started and serving
+      const pid = d.child.pid!;
+      const tids = readdirSync(`/proc/${pid}/task`);
+      expect(tids.length).toBeGreaterThan(1);
+      for (const tid of tids) {
+        // Field 19 of stat is the nice value; the command name (field 2) may hold spaces, so count from its ")".
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        expect(Number(fields[16]), `thread ${tid}`).toBe(13);
+      }
+      const io = execFileSync('ionice', ['-p', String(pid)], { encoding: 'utf8' }).trim();
+      expect(io).toBe('idle');
+    } finally {
+      expect(await d.stop()).toBe(0);
     }
   });
 
