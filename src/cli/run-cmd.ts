@@ -49,15 +49,21 @@ export async function cmdRun(argv: string[], log: Logger): Promise<number> {
     })().finally(() => (reloading = undefined));
   };
   process.on('SIGHUP', onHup);
-  d = await startDaemon(cfg, log);
-  if (hupPending) onHup();
+  // Installed before the daemon starts: a SIGTERM while it is starting (a pod stopped right
+  // after it came up) must be a graceful stop, not node's default of dying by the signal.
   const onSignal = (sig: string) => {
     log.info({ signal: sig }, 'shutting down');
     stopping = true;
-    void (reloading ?? Promise.resolve()).then(() => d!.stop());
+    if (d) void (reloading ?? Promise.resolve()).then(() => d!.stop());
   };
   process.once('SIGTERM', () => onSignal('SIGTERM'));
   process.once('SIGINT', () => onSignal('SIGINT'));
+  d = await startDaemon(cfg, log);
+  if (stopping) {
+    await d.stop();
+    return EXIT_OK;
+  }
+  if (hupPending) onHup();
   for (;;) {
     await d.done;
     const r = reloading;
