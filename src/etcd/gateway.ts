@@ -49,7 +49,6 @@ export class EtcdGateway {
         {
           method: payload ? 'POST' : 'GET',
           headers: payload ? { 'content-type': 'application/json', 'content-length': payload.length } : {},
-          timeout: timeoutMs,
           signal,
           ...(isHttps ? this.tlsOpts : {}),
         },
@@ -76,7 +75,6 @@ export class EtcdGateway {
           res.on('error', (e) => reject(deadline.aborted ? late() : e));
         },
       );
-      req.on('timeout', () => req.destroy(late()));
       req.on('error', (e: NodeJS.ErrnoException) => reject(deadline.aborted ? late() : new Error(`${url.origin}: ${e.code ?? ''} ${e.message}`.trim())));
       req.end(payload);
     });

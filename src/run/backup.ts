@@ -173,7 +173,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     // Recorded before a refusal: the metrics and --json report which checks failed.
     result.preflight = { checks: checked.pre.checks, forced: checked.forced };
     refuseUnlessForced(checked.pre, req, log);
-    const taken: TakenSnapshot = { ...checked, ...(await takeVerifiedSnapshot(cfg, deps, req, runDir, log, phase)), signer };
+    const taken: TakenSnapshot = { ...checked, ...(await takeVerifiedSnapshot(deps, req, runDir, log, phase)), signer };
     const base = manifestBase(cfg, req, deps.source.type, { id, at, startedAt }, taken);
     const files = [taken.artifacts.snapshot, taken.artifacts.staticResources];
     const { manifest, bundlePath } = await sealInOutbox(cfg, base, files, boxDir, taken.signer, now, phase);
@@ -241,7 +241,7 @@ function refuseUnlessForced(pre: PreflightOutcome, req: BackupRequest, log: Logg
 }
 
 /** The source, and the local proof of the snapshot (trailer and bbolt walk). */
-async function takeVerifiedSnapshot(cfg: Config, deps: RunDeps, req: BackupRequest, runDir: string, log: Logger, phase: PhaseTimer): Promise<Pick<TakenSnapshot, 'artifacts' | 'snap'>> {
+async function takeVerifiedSnapshot(deps: RunDeps, req: BackupRequest, runDir: string, log: Logger, phase: PhaseTimer): Promise<Pick<TakenSnapshot, 'artifacts' | 'snap'>> {
   await rm(runDir, { recursive: true, force: true });
   await mkdirPrivate(runDir);
   const artifacts = await phase('source', () => deps.source.produce({ runDir, log, force: req.force === true, signal: deps.signal }));

@@ -1,7 +1,7 @@
-import { execFile } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
 import type { Logger } from '../log.js';
+import { captureCommand } from '../source/exec.js';
 
 export interface PrioritySettings {
   /** CPU niceness to run at (0-19); 0 leaves it as it is. */
@@ -52,11 +52,12 @@ export async function lowerOwnPriority(p: PrioritySettings, log: Logger): Promis
   }
   if (p.ioClass === 'none') return;
   const args = p.ioClass === 'idle' ? ['-c', '3'] : ['-c', '2', '-n', String(p.ioLevel)];
-  await new Promise<void>((resolve) => {
-    execFile('ionice', [...args, '-p', ...tids.map(String)], { timeout: IONICE_TIMEOUT_MS }, (err, _out, stderr) => {
-      if (err) log.warn({ err: (stderr || err.message).trim(), ioClass: p.ioClass }, 'could not lower the I/O priority (ionice); the backup runs at the I/O priority it has');
-      else log.debug({ ioClass: p.ioClass, ioLevel: p.ioLevel }, 'I/O priority lowered');
-      resolve();
-    });
-  });
+  const argv = ['ionice', ...args, '-p', ...tids.map(String)];
+  const opts = { env: process.env, cwd: process.cwd(), signal: AbortSignal.timeout(IONICE_TIMEOUT_MS), log, what: 'ionice' };
+  const failed = await captureCommand(argv, opts).then(
+    (r) => (r.code === 0 ? undefined : r.tail.join('; ') || `exit ${r.code ?? r.signal}`),
+    (e: NodeJS.ErrnoException) => e.code ?? e.message,
+  );
+  if (failed) log.warn({ err: failed, ioClass: p.ioClass }, 'could not lower the I/O priority (ionice); the backup runs at the I/O priority it has');
+  else log.debug({ ioClass: p.ioClass, ioLevel: p.ioLevel }, 'I/O priority lowered');
 }
