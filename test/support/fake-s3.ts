@@ -468,7 +468,10 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
 
   const server = createServer((req, res) => void handle(req, res, false).catch((e) => errorOut(res, e)));
   server.on('checkContinue', (req, res) => void handle(req, res, true).catch((e) => errorOut(res, e)));
-  server.keepAliveTimeout = 5_000;
+  // Idle keep-alive sockets stay open for the whole test: a server closing them after a few
+  // seconds races a client reusing one ("socket hang up" with maxAttempts 1, a flake).
+  // A connection dropped under the client is a fault a test injects, not an accident of timing.
+  server.keepAliveTimeout = 120_000;
   function errorOut(res: ServerResponse, e: unknown) {
     if (res.headersSent || res.destroyed) {
       res.destroy();
