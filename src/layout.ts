@@ -6,11 +6,13 @@ import { join } from 'node:path';
  * because the remote layout is a contract (other nodes, older versions and
  * people with only `aws s3 ls` read it): it must not drift in one place.
  *
- * Remote: `<prefix>/<cluster>/<backup-id>/{backup.tar[.zst][.age],manifest.json}`;
- * the store adds its own prefix.
+ * Remote: `<prefix>/<cluster>/<backup-id>/{backup.tar[.zst][.age],manifest.json}`
+ * and `<backup-id>/pins/<stamp>-<pin|unpin>-<nonce>.json` markers; the store
+ * adds its own prefix. Committed objects are never rewritten.
  * workDir: `outbox/<id>/{backup.tar[.zst][.age],manifest.json,status.json}`,
  * `runs/<id>/` (a run's scratch), `state.json`, `run.lock`, `outbox.lock`,
- * `tmp/` (verify), `drill/` (restore drills).
+ * `tmp/` (verify), `drill/` (restore drills), `cache/<store>/<backup-id>.json`
+ * (copies of immutable manifests and pin markers).
  */
 
 export const MANIFEST_NAME = 'manifest.json';
@@ -89,6 +91,34 @@ export function splitBackupKey(cluster: string, key: string): { id: string; name
   return { id: rest.slice(0, slash), name: rest.slice(slash + 1) };
 }
 
+// ---- pin markers
+
+/**
+ * Pins are small immutable marker objects beside the manifest, never a
+ * rewrite of it: `<cluster>/<id>/pins/20261126T192400.123Z-pin-1a2b3c4d.json`.
+ * The name carries all that planning needs (when, pin or unpin), so a
+ * listing alone says whether a backup is pinned; the body adds the reason
+ * and who. The nonce keeps two markers of the same millisecond apart.
+ */
+export const PINS_DIR = 'pins';
+export type PinOp = 'pin' | 'unpin';
+
+export function pinMarkerKey(cluster: string, id: string, at: Date, op: PinOp, nonce: string): string {
+  const stamp = at.toISOString().replace(/[-:]/g, '');
+  return `${cluster}/${id}/${PINS_DIR}/${stamp}-${op}-${nonce}.json`;
+}
+
+const PIN_MARKER_RE = /^pins\/(\d{8}T\d{6}\.\d{3}Z)-(pin|unpin)-([0-9a-f]{1,32})\.json$/;
+
+/** A name within a backup directory (as splitBackupKey gives it) read as a pin marker; undefined when it is none. */
+export function parsePinMarkerName(name: string): { at: Date; op: PinOp; name: string } | undefined {
+  const m = PIN_MARKER_RE.exec(name);
+  if (!m) return undefined;
+  const s = m[1]!;
+  const at = new Date(`${s.slice(0, 4)}-${s.slice(4, 6)}-${s.slice(6, 8)}T${s.slice(9, 11)}:${s.slice(11, 13)}:${s.slice(13)}`);
+  return Number.isNaN(at.getTime()) ? undefined : { at, op: m[2] as PinOp, name };
+}
+
 // ---- workDir
 
 /** Sealed bundles waiting for (or kept after) delivery, one directory per backup id. */
@@ -139,6 +169,19 @@ export function lockPath(workDir: string, name: LockName): string {
 /** Scratch of `verify`: a backup is fetched here and removed after the check. */
 export function verifyScratchDir(workDir: string): string {
   return join(workDir, 'tmp');
+}
+
+/**
+ * Local copies of one store's immutable catalog objects (manifests, pin
+ * markers), one file per backup id. Only a cache: the listing decides what
+ * exists, so a deletion or addition elsewhere is never hidden.
+ */
+export function catalogCacheDir(workDir: string, storeName: string): string {
+  return join(workDir, 'cache', storeName.replace(/[^A-Za-z0-9._-]/g, '_'));
+}
+
+export function catalogCachePath(cacheDir: string, id: string): string {
+  return join(cacheDir, `${id}.json`);
 }
 
 /** Scratch of restore drills. */

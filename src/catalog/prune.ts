@@ -3,7 +3,7 @@ import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
+import { catalogCacheDir, clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
 import { loadCatalog, type Catalog } from './catalog.js';
 import { counts, type Trust } from './trust.js';
 import type { Store } from '../storage/store.js';
@@ -51,8 +51,10 @@ export function protectIds(plan: RetentionPlan, ids: string[]): RetentionPlan {
 
 /**
  * Applies the retention plan to one store. The manifest goes first: if we die
- * between the two deletes, what is left is an incomplete backup that a later
- * prune removes, never a committed manifest pointing at nothing.
+ * between the deletes, what is left is an incomplete backup that a later
+ * prune removes, never a committed manifest pointing at nothing. Plans from
+ * one listing plus this node's manifests, which the cache holds after the
+ * first run: a warm plan reads no manifest.
  */
 export async function pruneStore(
   cfg: Config,
@@ -61,16 +63,24 @@ export async function pruneStore(
   opts: { dryRun: boolean; now?: Date; /** Ids never pruned now: the backup this run just took (the clock may have gone back). */ protect?: string[]; trust?: Trust },
 ): Promise<PruneOutcome> {
   const now = opts.now ?? new Date();
-  const catalog = await loadCatalog(store, cfg.cluster, opts.trust);
+  // Only this node's series is planned here: the other nodes' manifests are not read (the id names the node).
+  const catalog = await loadCatalog(store, cfg.cluster, opts.trust, {
+    cacheDir: catalogCacheDir(cfg.workDir, store.name),
+    want: (b) => b.node === undefined || b.node === cfg.node,
+  });
   const plan = protectIds(planForCatalog(cfg, catalog.backups, now, opts.trust), opts.protect ?? []);
   const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], catalog };
   const byId = new Map(catalog.backups.map((m) => [m.id, m]));
+  const listed = new Map(catalog.listed.map((b) => [b.id, b]));
   for (const p of plan.prune) {
     const m = byId.get(p.id)!;
     if (opts.dryRun) continue;
     try {
-      await store.delete([manifestKey(cfg.cluster, m.id)]);
-      await store.delete([m.object?.key ?? objectKeys(cfg.cluster, m.id, { encrypted: false }).object]);
+      const manifest = manifestKey(cfg.cluster, m.id);
+      const object = m.object?.key ?? objectKeys(cfg.cluster, m.id, { encrypted: false }).object;
+      await store.delete([manifest]);
+      // Then the object and whatever else the directory holds (pin markers): all of it is this backup's.
+      await store.delete([object, ...(listed.get(m.id)?.keys ?? []).filter((k) => k !== manifest && k !== object)]);
       out.deleted.push(m.id);
       log.info({ store: store.name, id: m.id }, 'pruned backup');
     } catch (e) {

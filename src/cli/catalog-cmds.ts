@@ -7,7 +7,7 @@ import { setPinned } from '../catalog/pin.js';
 import { pruneStore } from '../catalog/prune.js';
 import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from '../retention/plan.js';
 import { readFileSync } from 'node:fs';
-import { findBackup, loadCatalog, untrustedBackups } from '../catalog/catalog.js';
+import { findBackup, loadCatalog, loadCatalogFor, untrustedBackups } from '../catalog/catalog.js';
 import { loadTrust } from '../catalog/trust.js';
 import { isOpenToOthers } from '../fsutil.js';
 import { fetchBackup, needIdentity, verifyBackup } from '../catalog/fetch.js';
@@ -15,7 +15,7 @@ import type { Manifest } from '../bundle/manifest.js';
 import { loadIdentities } from '../bundle/encrypt.js';
 import { type Store } from '../storage/index.js';
 import { fmtBytes } from '../etcd/health.js';
-import { verifyScratchDir } from '../layout.js';
+import { catalogCacheDir, verifyScratchDir } from '../layout.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
 import { drillSettings } from '../drill/settings.js';
 export async function cmdList(argv: string[]): Promise<number> {
@@ -23,7 +23,7 @@ export async function cmdList(argv: string[]): Promise<number> {
   const cfg = configFrom(values);
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg));
+    const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
     for (const p of cat.problems) err(`warning: skipping unreadable manifest ${p.key}: ${p.error}`);
     if (values.json) {
       printJson({
@@ -68,7 +68,7 @@ export async function cmdVerify(argv: string[], log: Logger): Promise<number> {
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
+    const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
     try {
       const r = await verifyBackup(store, m, verifyScratchDir(cfg.workDir), identities);
@@ -119,7 +119,7 @@ export async function cmdFetch(argv: string[]): Promise<number> {
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalog(store, cfg.cluster, await loadTrust(cfg)), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
+    const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     const to = resolve(String(values.to));
     // An existing directory is never changed; the files are 0600 whatever it allows.
     if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);

@@ -1,6 +1,7 @@
 import { messageOf } from '../errors.js';
 import { loadCatalog, untrustedBackups } from '../catalog/catalog.js';
 import { outboxStatus } from '../run/outbox.js';
+import { catalogCacheDir } from '../layout.js';
 import { loadTrust } from '../catalog/trust.js';
 import type { DaemonContext } from './context.js';
 
@@ -9,7 +10,7 @@ export async function refreshInventory({ cfg, stores, metrics, log }: DaemonCont
   const trust = await loadTrust(cfg).catch(() => undefined);
   for (const store of stores) {
     try {
-      const cat = await loadCatalog(store, cfg.cluster, trust);
+      const cat = await loadCatalog(store, cfg.cluster, trust, { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
       const untrusted = untrustedBackups(cat);
       const mine = cat.backups.filter((m) => m.node === cfg.node && !untrusted.includes(m));
       metrics.setInventory(store.name, {

@@ -2,7 +2,8 @@ import { loadIdentities } from '../bundle/encrypt.js';
 import type { Config } from '../config/load.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { findBackup, loadCatalog } from '../catalog/catalog.js';
+import { findBackup, loadCatalogFor } from '../catalog/catalog.js';
+import { catalogCacheDir } from '../layout.js';
 import { loadTrust } from '../catalog/trust.js';
 import { createCronSchedule, type CronSchedule } from '../schedule/cron.js';
 import type { Store } from '../storage/store.js';
@@ -64,9 +65,9 @@ export function startDrillSchedule(deps: DrillScheduleDeps): DrillSchedule {
 
 async function runDrillSlot({ cfg, stores, log, metrics, record }: DrillScheduleDeps, schedule: CronSchedule, slot: Date, signal: AbortSignal): Promise<void> {
   const store = stores.find((s) => s.name === (cfg.drill.store ?? stores[0]?.name))!;
-  const cat = await loadCatalog(store, cfg.cluster, await loadTrust(cfg));
+  const cat = await loadCatalogFor(store, cfg.cluster, 'latest', await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
   const turn = drillNodeFor(
-    cat.backups.map((b) => b.node),
+    cat.listed.flatMap((b) => (b.manifest && b.node ? [b.node] : [])),
     slot,
     schedule.intervalSeconds(),
   );

@@ -6,6 +6,8 @@ export interface ObjectInfo {
   key: string;
   size: number;
   modifiedAt?: Date;
+  /** The server's entity tag, where it keeps one (S3): a listing shows when an object changed. */
+  etag?: string;
 }
 
 export interface PutResult {

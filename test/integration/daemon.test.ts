@@ -103,10 +103,16 @@ describe('etcd-backupd run', () => {
       const m = JSON.parse(readFileSync(join(dir, 'store', 'c1', pinnedId, 'manifest.json'), 'utf8'));
       expect(m).toMatchObject({ pinned: true, label: 'pre-upgrade-4.14.8', reason: 'upgrade', trigger: 'manual' });
 
-      // Unpin through the daemon: the manifest changes.
+      // Unpin through the daemon: a marker beside the manifest, which stays byte for byte as committed.
+      const manifestBefore = readFileSync(join(dir, 'store', 'c1', pinnedId, 'manifest.json'));
       const un = await runCli(['unpin', '--config', file, pinnedId]);
       expect(un.code, un.stderr).toBe(0);
-      expect(JSON.parse(readFileSync(join(dir, 'store', 'c1', pinnedId, 'manifest.json'), 'utf8')).pinned).toBe(false);
+      expect(readFileSync(join(dir, 'store', 'c1', pinnedId, 'manifest.json')).equals(manifestBefore)).toBe(true);
+      const markers = readdirSync(join(dir, 'store', 'c1', pinnedId, 'pins'));
+      expect(markers).toHaveLength(1);
+      expect(markers[0]).toMatch(/^\d{8}T\d{6}\.\d{3}Z-unpin-[0-9a-f]{8}\.json$/);
+      const listed = await runCli(['list', '--config', file, '--json'], { env: { ETCD_BACKUPD_NO_DAEMON: '1' } });
+      expect((JSON.parse(listed.stdout) as { backups: { id: string; pinned: boolean }[] }).backups.find((x) => x.id === pinnedId)?.pinned).toBe(false);
 
       // Metrics.
       const text = await d.metrics();

@@ -362,7 +362,7 @@ export class S3Store implements Store {
       }
       for (const o of page.Contents ?? []) {
         if (!o.Key?.startsWith(base)) continue;
-        yield { key: o.Key.slice(base.length), size: o.Size ?? 0, ...(o.LastModified ? { modifiedAt: o.LastModified } : {}) };
+        yield { key: o.Key.slice(base.length), size: o.Size ?? 0, ...(o.LastModified ? { modifiedAt: o.LastModified } : {}), ...(o.ETag ? { etag: o.ETag } : {}) };
       }
       if (!page.IsTruncated) return;
       ContinuationToken = page.NextContinuationToken;
