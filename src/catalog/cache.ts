@@ -1,5 +1,6 @@
-import { readdir, readFile, unlink } from 'node:fs/promises';
-import { writeFileAtomic } from '../fsutil.js';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { mkdirPrivate } from '../fsutil.js';
 import { catalogCachePath } from '../layout.js';
 
 /**
@@ -58,14 +59,25 @@ export class CatalogCache {
    * the store's catalog.
    */
   async save(listed: ReadonlyMap<string, readonly string[]>): Promise<void> {
-    for (const id of this.dirty) {
+    const dirty = [...this.dirty];
+    this.dirty.clear();
+    if (dirty.length && !(await mkdirPrivate(this.dir).then(() => true, () => false))) return;
+    const write = async (id: string): Promise<void> => {
       const f = await this.load(id);
       // Only objects of keys the listing still shows: the copy of a removed marker goes too.
       const keys = new Set(listed.get(id) ?? []);
       for (const k of Object.keys(f.objects)) if (!keys.has(k)) delete f.objects[k];
-      await writeFileAtomic(catalogCachePath(this.dir, id), JSON.stringify(f)).catch(() => undefined);
-    }
-    this.dirty.clear();
+      // Temp name and rename, no fsync: a file torn by a crash fails to parse, which is a miss.
+      const path = catalogCachePath(this.dir, id);
+      const tmp = `${path}.tmp-${randomBytes(4).toString('hex')}`;
+      try {
+        await writeFile(tmp, JSON.stringify(f), { mode: 0o600, flag: 'wx' });
+        await rename(tmp, path);
+      } catch {
+        await rm(tmp, { force: true });
+      }
+    };
+    for (let i = 0; i < dirty.length; i += 32) await Promise.all(dirty.slice(i, i + 32).map(write));
     let names: string[];
     try {
       names = await readdir(this.dir);
@@ -75,6 +87,8 @@ export class CatalogCache {
     for (const n of names) {
       const id = n.endsWith('.json') ? n.slice(0, -5) : undefined;
       if (id && SAFE_ID.test(id) && !listed.has(id)) await unlink(catalogCachePath(this.dir, id)).catch(() => undefined);
+      // A temp file left by a process that died mid-write (or, rarely, one another process is about to rename: it only loses that cache write).
+      else if (/\.json\.tmp-[0-9a-f]{8}$/.test(n)) await unlink(`${this.dir}/${n}`).catch(() => undefined);
     }
   }
 }

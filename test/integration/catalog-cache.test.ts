@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runCli, tempDir, writeConfig, FAKE_CLUSTER_BACKUP } from '../support/cli.js';
@@ -116,6 +116,24 @@ describe('the catalog cache', () => {
     const b = (await list()).backups.find((x) => x.id === id);
     expect(b).toMatchObject({ pinned: true, pinReason: 'old-style' });
     expect(manifestGets()).toBe(1);
+  });
+
+  it('a mangled or foreign cache file costs a GET, never a wrong answer; the cache is private', async () => {
+    const cacheDir = join(dir, 'work', 'cache', 's3');
+    expect(statSync(cacheDir).mode & 0o777).toBe(0o700);
+    const a = idOf(10).id;
+    const b = idOf(11).id;
+    expect(statSync(join(cacheDir, `${a}.json`)).mode & 0o777).toBe(0o600);
+    writeFileSync(join(cacheDir, `${a}.json`), '{"format":1,"objects":{tor');
+    // A copy of the right key but another version (what a rewrite elsewhere leaves behind): not used.
+    const doc = JSON.parse(readFileSync(join(cacheDir, `${b}.json`), 'utf8')) as { objects: Record<string, { version: string; text: string }> };
+    const [k] = Object.keys(doc.objects);
+    doc.objects[k!] = { version: 'etag:"stale":1', text: manifestText(b, idOf(11).node, idOf(11).at, { pinned: true, pinReason: 'stale copy' }) };
+    writeFileSync(join(cacheDir, `${b}.json`), JSON.stringify(doc));
+    const l = await list();
+    expect(manifestGets()).toBe(2);
+    expect(l.backups.find((x) => x.id === b)).toMatchObject({ pinned: false });
+    expect(l.backups).toHaveLength(N);
   });
 
   it('prune --dry-run plans from the listing and this node\'s manifests only; warm it reads none', async () => {
