@@ -44,13 +44,14 @@ export function lockInfo(r: { ObjectLockMode?: string; ObjectLockRetainUntilDate
  */
 export function lockHint(cfg: Pick<S3StoreConfig, 'bucket' | 'objectLock'>, code: string, detail: string | undefined): string | undefined {
   if (code !== 'InvalidRequest' && code !== 'InvalidBucketState') return undefined;
-  if (/object lock/i.test(detail ?? '')) {
-    return `bucket ${cfg.bucket} has no Object Lock configuration: Object Lock is enabled when a bucket is created (it turns on versioning); use such a bucket or remove stores[].objectLock`;
-  }
-  if (/content-md5|checksum/i.test(detail ?? '')) {
+  // AWS's integrity message mentions "Object Lock parameters" too: it is tested first.
+  if (/content-md5|x-amz-checksum/i.test(detail ?? '')) {
     return cfg.objectLock
       ? 'the server wants an integrity header the client did not send; report this as a bug'
       : `bucket ${cfg.bucket} looks like an Object Lock bucket (it requires Content-MD5 or a checksum on every write): set stores[].objectLock`;
+  }
+  if (/object lock/i.test(detail ?? '')) {
+    return `bucket ${cfg.bucket} has no Object Lock configuration: Object Lock is enabled when a bucket is created (it turns on versioning); use such a bucket or remove stores[].objectLock`;
   }
   return undefined;
 }
