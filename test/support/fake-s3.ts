@@ -9,7 +9,9 @@
  * requests fail, hang, trickle, or lie, switchable at any time.
  *
  * s3rver (test/support/s3.ts) is the faithful server; this one exists for
- * the failures a real server will not produce on request.
+ * the failures a real server will not produce on request, and for S3 Object
+ * Lock, which s3rver lacks: `startFakeS3({ objectLock: true })` is a bucket
+ * created with Object Lock, enforced as AWS does (test/support/fake-s3-lock.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
