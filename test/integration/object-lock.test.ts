@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { storeSchema } from '../../src/config/schema.js';
-import { S3Store } from '../../src/storage/s3/store.js';
+import { S3Store, type S3StoreConfig } from '../../src/storage/s3/store.js';
 import { runCli, tempDir, writeConfig } from '../support/cli.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { startFakeS3, type FakeS3 } from '../support/fake-s3.js';
@@ -55,7 +55,7 @@ function s3Store(server: FakeS3, prefix: string, objectLock: Record<string, unkn
     ...(objectLock ? { objectLock } : {}),
   });
   if (cfg.type !== 's3') throw new Error('not an s3 config');
-  return new S3Store(cfg);
+  return new S3Store(cfg as S3StoreConfig);
 }
 
 describe('config', () => {
