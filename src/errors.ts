@@ -29,6 +29,9 @@ export type Reason =
   | 'store-misbehaving'
   // A backup id is already committed in a store with other content: never overwritten.
   | 'id-conflict'
+  // A delete was refused because the object is under an S3 Object Lock (WORM)
+  // retention that has not expired: nothing was sent, nothing deleted.
+  | 'object-locked'
   // Trusted keys are configured and the backup carries no valid signature by one of them.
   | 'signature-untrusted'
   | 'not-found'

@@ -6,6 +6,7 @@ import type { Logger } from '../log.js';
 import { catalogCacheDir, clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
 import { loadCatalog, type Catalog } from './catalog.js';
 import { counts, type Trust } from './trust.js';
+import { clearOfLocks, type LockWait } from './locks.js';
 import type { Store } from '../storage/store.js';
 import { planRetention, type RetentionPlan } from '../retention/plan.js';
 
@@ -17,6 +18,8 @@ export interface PruneOutcome {
   /** Manifest-less leftovers removed (or, on a dry run, that would be). */
   incomplete: string[];
   errors: string[];
+  /** Planned for removal but still under Object Lock (stores with caps.objectLock): removed by a prune after `until`. */
+  waitingForLock: LockWait[];
   catalog: Catalog;
 }
 
@@ -69,18 +72,21 @@ export async function pruneStore(
     want: (b) => b.node === undefined || b.node === cfg.node,
   });
   const plan = protectIds(planForCatalog(cfg, catalog.backups, now, opts.trust), opts.protect ?? []);
-  const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], catalog };
+  const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], waitingForLock: [], catalog };
   const byId = new Map(catalog.backups.map((m) => [m.id, m]));
   const listed = new Map(catalog.listed.map((b) => [b.id, b]));
   for (const p of plan.prune) {
     const m = byId.get(p.id)!;
+    const manifest = manifestKey(cfg.cluster, m.id);
+    const object = m.object?.key ?? objectKeys(cfg.cluster, m.id, { encrypted: false }).object;
+    // The manifest first, then the object, then whatever else the directory holds (pin markers): all of it is this backup's.
+    const keys = [manifest, object, ...(listed.get(m.id)?.keys ?? []).filter((k) => k !== manifest && k !== object)];
+    // Every object of it free of its lock, or none of it deleted (a dry run reports the waiting too).
+    if (store.caps.objectLock && !(await clearOfLocks(store, { id: m.id, keys }, out, log))) continue;
     if (opts.dryRun) continue;
     try {
-      const manifest = manifestKey(cfg.cluster, m.id);
-      const object = m.object?.key ?? objectKeys(cfg.cluster, m.id, { encrypted: false }).object;
       await store.delete([manifest]);
-      // Then the object and whatever else the directory holds (pin markers): all of it is this backup's.
-      await store.delete([object, ...(listed.get(m.id)?.keys ?? []).filter((k) => k !== manifest && k !== object)]);
+      await store.delete(keys.slice(1));
       out.deleted.push(m.id);
       log.info({ store: store.name, id: m.id }, 'pruned backup');
     } catch (e) {
@@ -95,6 +101,7 @@ export async function pruneStore(
     // The node from the parsed id: a suffix match would let node master-0 clean ocp-master-0's uploads.
     if (nodeOfId(inc.id) !== cfg.node) continue;
     if (inc.newest && inc.newest > cutoff) continue;
+    if (store.caps.objectLock && !(await clearOfLocks(store, { id: inc.id, keys: inc.keys, incomplete: true }, out, log))) continue;
     out.incomplete.push(inc.id);
     if (opts.dryRun) continue;
     try {

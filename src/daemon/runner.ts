@@ -50,7 +50,7 @@ export class BackupRunner {
       const cyc = await runCycle(cfg, { source: this.source, stores, log: runLog, signal: this.abort.signal }, req, { onRunDone: () => (this.inUpkeep = true) });
       await state.recordRun(cyc.run);
       metrics.recordRun(cyc.run);
-      for (const p of cyc.pruned) metrics.recordPrune(p.store, p.deleted.length);
+      for (const p of cyc.pruned) metrics.recordPrune(p.store, p.deleted.length, p.waitingForLock.length);
       for (const _ of cyc.dropped) metrics.recordOutboxDropped();
       await recordRetries(this.ctx, cyc.retried);
       metrics.setOutbox(cyc.outbox);

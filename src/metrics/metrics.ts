@@ -154,6 +154,7 @@ export class BackupMetrics {
   private readonly preflightCheckOk: Gauge<'check'>;
   private readonly membersUnreachable: Gauge;
   private readonly pruned: Counter<'store'>;
+  private readonly waitingForLock: Gauge<'store'>;
   // Restore drills (later): etcd_backup_drill_* families go here, registered on this.registry.
 
   constructor(opts: BackupMetricsOptions) {
@@ -211,6 +212,7 @@ export class BackupMetrics {
     this.preflightCheckOk = gauge('preflight_check_ok', '1 if the preflight check passed in the last run, 0 if it failed.', ['check'] as const);
     this.membersUnreachable = gauge('etcd_members_unreachable', 'etcd members that did not answer in the last preflight.');
     this.pruned = counter('pruned_total', 'Backups deleted from the store by retention.', ['store'] as const);
+    this.waitingForLock = gauge('prune_waiting_for_lock', 'Backups the last prune would have deleted but left for their S3 Object Lock to expire.', ['store'] as const);
 
     this.info.set({ cluster: opts.cluster, node: opts.node, version: VERSION }, 1);
     this.startTime.set(seconds(opts.startTime ?? new Date()));
@@ -360,7 +362,9 @@ export class BackupMetrics {
     this.outboxDropped.inc();
   }
 
-  recordPrune(store: string, n: number): void {
+  /** One prune of a store: `n` backups deleted, `waitingForLock` left until their Object Lock expires. */
+  recordPrune(store: string, n: number, waitingForLock = 0): void {
     this.pruned.inc({ store }, Math.max(0, n));
+    this.waitingForLock.set({ store }, Math.max(0, waitingForLock));
   }
 }

@@ -8,6 +8,14 @@ export interface ObjectInfo {
   modifiedAt?: Date;
   /** The server's entity tag, where it keeps one (S3): a listing shows when an object changed. */
   etag?: string;
+  /**
+   * Object Lock (WORM): the object may not be deleted before this time
+   * (S3 ObjectLockRetainUntilDate). Only `head` reports it, and only on a
+   * store with `caps.objectLock`; listings do not carry it.
+   */
+  lockedUntil?: Date;
+  /** The lock's mode when `lockedUntil` is set (S3: GOVERNANCE or COMPLIANCE). */
+  lockMode?: string;
 }
 
 export interface PutResult {
@@ -73,6 +81,12 @@ export interface StoreCapabilities {
   readBack: boolean;
   /** cleanupIncomplete finds leftovers of interrupted writes (unfinished multipart uploads, temp files). */
   cleanupIncomplete: boolean;
+  /**
+   * Every object written carries a retention lock (S3 Object Lock): `head`
+   * reports `lockedUntil`, `delete` refuses (reason `object-locked`) an
+   * object whose lock holds, and prune plans around the locks.
+   */
+  objectLock: boolean;
 }
 
 /**
@@ -111,7 +125,11 @@ export interface Store {
   readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }>;
   /** Every object under `prefix`, in key order. A server whose listing never ends is an error, never a hang. */
   list(prefix: string, opts?: OpOptions): AsyncIterable<ObjectInfo>;
-  /** Removes missing keys silently. */
+  /**
+   * Removes missing keys silently. With `caps.objectLock`, a key whose lock
+   * has not expired fails the call with reason `object-locked` before any of
+   * `keys` is deleted.
+   */
   delete(keys: string[], opts?: OpOptions): Promise<void>;
   /**
    * Removes leftovers of interrupted writes older than `olderThan` under

@@ -152,21 +152,22 @@ export function deleteResultXml(deleted: string[], quiet: boolean): string {
 }
 
 /** Keys and Quiet of a DeleteObjects body; undefined when it is not one. */
-export function parseDelete(xml: string): { keys: string[]; quiet: boolean } | undefined {
+export function parseDelete(xml: string): { keys: string[]; quiet: boolean; versioned: boolean } | undefined {
   if (!/<Delete[\s>]/.test(xml)) return undefined;
   const keys = [...xml.matchAll(/<Object>[\s\S]*?<Key>([\s\S]*?)<\/Key>[\s\S]*?<\/Object>/g)].map((m) => unesc(m[1]!));
-  return { keys, quiet: /<Quiet>\s*true\s*<\/Quiet>/i.test(xml) };
+  return { keys, quiet: /<Quiet>\s*true\s*<\/Quiet>/i.test(xml), versioned: /<VersionId>/.test(xml) };
 }
 
 /** Parts of a CompleteMultipartUpload body, in document order; undefined when malformed. */
-export function parseComplete(xml: string): { partNumber: number; etag: string }[] | undefined {
+export function parseComplete(xml: string): { partNumber: number; etag: string; crc32?: string }[] | undefined {
   if (!/<CompleteMultipartUpload[\s>]/.test(xml)) return undefined;
-  const parts: { partNumber: number; etag: string }[] = [];
+  const parts: { partNumber: number; etag: string; crc32?: string }[] = [];
   for (const m of xml.matchAll(/<Part>([\s\S]*?)<\/Part>/g)) {
     const n = /<PartNumber>\s*(\d+)\s*<\/PartNumber>/.exec(m[1]!);
     const e = /<ETag>([\s\S]*?)<\/ETag>/.exec(m[1]!);
     if (!n || !e) return undefined;
-    parts.push({ partNumber: Number(n[1]), etag: unesc(e[1]!).trim() });
+    const crc = /<ChecksumCRC32>([\s\S]*?)<\/ChecksumCRC32>/.exec(m[1]!);
+    parts.push({ partNumber: Number(n[1]), etag: unesc(e[1]!).trim(), ...(crc ? { crc32: crc[1]!.trim() } : {}) });
   }
   return parts;
 }

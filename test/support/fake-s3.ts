@@ -9,7 +9,9 @@
  * requests fail, hang, trickle, or lie, switchable at any time.
  *
  * s3rver (test/support/s3.ts) is the faithful server; this one exists for
- * the failures a real server will not produce on request.
+ * the failures a real server will not produce on request, and for S3 Object
+ * Lock, which s3rver lacks: `startFakeS3({ objectLock: true })` is a bucket
+ * created with Object Lock, enforced as AWS does (test/support/fake-s3-lock.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -27,7 +29,11 @@ import {
   parseDelete,
 } from './fake-s3-xml.js';
 
+import { faultControl, type FakeS3Faults, type FaultImpl } from './fake-s3-faults.js';
+import { FakeObjectLock, type FakeError, type FakeLock } from './fake-s3-lock.js';
+
 export { startThrottleProxy, type ThrottleProxy } from './throttle-proxy.js';
+export type { Fault, FaultAction, FaultMatch, FakeS3Faults } from './fake-s3-faults.js';
 
 export type S3Op =
   | 'ListBuckets'
@@ -51,6 +57,8 @@ export interface FakeObject {
   /** Quoted, as S3 sends it: `"<md5>"`, or `"<md5 of part md5s>-N"` after a multipart upload. */
   etag: string;
   contentType?: string;
+  /** Object Lock retention it was written with (a lock-enabled fake: `startFakeS3({ objectLock: true })`). */
+  lock?: FakeLock;
 }
 
 /** A multipart upload begun and neither completed nor aborted. */
@@ -58,7 +66,11 @@ export interface FakeUpload {
   /** Full key, with the store prefix. */
   key: string;
   initiated: Date;
-  parts: Map<number, { body: Buffer; etag: string }>;
+  parts: Map<number, { body: Buffer; etag: string; crc32?: string }>;
+  /** The retention the completed object gets. */
+  lock?: FakeLock;
+  /** x-amz-checksum-algorithm of CreateMultipartUpload: completion must list each part's checksum. */
+  checksumAlgorithm?: string;
 }
 
 export interface LoggedRequest {
@@ -74,51 +86,6 @@ export interface LoggedRequest {
   keys?: string[];
 }
 
-export interface FaultMatch {
-  op?: S3Op | S3Op[];
-  /** HTTP method (PUT, GET, HEAD, POST, DELETE). */
-  method?: string;
-  /** Tested against the key (see LoggedRequest.key). */
-  key?: RegExp;
-  /** Query parameters the request must carry with these values, e.g. `{ partNumber: '2' }` for one part of every multipart upload. */
-  query?: Record<string, string>;
-  /** Only the next N matching requests; then it stops matching (requests it holds, hanging or trickling, stay held until off()/clear()). */
-  times?: number;
-}
-
-export type FaultAction =
-  /** Answer with this status and S3 error code (HEAD: status only, as S3 does). */
-  | { kind: 'error'; status: number; code: string; message?: string }
-  /** Never answer, until the fault is switched off (then the request is served) or the client gives up. */
-  | { kind: 'hang' }
-  /** GetObject: headers at once, then the body at this rate (full speed again once switched off). */
-  | { kind: 'trickle'; bytesPerSecond: number }
-  /** HeadObject: 200 for every key; real metadata when the key exists, else `contentLength` (default 1024). */
-  | { kind: 'head-200'; contentLength?: number }
-  /** ListObjectsV2: always IsTruncated, with the same NextContinuationToken, or with none at all. */
-  | { kind: 'list-loop'; variant: 'same-token' | 'no-token' };
-
-export interface Fault {
-  readonly match: FaultMatch;
-  readonly action: FaultAction;
-  /** Requests this fault acted on. */
-  hits: number;
-  readonly active: boolean;
-  off(): void;
-}
-
-export interface FakeS3Faults {
-  add(match: FaultMatch, action: FaultAction): Fault;
-  error(match: FaultMatch, status: number, code: string, message?: string): Fault;
-  hang(match: FaultMatch): Fault;
-  trickle(bytesPerSecond: number, match?: FaultMatch): Fault;
-  head200(match?: FaultMatch, contentLength?: number): Fault;
-  listLoop(variant: 'same-token' | 'no-token', match?: FaultMatch): Fault;
-  /** Switches every fault off (hanging requests are then served). */
-  clear(): void;
-  active(): Fault[];
-}
-
 export interface FakeS3 {
   /** http://127.0.0.1:PORT */
   endpoint: string;
@@ -132,64 +99,14 @@ export interface FakeS3 {
   uploads: ReadonlyMap<string, FakeUpload>;
   requests: LoggedRequest[];
   faults: FakeS3Faults;
+  /** Object Lock and versioning (fake-s3-lock.ts): versions, delete markers; `enabled` with `objectLock: true`. */
+  lock: FakeObjectLock;
   /** Drops objects, unfinished uploads, the request log and every fault. */
   reset(): void;
   close(): Promise<void>;
 }
 
-/** Where an op is the only one a fault kind makes sense for. */
-const KIND_OP: Partial<Record<FaultAction['kind'], S3Op>> = { trickle: 'GetObject', 'head-200': 'HeadObject', 'list-loop': 'ListObjectsV2' };
 const MIN_PART = 5 * 1024 * 1024;
-
-class FaultImpl implements Fault {
-  hits = 0;
-  private on = true;
-  /** off() was called: held hangs are served, trickles finish at full speed. */
-  released = false;
-  private left: number | undefined;
-  private readonly waiters = new Set<() => void>();
-  constructor(
-    readonly match: FaultMatch,
-    readonly action: FaultAction,
-  ) {
-    this.left = match.times;
-  }
-  get active(): boolean {
-    return this.on;
-  }
-  off(): void {
-    this.on = false;
-    this.released = true;
-    for (const w of this.waiters) w();
-    this.waiters.clear();
-  }
-  matches(op: S3Op, method: string, key: string, query: Record<string, string>): boolean {
-    if (!this.on) return false;
-    const ops = this.match.op === undefined ? (KIND_OP[this.action.kind] ? [KIND_OP[this.action.kind]!] : undefined) : [this.match.op].flat();
-    if (ops && !ops.includes(op)) return false;
-    if (this.match.method && this.match.method.toUpperCase() !== method) return false;
-    if (this.match.key && !this.match.key.test(key)) return false;
-    if (this.match.query && Object.entries(this.match.query).some(([k, v]) => query[k] !== v)) return false;
-    return true;
-  }
-  /** Counts a hit; a fault limited to N requests turns itself off after the Nth (a hang it holds still waits for off()/clear()). */
-  take(): void {
-    this.hits++;
-    if (this.left !== undefined && --this.left <= 0) this.on = false;
-  }
-  /** Resolves when off() is called (explicitly or by clear()) or `res` closes. */
-  waitRelease(res: ServerResponse): Promise<void> {
-    return new Promise((resolve) => {
-      if (this.released) return resolve();
-      const done = () => {
-        this.waiters.delete(done);
-        resolve();
-      };
-      this.waiters.add(done);
-      res.once('close', done);
-    });
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const md5 = (b: Buffer) => createHash('md5').update(b).digest('hex');
@@ -204,31 +121,15 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
   });
 }
 
-export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS3> {
+/** `objectLock`: the bucket was created with Object Lock enabled (and so is versioned), as fake-s3-lock.ts describes. */
+export async function startFakeS3(opts: { bucket?: string; objectLock?: boolean } = {}): Promise<FakeS3> {
   const bucket = opts.bucket ?? 'etcd-backups';
+  const lock = new FakeObjectLock(opts.objectLock === true);
   const objects = new Map<string, FakeObject>();
   const uploads = new Map<string, FakeUpload>();
   const requests: LoggedRequest[] = [];
-  let faultList: FaultImpl[] = [];
+  const { faults, list: faultList } = faultControl();
   let endpoint = '';
-
-  const faults: FakeS3Faults = {
-    add(match, action) {
-      const f = new FaultImpl(match, action);
-      faultList.push(f);
-      return f;
-    },
-    error: (match, status, code, message) => faults.add(match, { kind: 'error', status, code, message }),
-    hang: (match) => faults.add(match, { kind: 'hang' }),
-    trickle: (bytesPerSecond, match = {}) => faults.add(match, { kind: 'trickle', bytesPerSecond }),
-    head200: (match = {}, contentLength) => faults.add(match, { kind: 'head-200', contentLength }),
-    listLoop: (variant, match = {}) => faults.add(match, { kind: 'list-loop', variant }),
-    clear() {
-      for (const f of faultList) f.off();
-      faultList = [];
-    },
-    active: () => faultList.filter((f) => f.active),
-  };
 
   function opOf(method: string, key: string, q: Record<string, string>, hasBucket: boolean): S3Op {
     if (!hasBucket) return method === 'GET' ? 'ListBuckets' : 'Unsupported';
@@ -287,6 +188,7 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
       res.writeHead(status, h);
       res.end(body);
     };
+    const refuse = (e: FakeError) => fail(e.status, e.code, e.message);
     const fail = async (status: number, code: string, message?: string, extra: Record<string, string> = {}) => {
       // Without Expect: 100-continue the body is on its way: read it, so the connection stays usable.
       if (bodyPending && !expectContinue) {
@@ -307,7 +209,7 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
     }
     if (reqBucket !== bucket) return fail(404, 'NoSuchBucket', undefined, { BucketName: reqBucket });
 
-    const fault = faultList.find((f) => f.matches(op, method, entry.key, q));
+    const fault = faultList().find((f) => f.matches(op, method, entry.key, q));
     if (fault) fault.take();
     if (fault?.action.kind === 'error') return fail(fault.action.status, fault.action.code, fault.action.message);
     if (fault?.action.kind === 'hang') {
@@ -325,10 +227,11 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
           const len = o?.body.length ?? fault.action.contentLength ?? 1024;
           return send(200, '', { 'Content-Length': len, 'Last-Modified': (o?.modified ?? new Date()).toUTCString(), ETag: o?.etag ?? '"00000000000000000000000000000000"', 'Content-Type': 'binary/octet-stream' });
         }
+        if ('versionId' in q) return fail(501, 'NotImplemented', 'reading a version by id is not implemented by the fake (tests read s3.lock.versions)');
         if (!o) return op === 'HeadObject' ? send(404) : fail(404, 'NoSuchKey');
         let data = o.body;
         let status = 200;
-        const headers: Record<string, string | number> = { 'Last-Modified': o.modified.toUTCString(), ETag: o.etag, 'Content-Type': o.contentType ?? 'binary/octet-stream', 'Accept-Ranges': 'bytes' };
+        const headers: Record<string, string | number> = { 'Last-Modified': o.modified.toUTCString(), ETag: o.etag, 'Content-Type': o.contentType ?? 'binary/octet-stream', 'Accept-Ranges': 'bytes', ...lock.headers(key) };
         const range = op === 'GetObject' ? /^bytes=(\d*)-(\d*)$/.exec(req.headers.range ?? '') : null;
         if (range && o.body.length > 0) {
           const start = range[1] === '' ? Math.max(0, o.body.length - Number(range[2])) : Number(range[1]);
@@ -348,23 +251,33 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
           return fail(501, 'NotImplemented', 'aws-chunked bodies are not implemented by the fake (use requestChecksumCalculation WHEN_REQUIRED)');
         }
         if (req.headers['if-none-match'] === '*' && objects.has(key)) return fail(412, 'PreconditionFailed', undefined, { Condition: 'If-None-Match' });
+        const asked = lock.lockFrom(req.headers);
+        if (asked.error) return refuse(asked.error);
         const b = await body();
+        const integrity = lock.integrity(req.headers, b, 'PutObject');
+        if (integrity.error) return refuse(integrity.error);
         const want = req.headers['content-md5'];
         if (typeof want === 'string' && createHash('md5').update(b).digest('base64') !== want) return fail(400, 'BadDigest', 'The Content-MD5 you specified did not match what we received.');
         // The condition again: another PUT may have landed while this body arrived.
         if (req.headers['if-none-match'] === '*' && objects.has(key)) return fail(412, 'PreconditionFailed', undefined, { Condition: 'If-None-Match' });
         const etag = `"${md5(b)}"`;
-        objects.set(key, { body: b, modified: new Date(), etag, contentType: req.headers['content-type'] });
-        return send(200, '', { ETag: etag });
+        const o: FakeObject = { body: b, modified: new Date(), etag, contentType: req.headers['content-type'], ...(asked.lock ? { lock: asked.lock } : {}) };
+        objects.set(key, o);
+        return send(200, '', { ETag: etag, ...integrity.echo, ...lock.stored(key, o) });
       }
-      case 'DeleteObject':
-        objects.delete(key);
-        return send(204);
+      case 'DeleteObject': {
+        const r = lock.delete(key, q.versionId, req.headers, (k) => objects.delete(k));
+        if (r.error) return refuse(r.error);
+        const now = lock.currentObject(key); // a version deleted by id may uncover the one before it
+        if (now) objects.set(key, now);
+        return send(r.status, '', r.headers);
+      }
       case 'DeleteObjects': {
         const parsed = parseDelete((await body()).toString('utf8'));
         if (!parsed) return fail(400, 'MalformedXML');
         entry.keys = parsed.keys;
-        for (const k of parsed.keys) objects.delete(k);
+        if (parsed.versioned) return fail(501, 'NotImplemented', 'DeleteObjects with version ids is not implemented by the fake');
+        for (const k of parsed.keys) lock.delete(k, undefined, req.headers, (x) => objects.delete(x));
         return send(200, deleteResultXml(parsed.keys, parsed.quiet));
       }
       case 'ListObjectsV2': {
@@ -387,9 +300,12 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
         return send(200, listV2Xml(bucket, page, { prefix, delimiter: q.delimiter || undefined, maxKeys, token, startAfter: q['start-after'], urlEncode: q['encoding-type'] === 'url' }, next));
       }
       case 'CreateMultipartUpload': {
+        const asked = lock.lockFrom(req.headers);
+        if (asked.error) return refuse(asked.error);
         await body();
         const uploadId = randomBytes(12).toString('hex');
-        uploads.set(uploadId, { key, initiated: new Date(), parts: new Map() });
+        const algorithm = req.headers['x-amz-checksum-algorithm'];
+        uploads.set(uploadId, { key, initiated: new Date(), parts: new Map(), lock: asked.lock, checksumAlgorithm: typeof algorithm === 'string' ? algorithm.toUpperCase() : undefined });
         return send(200, initiateXml(bucket, key, uploadId));
       }
       case 'UploadPart': {
@@ -398,11 +314,14 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
         const n = Number(q.partNumber);
         if (!Number.isInteger(n) || n < 1 || n > 10_000) return fail(400, 'InvalidArgument', 'Part number must be an integer between 1 and 10000, inclusive');
         const b = await body();
+        const integrity = lock.integrity(req.headers, b, 'UploadPart');
+        if (integrity.error) return refuse(integrity.error);
+        if (u.checksumAlgorithm === 'CRC32' && !integrity.echo['x-amz-checksum-crc32']) return fail(400, 'InvalidRequest', 'Checksum Type mismatch occurred, expected checksum Type: crc32, actual checksum Type: null');
         const etag = `"${md5(b)}"`;
         // Uploads can be aborted while a part arrives.
         if (uploads.get(q.uploadId!) !== u) return fail(404, 'NoSuchUpload');
-        u.parts.set(n, { body: b, etag });
-        return send(200, '', { ETag: etag });
+        u.parts.set(n, { body: b, etag, crc32: integrity.echo['x-amz-checksum-crc32'] });
+        return send(200, '', { ETag: etag, ...integrity.echo });
       }
       case 'CompleteMultipartUpload': {
         const u = uploads.get(q.uploadId!);
@@ -416,6 +335,7 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
           if (i > 0 && p.partNumber <= parts[i - 1]!.partNumber) return fail(400, 'InvalidPartOrder');
           const have = u.parts.get(p.partNumber);
           if (!have || have.etag !== (p.etag.startsWith('"') ? p.etag : `"${p.etag}"`)) return fail(400, 'InvalidPart');
+          if (u.checksumAlgorithm === 'CRC32' && p.crc32 !== have.crc32) return fail(400, 'InvalidPart', `part ${p.partNumber}: the upload was begun with CRC32; its checksum must be given and match`);
           if (i < parts.length - 1 && have.body.length < MIN_PART) return fail(400, 'EntityTooSmall', undefined, { ProposedSize: String(have.body.length), MinSizeAllowed: String(MIN_PART) });
           bodies.push(have.body);
         }
@@ -425,8 +345,9 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
           .update(Buffer.concat(parts.map((p) => Buffer.from(u.parts.get(p.partNumber)!.etag.slice(1, -1), 'hex'))))
           .digest('hex')}-${parts.length}"`;
         uploads.delete(q.uploadId!);
-        objects.set(key, { body: whole, modified: new Date(), etag });
-        return send(200, completeXml(endpoint, bucket, key, etag));
+        const o: FakeObject = { body: whole, modified: new Date(), etag, ...(u.lock ? { lock: u.lock } : {}) };
+        objects.set(key, o);
+        return send(200, completeXml(endpoint, bucket, key, etag), lock.stored(key, o));
       }
       case 'AbortMultipartUpload': {
         const u = uploads.get(q.uploadId!);
@@ -498,8 +419,10 @@ export async function startFakeS3(opts: { bucket?: string } = {}): Promise<FakeS
     uploads,
     requests,
     faults,
+    lock,
     reset() {
       faults.clear();
+      lock.clear();
       objects.clear();
       uploads.clear();
       requests.length = 0;

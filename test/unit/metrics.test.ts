@@ -458,13 +458,16 @@ describe('inventory, outbox, schedule and the rest', () => {
     m.recordSkippedTick('busy');
     m.recordSkippedTick('busy');
     m.recordPrune('s3', 4);
-    m.recordPrune('s3', 0);
+    m.recordPrune('s3', 0, 2);
     m.recordPrune('local-extra', 1);
     const { samples } = await scrape(m);
     expect(value(samples, 'etcd_backup_skipped_ticks_total', { reason: 'busy' })).toBe(2);
     expect(value(samples, 'etcd_backup_pruned_total', { store: 's3' })).toBe(4);
     expect(value(samples, 'etcd_backup_pruned_total', { store: 'nfs' })).toBe(0);
     expect(value(samples, 'etcd_backup_pruned_total', { store: 'local-extra' })).toBe(1);
+    // Object Lock: the last prune's count of backups waiting for their lock (a gauge, not a sum).
+    expect(value(samples, 'etcd_backup_prune_waiting_for_lock', { store: 's3' })).toBe(2);
+    expect(value(samples, 'etcd_backup_prune_waiting_for_lock', { store: 'local-extra' })).toBe(0);
   });
 
   it('sets and clears the next run, sets the schedule interval', async () => {

@@ -10,7 +10,7 @@ export const localSchema = storeConfigSchema('local', {
 
 export type LocalStoreConfig = z.infer<typeof localSchema>;
 
-export const LOCAL_CAPABILITIES: StoreCapabilities = { putFile: true, serverHash: false, readBack: true, cleanupIncomplete: true };
+export const LOCAL_CAPABILITIES: StoreCapabilities = { putFile: true, serverHash: false, readBack: true, cleanupIncomplete: true, objectLock: false };
 
 registerStoreType<LocalStoreConfig>({
   type: 'local',

@@ -1,6 +1,22 @@
 import { z } from 'zod';
+import { parseDurationSeconds } from '../../units/duration.js';
 import { registerStoreType, storeConfigSchema, storeSettings } from '../registry.js';
 import type { StoreCapabilities } from '../store.js';
+
+/** AWS accepts retention up to 100 years; a lock of 0 would be no lock at all. */
+const MAX_RETAIN_SECONDS = 36_500 * 86_400;
+
+const retainDuration = z.string().superRefine((v, ctx) => {
+  let seconds: number;
+  try {
+    seconds = parseDurationSeconds(v);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${(e as Error).message}; the time each object stays locked, e.g. 30d` });
+    return;
+  }
+  if (seconds < 1) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${v}" locks nothing: give at least 1s (typically the age of the oldest backup retention keeps, e.g. 30d)` });
+  else if (seconds > MAX_RETAIN_SECONDS) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${v}" is longer than S3 allows (100 years)` });
+});
 
 /** An S3 bucket: AWS or an S3-compatible server (MinIO, Ceph RGW, ODF/NooBaa). */
 export const s3Schema = storeConfigSchema('s3', {
@@ -21,10 +37,29 @@ export const s3Schema = storeConfigSchema('s3', {
   checksum: z.enum(['WHEN_REQUIRED', 'WHEN_SUPPORTED']).default('WHEN_REQUIRED'),
   partSize: z.number().int().min(5 * 1024 * 1024).default(8 * 1024 * 1024),
   queueSize: z.number().int().min(1).max(16).default(3),
+  /**
+   * S3 Object Lock (WORM): every object written carries this retention, and
+   * nothing is deleted before it expires. The bucket must have been created
+   * with Object Lock enabled (docs/stores.md, "Object Lock").
+   */
+  objectLock: z
+    .object({
+      /**
+       * GOVERNANCE by default: the daemon's credentials cannot delete or shorten a lock, but
+       * a principal with s3:BypassGovernanceRetention can undo a mistake (a retain of years,
+       * a backup that must be purged). COMPLIANCE binds everyone, the account root included.
+       */
+      mode: z.enum(['GOVERNANCE', 'COMPLIANCE']).default('GOVERNANCE'),
+      /** How long each object stays locked after it is written: 30d, 2w, 12h... */
+      retain: retainDuration,
+    })
+    .strict()
+    .optional(),
   ...storeSettings,
 });
 
 export type S3StoreConfig = z.infer<typeof s3Schema>;
+export type S3ObjectLock = NonNullable<S3StoreConfig['objectLock']>;
 
 const FILES = ['accessKeyIdFile', 'secretAccessKeyFile', 'sessionTokenFile'] as const;
 
@@ -33,8 +68,8 @@ const FILES = ['accessKeyIdFile', 'secretAccessKeyFile', 'sessionTokenFile'] as 
  * multipart upload and per-part checksums on completion, which lib-storage sends; without
  * putFile, delivery streams the file through put() and lib-storage.
  */
-export function s3Capabilities(cfg: Pick<S3StoreConfig, 'checksum'>): StoreCapabilities {
-  return { putFile: cfg.checksum === 'WHEN_REQUIRED', serverHash: false, readBack: false, cleanupIncomplete: true };
+export function s3Capabilities(cfg: Pick<S3StoreConfig, 'checksum' | 'objectLock'>): StoreCapabilities {
+  return { putFile: cfg.checksum === 'WHEN_REQUIRED', serverHash: false, readBack: false, cleanupIncomplete: true, objectLock: cfg.objectLock !== undefined };
 }
 
 registerStoreType<S3StoreConfig>({

@@ -26,6 +26,7 @@ import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, t
 import { s3Capabilities, type S3StoreConfig } from './index.js';
 import { createS3Client } from './client.js';
 import { AUTH_CODES, facts, isNetwork, isNotFound, isPreconditionFailed, isUnsupported } from './errors.js';
+import { assertUnlocked, lockHint, lockInfo, lockParams } from './lock.js';
 
 export type { S3StoreConfig };
 
@@ -101,7 +102,7 @@ export class S3Store implements Store {
     let hint: string | undefined;
     if (AUTH_CODES.has(f.code) || f.status === 403) {
       hint = this.cfg.accessKeyIdFile
-        ? `the credentials in ${this.cfg.accessKeyIdFile} / ${this.cfg.secretAccessKeyFile} are wrong or lack permission on bucket ${this.cfg.bucket} (s3:PutObject, GetObject, ListBucket, DeleteObject, AbortMultipartUpload, ListBucketMultipartUploads)`
+        ? `the credentials in ${this.cfg.accessKeyIdFile} / ${this.cfg.secretAccessKeyFile} are wrong or lack permission on bucket ${this.cfg.bucket} (s3:PutObject, GetObject, ListBucket, DeleteObject, AbortMultipartUpload, ListBucketMultipartUploads${this.cfg.objectLock ? ', PutObjectRetention, GetObjectRetention' : ''})`
         : `the credentials of the AWS default chain (env, web identity, instance profile) are missing, wrong, or lack permission on bucket ${this.cfg.bucket}`;
     } else if (f.code === 'NoSuchBucket') {
       hint = `bucket ${this.cfg.bucket} does not exist${this.cfg.endpoint ? ` at ${this.cfg.endpoint}` : ` in ${this.cfg.region}`}: create it or fix stores[].bucket`;
@@ -116,6 +117,7 @@ export class S3Store implements Store {
     } else if (f.code === 'KMS.NotFoundException' || f.code === 'KMSAccessDenied' || f.code.startsWith('KMS')) {
       hint = 'the KMS key (stores[].kmsKeyId) is missing or the credentials may not use it';
     }
+    hint ??= lockHint(this.cfg, f.code, f.detail); // an Object Lock bucket, or the lack of one
     const message = `store ${this.name}: ${action} ${this.url(objectKey)} failed: ${f.code}${f.status ? ` (HTTP ${f.status})` : ''}${f.detail ? `: ${f.detail}` : ''}`;
     return new BackupError(r, this.scrub(message), { hint, cause: e });
   }
@@ -126,8 +128,9 @@ export class S3Store implements Store {
     return size && size / this.cfg.partSize > MAX_PARTS - 1 ? Math.ceil(size / (MAX_PARTS - 1) / mib) * mib : this.cfg.partSize;
   }
 
+  /** What every write carries; with objectLock, the retention from now (so call it when the write starts). */
   private objectParams(Key: string): Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'> {
-    const params: Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'> = { Bucket: this.cfg.bucket, Key };
+    const params: Omit<PutObjectCommandInput, 'Body' | 'IfNoneMatch'> = { Bucket: this.cfg.bucket, Key, ...lockParams(this.cfg.objectLock) };
     if (this.cfg.sse) params.ServerSideEncryption = this.cfg.sse;
     if (this.cfg.kmsKeyId) params.SSEKMSKeyId = this.cfg.kmsKeyId;
     if (this.cfg.storageClass) params.StorageClass = this.cfg.storageClass as StorageClass;
@@ -199,10 +202,14 @@ export class S3Store implements Store {
         await readLocal(fh, buf, len, pos);
         const PartNumber = n;
         const p: Promise<void> = this.client
-          .send(new UploadPartCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, PartNumber, Body: buf.subarray(0, len), ContentLength: len }), { abortSignal: signal })
+          .send(
+            new UploadPartCommand({ Bucket: this.cfg.bucket, Key, UploadId: uploadId, PartNumber, Body: buf.subarray(0, len), ContentLength: len, ChecksumAlgorithm: head.ChecksumAlgorithm }),
+            { abortSignal: signal },
+          )
           .then((r) => {
             if (!r.ETag) throw new BackupError('upload-failed', `store ${this.name}: uploading ${this.url(Key)} failed: the server returned no ETag for part ${PartNumber}`);
-            parts.push({ PartNumber, ETag: r.ETag });
+            // An upload begun with a checksum algorithm completes only with each part's checksum.
+            parts.push({ PartNumber, ETag: r.ETag, ...(r.ChecksumCRC32 ? { ChecksumCRC32: r.ChecksumCRC32 } : {}) });
             pool.push(buf);
             onProgress?.(len);
           })
@@ -297,7 +304,7 @@ export class S3Store implements Store {
     const Key = this.objectKey(key);
     try {
       const r = await this.client.send(new HeadObjectCommand({ Bucket: this.cfg.bucket, Key }), { abortSignal: opts.signal });
-      return { key, size: r.ContentLength ?? 0, ...(r.LastModified ? { modifiedAt: r.LastModified } : {}) };
+      return { key, size: r.ContentLength ?? 0, ...(r.LastModified ? { modifiedAt: r.LastModified } : {}), ...lockInfo(r) };
     } catch (e) {
       if (isNotFound(facts(e))) return undefined;
       throw this.fail('reading metadata of', Key, e, 'store-unavailable');
@@ -381,6 +388,8 @@ export class S3Store implements Store {
 
   async delete(keys: string[], opts: OpOptions = {}): Promise<void> {
     const abortSignal = opts.signal;
+    // With objectLock no DELETE is sent while one of the keys is locked (lock.ts says why).
+    if (this.cfg.objectLock) await assertUnlocked(keys, (k) => this.head(k, { signal: abortSignal }), (k) => `store ${this.name}: ${this.url(this.objectKey(k))}`);
     const objectKeys = keys.map((k) => this.objectKey(k));
     for (let i = 0; i < objectKeys.length; i += DELETE_BATCH) {
       const batch = objectKeys.slice(i, i + DELETE_BATCH);
@@ -421,6 +430,12 @@ export class S3Store implements Store {
     }
   }
 
+  /**
+   * Aborts unfinished multipart uploads. This never meets a lock: the
+   * retention an upload names applies to the object its completion creates,
+   * and an upload never completed has no object version to protect (S3
+   * allows AbortMultipartUpload on a lock bucket).
+   */
   async cleanupIncomplete(prefix: string, olderThan: Date, opts: OpOptions = {}): Promise<string[]> {
     const abortSignal = opts.signal;
     const Prefix = this.base + prefix;

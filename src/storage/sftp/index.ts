@@ -30,7 +30,7 @@ export type SftpStoreConfig = z.infer<typeof sftpSchema>;
 const FILES = ['privateKeyFile', 'passphraseFile', 'knownHostsFile'] as const;
 
 export function sftpCapabilities(cfg: Pick<SftpStoreConfig, 'serverHash'>): StoreCapabilities {
-  return { putFile: true, serverHash: cfg.serverHash !== false, readBack: false, cleanupIncomplete: true };
+  return { putFile: true, serverHash: cfg.serverHash !== false, readBack: false, cleanupIncomplete: true, objectLock: false };
 }
 
 registerStoreType<SftpStoreConfig>({

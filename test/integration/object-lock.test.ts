@@ -1,0 +1,265 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { storeSchema } from '../../src/config/schema.js';
+import { S3Store, type S3StoreConfig } from '../../src/storage/s3/store.js';
+import { runCli, tempDir, writeConfig } from '../support/cli.js';
+import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { startFakeS3, type FakeS3 } from '../support/fake-s3.js';
+import { backupErrorOf } from '../support/rejections.js';
+
+/**
+ * S3 Object Lock (WORM) end to end, against the fake S3 server with lock
+ * enforcement (test/support/fake-s3-lock.ts; s3rver knows nothing of locks):
+ * every object the daemon writes carries its retention and a checksum (or
+ * the bucket refuses it), a locked object is never sent a DELETE, and
+ * retention waits for the locks: prune reports what waits, deletes nothing
+ * of it, makes no delete marker, and removes it once the lock has expired.
+ */
+const MiB = 1024 * 1024;
+let s3: FakeS3;
+let plain: FakeS3;
+let dir: string;
+
+beforeAll(async () => {
+  [s3, plain] = await Promise.all([startFakeS3({ objectLock: true }), startFakeS3()]);
+  dir = tempDir('object-lock');
+  writeFileSync(join(dir, 'ak'), `${s3.accessKeyId}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'sk'), `${s3.secretAccessKey}\n`, { mode: 0o600 });
+});
+
+afterAll(async () => {
+  await Promise.all([s3?.close(), plain?.close()]);
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** DELETE requests (one key or many) touching keys under `prefix`, and the delete markers made there. */
+const deletesSent = (prefix: string) =>
+  s3.requests.filter((r) => (r.op === 'DeleteObject' && r.key.startsWith(prefix)) || (r.op === 'DeleteObjects' && (r.keys ?? []).some((k) => k.startsWith(prefix))));
+const markers = (prefix: string) => s3.lock.deleteMarkers.filter((m) => m.key.startsWith(prefix));
+
+function s3Store(server: FakeS3, prefix: string, objectLock: Record<string, unknown> | null = { retain: '30s' }): S3Store {
+  const cfg = storeSchema.parse({
+    name: 'worm',
+    type: 's3',
+    bucket: server.bucket,
+    prefix,
+    endpoint: server.endpoint,
+    forcePathStyle: true,
+    accessKeyIdFile: join(dir, 'ak'),
+    secretAccessKeyFile: join(dir, 'sk'),
+    partSize: 5 * MiB,
+    ...(objectLock ? { objectLock } : {}),
+  });
+  if (cfg.type !== 's3') throw new Error('not an s3 config');
+  return new S3Store(cfg as S3StoreConfig);
+}
+
+describe('config', () => {
+  const base = { cluster: 'c', source: { type: 'etcdctl', staticPodDir: '/' }, etcd: { endpoints: ['http://127.0.0.1:2379'] } };
+  const withLock = (objectLock: unknown) => ({ ...base, stores: [{ name: 's3', type: 's3', bucket: 'b-1', objectLock }] });
+
+  it('objectLock is optional; mode defaults to GOVERNANCE; caps.objectLock says whether it is set', () => {
+    const cfg = parseConfig(withLock({ retain: '30d' }));
+    expect(cfg.stores[0]).toMatchObject({ objectLock: { mode: 'GOVERNANCE', retain: '30d' } });
+    expect(s3Store(s3, 'x').caps.objectLock).toBe(true);
+    expect(s3Store(s3, 'x', null).caps.objectLock).toBe(false);
+    expect(parseConfig(withLock({ mode: 'COMPLIANCE', retain: '2w' })).stores[0]).toMatchObject({ objectLock: { mode: 'COMPLIANCE' } });
+  });
+
+  it.each([
+    [{ mode: 'governance', retain: '30d' }, /stores\[0\]\.objectLock\.mode: expected one of "GOVERNANCE", "COMPLIANCE", got "governance"/],
+    [{ retain: '30 days' }, /stores\[0\]\.objectLock\.retain: "30 days" is not a duration.*e\.g\. 30d/],
+    [{ retain: '0' }, /stores\[0\]\.objectLock\.retain: "0" locks nothing/],
+    [{ retain: '40000d' }, /longer than S3 allows/],
+    [{ mode: 'COMPLIANCE' }, /stores\[0\]\.objectLock\.retain: required/],
+    [{ retain: '1d', days: 3 }, /stores\[0\]\.objectLock\.days: unknown key/],
+  ])('%j is config-invalid, naming the key', (lock, message) => {
+    let err: unknown;
+    try {
+      parseConfig(withLock(lock));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toMatchObject({ reason: 'config-invalid', hint: expect.stringMatching(/check-config/) });
+    expect((err as Error).message).toMatch(message);
+  });
+});
+
+describe('the S3 store on a lock bucket', () => {
+  it('every write carries the retention (mode, retain-until = now + retain) and a checksum: put, putFile, one part and multipart', async () => {
+    const s = s3Store(s3, 'w', { retain: '30s', mode: 'COMPLIANCE' });
+    const file = join(dir, 'big');
+    writeFileSync(file, randomBytes(11 * MiB));
+    writeFileSync(join(dir, 'small'), 'small file');
+    const before = Date.now();
+    await s.put('c/1/small', Readable.from([Buffer.from('manifest')]));
+    await s.put('c/1/big', Readable.from([randomBytes(11 * MiB)]), { size: 11 * MiB });
+    await s.putFile('c/1/file-small', join(dir, 'small'));
+    await s.putFile('c/1/file-big', file, { ifAbsent: true });
+    const after = Date.now();
+    for (const k of ['small', 'big', 'file-small', 'file-big']) {
+      const o = s3.objects.get(`w/c/1/${k}`);
+      expect(o?.lock?.mode, k).toBe('COMPLIANCE');
+      expect(o!.lock!.until.getTime(), k).toBeGreaterThanOrEqual(before + 30_000);
+      expect(o!.lock!.until.getTime(), k).toBeLessThanOrEqual(after + 31_000);
+      const h = await s.head(`c/1/${k}`);
+      expect(h?.lockedUntil?.getTime()).toBe(o!.lock!.until.getTime());
+      expect(h?.lockMode).toBe('COMPLIANCE');
+    }
+    // Multipart went as parts with CRC32 each (the fake refuses parts without, and completion without their checksums).
+    expect(s3.requests.filter((r) => r.key.startsWith('w/') && r.op === 'UploadPart' && r.status === 200).length).toBe(6);
+    await s.close();
+  });
+
+  it('delete() of a locked object throws object-locked naming the key and the date, and sends no DELETE at all', async () => {
+    const s = s3Store(s3, 'd', { retain: '3s' });
+    await s.put('c/1/a', Readable.from([Buffer.from('a')]));
+    await s.put('c/1/b', Readable.from([Buffer.from('b')]));
+    const until = s3.objects.get('d/c/1/b')!.lock!.until;
+    const sent = deletesSent('d/').length;
+    const e = await backupErrorOf(s.delete(['c/1/a', 'c/1/b', 'c/1/absent']));
+    expect(e.reason).toBe('object-locked');
+    expect(e.message).toMatch(/s3:\/\/etcd-backups\/d\/c\/1\/a is under Object Lock \(GOVERNANCE\) until \d{4}-\d\d-\d\dT/);
+    expect(e.hint).toMatch(/expires/);
+    expect(sent).toBe(0);
+    expect(deletesSent('d/').length).toBe(0);
+    expect(markers('d/')).toEqual([]);
+    expect(s3.objects.has('d/c/1/a') && s3.objects.has('d/c/1/b')).toBe(true);
+    await sleep(until.getTime() - Date.now() + 500);
+    await s.delete(['c/1/a', 'c/1/b', 'c/1/absent']);
+    expect(s3.objects.has('d/c/1/a') || s3.objects.has('d/c/1/b')).toBe(false);
+    expect(markers('d/').map((m) => [m.key, m.hidLocked])).toEqual([
+      ['d/c/1/a', false],
+      ['d/c/1/b', false],
+      ['d/c/1/absent', false],
+    ]);
+    await s.close();
+  });
+
+  it('objectLock on a bucket created without Object Lock: the write fails, and the hint says why', async () => {
+    const s = s3Store(plain, 'n');
+    const e = await backupErrorOf(s.put('c/1/a', Readable.from([Buffer.from('a')])));
+    expect(e.message).toMatch(/InvalidRequest.*missing Object Lock Configuration/);
+    expect(e.hint).toMatch(/no Object Lock configuration.*when a bucket is created/);
+    expect(plain.objects.size).toBe(0);
+    await s.close();
+  });
+
+  it('without objectLock, a lock bucket refuses the write (no checksum) and the hint names objectLock', async () => {
+    const s = s3Store(s3, 'x', null);
+    const e = await backupErrorOf(s.put('c/1/a', Readable.from([Buffer.from('a')])));
+    expect(e.hint).toMatch(/set stores\[\]\.objectLock/);
+    await s.close();
+  });
+});
+
+describe('backups and retention on a lock bucket (real etcd, the CLI)', () => {
+  let cluster: EtcdCluster;
+  let file: string;
+  const ids: string[] = [];
+  const leftover = '20200101T000000Z-master-0';
+  const keysOf = (id: string) => [...s3.objects.keys()].filter((k) => k.startsWith(`clusters/prod/${id}/`));
+
+  beforeAll(async () => {
+    cluster = await startEtcdCluster({ members: 1, tls: false });
+    await cluster.putMany(Array.from({ length: 50 }, (_, i) => [`/registry/configmaps/cm${i}`, `data-${i}`] as [string, string]));
+    mkdirSync(join(dir, 'manifests'));
+    writeFileSync(join(dir, 'manifests', 'etcd.yaml'), 'kind: Pod\n');
+    file = writeConfig(dir, {
+      cluster: 'prod',
+      node: 'master-0',
+      workDir: 'work',
+      source: { type: 'etcdctl', staticPodDir: 'manifests' },
+      etcd: { endpoints: [cluster.endpoints[0]] },
+      stores: [
+        {
+          name: 's3', type: 's3', bucket: s3.bucket, prefix: 'clusters', endpoint: s3.endpoint, forcePathStyle: true,
+          accessKeyIdFile: 'ak', secretAccessKeyFile: 'sk', incompleteGrace: '1s', objectLock: { retain: '30s' },
+        },
+      ],
+      retention: { keepLast: 1 },
+    });
+  });
+
+  afterAll(async () => {
+    await cluster?.stop();
+  });
+
+  async function json(args: string[]) {
+    const r = await runCli([...args, '--config', file, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    return { doc: JSON.parse(r.stdout), stderr: r.stderr };
+  }
+
+  it('two backups: every object is locked; retention plans to remove the first, which waits for its lock (nothing deleted)', async () => {
+    const started = Date.now();
+    ids.push((await json(['backup'])).doc.id);
+    // A manifest-less leftover of this node, locked too: prune removes it only after its lock.
+    const planter = s3Store(s3, 'clusters', { retain: '30s' });
+    await planter.put(`prod/${leftover}/backup.tar.zst`, Readable.from([Buffer.from('interrupted')]));
+    await planter.close();
+    await sleep(1100); // the next id is a second later
+    const second = await json(['backup']);
+    ids.push(second.doc.id);
+    for (const id of ids) {
+      const keys = keysOf(id);
+      expect(keys.map((k) => k.split('/').pop()).sort()).toEqual(['backup.tar.zst', 'manifest.json']);
+      for (const k of keys) {
+        expect(s3.objects.get(k)!.lock?.mode, k).toBe('GOVERNANCE');
+        expect(s3.objects.get(k)!.lock!.until.getTime(), k).toBeGreaterThan(started + 30_000);
+      }
+    }
+    // The second run's retention found the first planned for removal and locked: info, not an error.
+    const waitLog = second.stderr.split('\n').filter((l) => l.includes('waits for its object lock')).map((l) => JSON.parse(l));
+    expect(waitLog.map((l) => [l.id, l.level])).toEqual(expect.arrayContaining([[ids[0], 30]]));
+    expect(deletesSent('clusters/')).toEqual([]);
+    expect(markers('clusters/')).toEqual([]);
+  });
+
+  it('prune --dry-run and prune report what waits for its lock, with the date, and delete nothing', async () => {
+    const dry = (await json(['prune', '--dry-run'])).doc;
+    expect(dry.prune.map((p: { id: string }) => p.id)).toEqual([ids[0]]);
+    const until0 = Math.max(...keysOf(ids[0]!).map((k) => s3.objects.get(k)!.lock!.until.getTime()));
+    expect(dry.waitingForLock).toEqual([
+      { id: ids[0], until: new Date(until0).toISOString() },
+      { id: leftover, until: expect.any(String), incomplete: true },
+    ]);
+    expect(dry.incomplete).toEqual([]);
+    const real = (await json(['prune'])).doc;
+    expect(real.waitingForLock).toEqual(dry.waitingForLock);
+    expect(real.errors).toEqual([]);
+    const human = await runCli(['prune', '--config', file]);
+    expect(human.code, human.stderr).toBe(0);
+    expect(human.stdout).toContain(`waiting for its object lock: ${ids[0]} is locked until ${new Date(until0).toISOString()}; not deleted`);
+    expect(human.stdout).toContain(`waiting for its object lock: ${leftover} (incomplete) is locked until`);
+    // (The lock is long enough for a slow machine to get here before it expires: 30 s from the first backup, ten times what it takes here.)
+    expect(keysOf(ids[0]!)).toHaveLength(2);
+    expect(keysOf(leftover)).toHaveLength(1);
+    expect(deletesSent('clusters/')).toEqual([]);
+    expect(markers('clusters/')).toEqual([]);
+  });
+
+  it('once the locks have expired, prune removes the backup and the leftover; the newest stays', async () => {
+    const until = Math.max(...[...keysOf(ids[0]!), ...keysOf(leftover)].map((k) => s3.objects.get(k)!.lock!.until.getTime()));
+    await sleep(until - Date.now() + 500);
+    const doc = (await json(['prune'])).doc;
+    expect(doc.waitingForLock).toEqual([]);
+    expect(doc.incomplete).toEqual([leftover]);
+    expect(doc.errors).toEqual([]);
+    expect(keysOf(ids[0]!)).toEqual([]);
+    expect(keysOf(leftover)).toEqual([]);
+    expect(keysOf(ids[1]!)).toHaveLength(2);
+    // S3 kept the expired versions behind delete markers (a lifecycle rule reclaims them); none hid a locked one.
+    expect(markers('clusters/').map((m) => m.key.split('/').slice(2).join('/')).sort()).toEqual(
+      [`${ids[0]}/backup.tar.zst`, `${ids[0]}/manifest.json`, `${leftover}/backup.tar.zst`].sort(),
+    );
+    expect(markers('clusters/').every((m) => !m.hidLocked)).toBe(true);
+    expect(s3.lock.objectVersions(`clusters/prod/${ids[0]}/manifest.json`)).toHaveLength(1);
+    const list = (await json(['list'])).doc;
+    expect(list.backups.map((b: { id: string }) => b.id)).toEqual([ids[1]]);
+  }, 120_000);
+});
