@@ -82,7 +82,7 @@ export async function pruneStore(
     // The manifest first, then the object, then whatever else the directory holds (pin markers): all of it is this backup's.
     const keys = [manifest, object, ...(listed.get(m.id)?.keys ?? []).filter((k) => k !== manifest && k !== object)];
     // Every object of it free of its lock, or none of it deleted (a dry run reports the waiting too).
-    if (store.caps.objectLock && !(await clearOfLocks(store, { id: m.id, keys }, out, log))) continue;
+    if (store.caps.objectLock && !(await clearOfLocks(store, { id: m.id, keys, writtenAt: new Date(m.createdAt) }, out, log))) continue;
     if (opts.dryRun) continue;
     try {
       await store.delete([manifest]);
@@ -110,6 +110,13 @@ export async function pruneStore(
     } catch (e) {
       out.errors.push(`${inc.id}: ${messageOf(e)}`);
     }
+  }
+  if (out.waitingForLock.length) {
+    const next = out.waitingForLock.reduce((a, b) => (b.until < a.until ? b : a));
+    log.info(
+      { store: store.name, waiting: out.waitingForLock.length, next: next.id, until: next.until.toISOString() },
+      'backups wait for their object locks to expire before prune removes them',
+    );
   }
   if (!opts.dryRun && store.caps.cleanupIncomplete) {
     try {

@@ -141,14 +141,14 @@ export async function cmdPrune(argv: string[], log: Logger): Promise<number> {
     const store = pickStore(cfg, stores, values.store);
     const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true, trust: await loadTrust(cfg) });
     if (values.json) {
-      const waitingForLock = r.waitingForLock.map((w) => ({ id: w.id, until: w.until.toISOString(), ...(w.incomplete ? { incomplete: true } : {}) }));
+      const waitingForLock = r.waitingForLock.map((w) => ({ id: w.id, until: w.until.toISOString(), ...(w.incomplete ? { incomplete: true } : {}), ...(w.estimated ? { estimated: true } : {}) }));
       printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, waitingForLock, errors: r.errors });
     } else {
       out(`${values['dry-run'] ? 'plan (dry run, nothing deleted)' : 'pruned'} for node ${cfg.node} in store ${store.name}:`);
       out(formatPlanTable(r.plan));
       if (r.incomplete.length) out(`incomplete backups (no manifest, older than the grace period) ${values['dry-run'] ? 'to remove' : 'removed'}: ${r.incomplete.join(', ')}`);
       // Not an error: the lock is the store's policy; a prune after the date removes them.
-      for (const w of r.waitingForLock) out(`waiting for its object lock: ${w.id}${w.incomplete ? ' (incomplete)' : ''} is locked until ${w.until.toISOString()}; not deleted`);
+      for (const w of r.waitingForLock) out(`waiting for its object lock: ${w.id}${w.incomplete ? ' (incomplete)' : ''} is locked until ${w.estimated ? 'at least ' : ''}${w.until.toISOString()}; not deleted`);
       for (const e of r.errors) err(`error: ${e}`);
     }
     return r.errors.length ? EXIT_FAILED : EXIT_OK;

@@ -61,6 +61,12 @@ export interface StoreSettings {
   verify: 'readback' | 'size';
   /** Incomplete uploads and manifest-less backups older than this (a duration) are removed by prune. */
   incompleteGrace: string;
+  /**
+   * With `caps.objectLock`: how long each write is locked (a duration). No
+   * object is unlocked before its write time plus this, so prune need not
+   * ask the server about a backup younger than that.
+   */
+  lockRetain?: string;
 }
 
 /** The schema's defaults (src/storage/registry.ts), for stores built by hand. */

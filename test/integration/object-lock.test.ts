@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -214,27 +215,40 @@ describe('backups and retention on a lock bucket (real etcd, the CLI)', () => {
       }
     }
     // The second run's retention found the first planned for removal and locked: info, not an error.
-    const waitLog = second.stderr.split('\n').filter((l) => l.includes('waits for its object lock')).map((l) => JSON.parse(l));
-    expect(waitLog.map((l) => [l.id, l.level])).toEqual(expect.arrayContaining([[ids[0], 30]]));
+    const waitLog = second.stderr.split('\n').filter((l) => l.includes('wait for their object locks')).map((l) => JSON.parse(l));
+    expect(waitLog.map((l) => [l.waiting, l.level])).toEqual([[2, 30]]); // the first backup and the leftover
     expect(deletesSent('clusters/')).toEqual([]);
     expect(markers('clusters/')).toEqual([]);
   });
 
   it('prune --dry-run and prune report what waits for its lock, with the date, and delete nothing', async () => {
+    const seen = s3.requests.length;
     const dry = (await json(['prune', '--dry-run'])).doc;
     expect(dry.prune.map((p: { id: string }) => p.id)).toEqual([ids[0]]);
     const until0 = Math.max(...keysOf(ids[0]!).map((k) => s3.objects.get(k)!.lock!.until.getTime()));
+    // A backup younger than the configured retain is locked for sure: its time plus retain, a lower bound, without a HEAD.
+    const heads = s3.requests.slice(seen).filter((r) => r.op === 'HeadObject').length;
     expect(dry.waitingForLock).toEqual([
-      { id: ids[0], until: new Date(until0).toISOString() },
+      { id: ids[0], until: expect.any(String), estimated: true },
       { id: leftover, until: expect.any(String), incomplete: true },
     ]);
+    const estimated = Date.parse(dry.waitingForLock[0].until);
+    expect(estimated).toBeLessThanOrEqual(until0);
+    expect(estimated).toBeGreaterThan(until0 - 10_000);
+    expect(s3.requests.slice(seen).filter((r) => r.op === 'HeadObject' && r.key.includes(ids[0]!))).toHaveLength(0);
+    expect(heads).toBeGreaterThan(0); // the leftover's objects were asked about
     expect(dry.incomplete).toEqual([]);
     const real = (await json(['prune'])).doc;
     expect(real.waitingForLock).toEqual(dry.waitingForLock);
     expect(real.errors).toEqual([]);
+    // Configured for shorter locks than the objects carry (retain shortened since): the store is asked, and its date reported.
+    const short = writeConfig(dir, { ...parseYaml(readFileSync(file, 'utf8')), stores: [{ ...parseYaml(readFileSync(file, 'utf8')).stores[0], objectLock: { retain: '1s' } }] }, 'short.yaml');
+    const asked = await runCli(['prune', '--dry-run', '--json', '--config', short]);
+    expect(asked.code, asked.stderr).toBe(0);
+    expect(JSON.parse(asked.stdout).waitingForLock[0]).toEqual({ id: ids[0], until: new Date(until0).toISOString() });
     const human = await runCli(['prune', '--config', file]);
     expect(human.code, human.stderr).toBe(0);
-    expect(human.stdout).toContain(`waiting for its object lock: ${ids[0]} is locked until ${new Date(until0).toISOString()}; not deleted`);
+    expect(human.stdout).toContain(`waiting for its object lock: ${ids[0]} is locked until at least ${new Date(estimated).toISOString()}; not deleted`);
     expect(human.stdout).toContain(`waiting for its object lock: ${leftover} (incomplete) is locked until`);
     // (The lock is long enough for a slow machine to get here before it expires: 30 s from the first backup, ten times what it takes here.)
     expect(keysOf(ids[0]!)).toHaveLength(2);

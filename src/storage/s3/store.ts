@@ -65,7 +65,7 @@ export class S3Store implements Store {
   constructor(private readonly cfg: S3StoreConfig) {
     this.name = cfg.name;
     this.caps = s3Capabilities(cfg);
-    this.settings = settingsOf(cfg);
+    this.settings = { ...settingsOf(cfg), ...(cfg.objectLock ? { lockRetain: cfg.objectLock.retain } : {}) };
     this.client = createS3Client(cfg, (s) => {
       if (s.length >= 4) this.secrets.add(s);
     });
