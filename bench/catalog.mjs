@@ -226,8 +226,10 @@ async function seed(stand, store, n) {
       ? await seedS3rverDir(join(stand.s3.dir), 'bench', S3_PREFIX, CLUSTER, n, { now, pinEvery: PIN_EVERY })
       : await seedDirectory(stand.backing.sftp, CLUSTER, n, { now, pinEvery: PIN_EVERY });
   const ids = seedIds(n, now);
+  const manifestFile = join(stand.backing[store], CLUSTER, ids[0].id, store === 's3' ? 'manifest.json._S3rver_object' : 'manifest.json');
+  const manifestBytes = statSync(manifestFile).size;
   const newest = ids.slice(0, NODES).reduce((a, b) => (b.at > a.at ? b : a));
-  return { seconds: (performance.now() - t0) / 1000, objects, newest: newest.id, oldest: ids.at(-1).id, series: ids.filter((b) => b.node === NODE).length, now };
+  return { seconds: (performance.now() - t0) / 1000, objects, manifestBytes, newest: newest.id, oldest: ids.at(-1).id, series: ids.filter((b) => b.node === NODE).length, now };
 }
 
 async function writeConfig(stand, store, n, workDir) {
@@ -498,7 +500,7 @@ async function main() {
     for (const n of SIZES) {
       const one = async (store) => {
         const s = await seed(stand, store, n);
-        seeds.push({ store, n, seconds: s.seconds, objects: s.objects, newest: s.newest, oldest: s.oldest, series: s.series });
+        seeds.push({ store, n, seconds: s.seconds, objects: s.objects, manifestBytes: s.manifestBytes, newest: s.newest, oldest: s.oldest, series: s.series });
         log(`${store} N=${n}: seeded ${s.objects} objects in ${fmt(s.seconds, 1)} s (${s.oldest} … ${s.newest})`);
         rows.push(...(await runOps(stand, store, n, s)));
         await rm(stand.backing[store], { recursive: true, force: true });
@@ -523,10 +525,10 @@ async function main() {
       `Stores reached through a delay proxy on 127.0.0.1 adding ${DELAY} ms each way to every chunk (measured round trip ${fmt(rtt, 1)} ms; a new connection pays one more round trip). ` +
       `Servers: one s3rver 3.7.1, one OpenSSH sshd serving SFTP with sftp-server (logging its requests).`,
     '',
-    `Seed: N committed backups of cluster \`${CLUSTER}\` by 3 nodes (master-0..2), one per node every 15 minutes back from now, each \`<id>/backup.tar.zst\` (512 random bytes) + \`manifest.json\` (~1.3 KiB, checked with dist's parseManifest)${PIN_EVERY ? `, every ${PIN_EVERY}th pinned` : ''}; written straight into the server's directory. ` +
+    `Seed: N committed backups of cluster \`${CLUSTER}\` by 3 nodes (master-0..2), one per node every 15 minutes back from now, each \`<id>/backup.tar.zst\` (512 random bytes) + \`manifest.json\` (${seeds.length ? `${seeds[0].manifestBytes} bytes` : '?'}, checked with dist's parseManifest)${PIN_EVERY ? `, every ${PIN_EVERY}th pinned` : ''}; written straight into the server's directory. ` +
       `The CLI runs as node ${process.version} with the launcher's flags, \`ETCD_BACKUPD_NO_DAEMON=1\`, node ${NODE}, retention \`keepWithin\` covering the whole seed (a steady state: the plan prunes nothing, every op sees the same N).`,
     '',
-    `Operations, in this order on one workDir per (store, N): **list cold** (empty workDir), **list warm** (again), **prune --dry-run warm**, **backup run**: a real \`backup --json\` (etcdctl snapshot of a small local etcd, bundle, upload, verify) whose retention step — \`pruneStore\` as \`runCycle\` calls it after the run — is timed by a module hook (\`bench/lib/prune-timing-hook.mjs\`) wrapping dist's \`pruneStore\`; the run's own backup is removed afterwards. Seconds: the whole CLI process (Node start-up included) except for the retention step.` +
+    `Operations run: ${RUN_OPS.join(', ')}. In this order on one workDir per (store, N): **list cold** (empty workDir), **list warm** (again), **prune --dry-run warm**, **backup run**: a real \`backup --json\` (etcdctl snapshot of a small local etcd, bundle, upload, verify) whose retention step — \`pruneStore\` as \`runCycle\` calls it after the run — is timed by a module hook (\`bench/lib/prune-timing-hook.mjs\`) wrapping dist's \`pruneStore\`; the run's own backup is removed afterwards. Seconds: the whole CLI process (Node start-up included) except for the retention step.` +
       (opt.concurrent ? ' **The stores were measured at the same time (`--concurrent`)**: each has its own server and proxy, but they share the CPUs.' : ''),
     '',
     `Machine: ${cpus().length} × ${cpus()[0]?.model ?? '?'}, ${fmt(totalmem() / GiB, 0)} GiB RAM; load ${load0.map((x) => fmt(x, 1)).join('/')} at start, ${load1.map((x) => fmt(x, 1)).join('/')} at end. Run took ${fmt((Date.now() - started) / 60000, 1)} min.`,
@@ -535,7 +537,7 @@ async function main() {
     '',
     '| store | goal | measured | |',
     '|---|---|---|---|',
-    ...goals,
+    ...(goals.length ? goals : ['| – | no N = 2001 in this run | | |']),
     '',
     ...STORES.flatMap((store) => [
       `## ${store === 's3' ? 'S3 (s3rver)' : 'SFTP (OpenSSH)'}`,
