@@ -201,8 +201,12 @@ function bannerArrives(port, timeoutMs) {
   });
 }
 
-/** OpenSSH sshd with fresh ed25519 keys; SFTP served by internal-sftp. */
-export async function startSshd(dir) {
+/**
+ * OpenSSH sshd with fresh ed25519 keys; SFTP served by internal-sftp, or with
+ * `sftpLogFile` by the sftp-server binary logging every open/opendir at INFO
+ * into that file (internal-sftp logs only to syslog; the bench counts requests).
+ */
+export async function startSshd(dir, { sftpLogFile } = {}) {
   const SSHD = '/usr/sbin/sshd';
   if (!existsSync(SSHD)) throw new Error(`${SSHD} is missing: apt-get install -y openssh-server`);
   await mkdir('/run/sshd', { recursive: true, mode: 0o755 }).catch(() => undefined);
@@ -235,7 +239,7 @@ export async function startSshd(dir) {
       'PasswordAuthentication no',
       'KbdInteractiveAuthentication no',
       `PidFile ${join(dir, 'sshd.pid')}`,
-      'Subsystem sftp internal-sftp',
+      sftpLogFile ? `Subsystem sftp /usr/lib/openssh/sftp-server -e -l INFO 2>>${sftpLogFile}` : 'Subsystem sftp internal-sftp',
       'StrictModes no',
       'UsePAM no',
       'PermitRootLogin yes',
