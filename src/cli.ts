@@ -23,7 +23,7 @@ import { createSource } from './source/index.js';
 import { fmtBytes } from './etcd/health.js';
 import { stringify as yamlStringify } from 'yaml';
 import { TOOL_NAME, VERSION } from './version.js';
-import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
+import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
 import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
 import { cmdRun } from './cli/run-cmd.js';
 import { lowerOwnPriority } from './run/priority.js';
@@ -191,6 +191,5 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-// Exit explicitly: output is written synchronously, and a lingering handle
-// (a half-closed connection, a timer) must never keep a finished CLI alive.
-main(process.argv.slice(2)).then((code) => process.exit(code));
+// Exit once every byte is out, and explicitly (see exitWhenWritten).
+void main(process.argv.slice(2)).then(exitWhenWritten);

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { isatty } from 'node:tty';
 import pino, { type Logger } from 'pino';
 import pretty from 'pino-pretty';
 
@@ -12,7 +13,10 @@ export type { Logger };
  */
 export function createLogger(opts: { level?: string; pretty?: boolean; /** Also receives every JSON line (control-socket clients watch a run this way). */ tee?: (line: string) => void } = {}): Logger {
   const level = opts.level ?? process.env.ETCD_BACKUPD_LOG_LEVEL ?? 'info';
-  const usePretty = opts.pretty ?? process.stderr.isTTY === true;
+  // isatty, not process.stderr.isTTY: asking the stream creates it, which turns a pipe on fd 2
+  // non-blocking (for every process sharing it, fd 1 too after 2>&1). Logs go out by
+  // synchronous writes to fd 2 (sonic-boom's sync mode, which waits on EAGAIN).
+  const usePretty = opts.pretty ?? isatty(2);
   const options: pino.LoggerOptions = {
     level,
     base: { pid: process.pid },

@@ -37,6 +37,29 @@ export function printJson(v: unknown): void {
   out(JSON.stringify(v, null, 2));
 }
 
+/**
+ * Ends the CLI with `code` once everything it wrote has left the process.
+ * Our own output is already out (writeAllSync), but a write through the
+ * process.stdout/stderr streams (a Node warning, a dependency's console.warn)
+ * is asynchronous on a pipe: what a full pipe did not take waits in libuv, and
+ * process.exit would drop it. So wait for those streams to drain, however slow
+ * the reader (our own writes wait for it too), then exit explicitly: a
+ * lingering handle (a half-closed connection, a timer) must never keep a
+ * finished CLI alive.
+ */
+export async function exitWhenWritten(code: number): Promise<never> {
+  process.exitCode = code;
+  for (const s of [process.stdout, process.stderr]) {
+    if (s.writableLength === 0 || s.destroyed) continue;
+    await new Promise<void>((done) => {
+      s.once('drain', done);
+      s.once('error', () => done()); // the reader went away (EPIPE): nothing more can arrive
+      s.once('close', done);
+    });
+  }
+  process.exit(code);
+}
+
 export class UsageError extends BackupError {
   constructor(msg: string) {
     super('usage', msg, { hint: 'run `etcd-backupd --help` for usage' });

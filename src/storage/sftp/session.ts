@@ -187,6 +187,9 @@ export class SftpConnection {
       });
       client.on('end', () => lost('connection ended'));
       client.on('ready', () => {
+        // No Nagle: SFTP is small requests answered one by one (a directory, a stat, a write
+        // window's acks); with it each waited for a delayed ACK, ~20-40 ms even on loopback.
+        client.setNoDelay(true);
         client.sftp((err, sftp) => {
           if (err) return fail(err);
           if (settled) {

@@ -11,6 +11,7 @@ import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, t
 import { sftpCapabilities, type SftpStoreConfig } from './index.js';
 import { hasExtension, ioLen, SftpReadStream, writeBody } from './io.js';
 import { execOn, shellQuote } from './remote-exec.js';
+import { FindListing, startOfPrefix } from './find-list.js';
 import { call, ConnectionLost, describe, errCode, SftpConnection, type Session } from './session.js';
 
 export type { SftpStoreConfig };
@@ -50,6 +51,7 @@ export class SftpStore implements Store {
   private readonly where: string;
   private readonly timeoutMs: number;
   private readonly conn: SftpConnection;
+  private readonly finder: FindListing;
 
   constructor(private readonly cfg: SftpStoreConfig) {
     this.name = cfg.name;
@@ -60,6 +62,7 @@ export class SftpStore implements Store {
     this.where = `${cfg.host}:${cfg.port}`;
     this.timeoutMs = Math.max(1, parseDurationSeconds(cfg.timeout) * 1000);
     this.conn = new SftpConnection(cfg, this.where, this.timeoutMs);
+    this.finder = new FindListing(this.where, Math.max(5_000, this.timeoutMs));
   }
 
   // ---------------------------------------------------------------- paths
@@ -368,12 +371,9 @@ export class SftpStore implements Store {
    * round trips than directories.
    */
   private async *walk(s: Session, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean): AsyncGenerator<{ key: string; attrs: Stats }> {
-    if (prefix.startsWith('/') || prefix.split('/').some((seg) => seg === '..' || seg === '.')) {
-      throw new BackupError('internal', `store ${this.name}: refusing prefix outside the store: ${JSON.stringify(prefix)}`);
-    }
-    const start = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
+    const start = startOfPrefix(this.name, prefix);
     const self = this;
-    const LOOKAHEAD = 8;
+    const LOOKAHEAD = 32;
     async function* visit(rel: string, listing: Promise<FileEntryWithStats[] | undefined>): AsyncGenerator<{ key: string; attrs: Stats }> {
       const entries = await listing;
       if (!entries) return;
@@ -417,12 +417,15 @@ export class SftpStore implements Store {
     yield* visit(start, this.readdir(s, this.remote(start)));
   }
 
+  /** One remote find where the server runs commands (find-list.ts), else the walk. */
   async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
-    // The first directory read may meet a connection that died while idle:
+    const startRel = startOfPrefix(this.name, prefix);
+    // The first request may meet a connection that died while idle:
     // withSession retries that on a fresh one; the rest of the walk uses the same session.
     const { it, head, s } = await this.conn.withSession(
       async (s) => {
-        const walk = this.walk(s, prefix, (name) => !name.startsWith('.'), false);
+        const found = await this.finder.list(s, { remoteStart: this.remote(startRel), startRel, prefix, signal: opts.signal });
+        const walk = found ? found.values() : this.walk(s, prefix, (name) => !name.startsWith('.'), false);
         return { it: walk, head: await walk.next(), s };
       },
       undefined,
@@ -431,11 +434,11 @@ export class SftpStore implements Store {
     const unwatch = this.conn.dropOnAbort(s, opts.signal);
     try {
       for (let r = head; !r.done; r = await it.next()) {
-        yield { key: r.value.key, size: r.value.attrs.size, modifiedAt: new Date(r.value.attrs.mtime * 1000) };
+        yield 'attrs' in r.value ? { key: r.value.key, size: r.value.attrs.size, modifiedAt: new Date(r.value.attrs.mtime * 1000) } : r.value;
       }
     } finally {
       unwatch();
-      await it.return(undefined);
+      await it.return?.(undefined);
     }
   }
 
