@@ -41,9 +41,12 @@ export function seedIds(n, now = new Date()) {
  * below put them in place beside the backups.
  */
 export function applyPin(manifest, { pinned, reason }) {
-  manifest.pinned = pinned;
-  if (pinned && reason) manifest.pinReason = reason;
-  return [];
+  // Pins are marker objects beside the manifest (src/layout.ts pinMarkerKey); the manifest is never rewritten.
+  const at = new Date(Date.parse(manifest.createdAt) + 60_000);
+  const stamp = at.toISOString().replace(/[-:]/g, '');
+  const op = pinned ? 'pin' : 'unpin';
+  const body = Buffer.from(JSON.stringify({ format: 1, id: manifest.id, op, at: at.toISOString(), by: manifest.node, ...(reason ? { reason } : {}) }));
+  return [{ key: `${manifest.cluster}/${manifest.id}/pins/${stamp}-${op}-00000000.json`, body }];
 }
 
 /** Which backups the seed pins: every `every`-th (0: none). */
