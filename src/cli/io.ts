@@ -8,6 +8,8 @@ import { createStores, type Store } from '../storage/index.js';
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
+/** 128 + SIGPIPE: what a shell tool's status is when its reader closed the pipe. */
+export const EXIT_STDOUT_CLOSED = 141;
 
 /**
  * Writes all of `text`, however long and however slow the reader: writeSync
@@ -22,7 +24,11 @@ export function writeAllSync(fd: number, text: string): void {
     try {
       off += writeSync(fd, buf, off, buf.length - off);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      // The reader of stdout went away (`list | head`): it wants no more, so end as shell tools do
+      // on SIGPIPE, quietly and at once. Output comes last, after the work is done.
+      if (code === 'EPIPE' && fd === 1) process.exit(EXIT_STDOUT_CLOSED);
+      if (code !== 'EAGAIN') throw e;
       Atomics.wait(pause, 0, 0, 2); // the reader has not caught up: wait a moment, synchronously
     }
   }

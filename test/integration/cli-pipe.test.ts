@@ -168,6 +168,14 @@ describe('several MiB of --json through a slow pipe', () => {
     expect(said.toString().trim()).toBe(String(BACKUPS));
   }, 60_000);
 
+  it('a reader that stops early (| head): the CLI ends quietly, as shell tools do, with no error or stack on stderr', () => {
+    const cmd = `"$0" "$1" list --config "$2" --json 2>"$3" | head -c 20; echo " status=\${PIPESTATUS[0]}"`;
+    const errFile = join(root, 'head-stderr');
+    const said = execFileSync('bash', ['-c', cmd, process.execPath, CLI, file, errFile], { env: { ...process.env, ETCD_BACKUPD_NO_DAEMON: '1' }, timeout: 60_000 }).toString();
+    expect(said).toMatch(/^\{\n {2}"store": "[^\n]*[\s\S]* status=141\n$/);
+    expect(readFileSync(errFile, 'utf8').split('\n').filter((l) => !l.startsWith('warning: skipping unreadable manifest') && l)).toEqual([]);
+  }, 60_000);
+
   it('prune --dry-run --json: the whole plan and every leftover, 1.5 MiB and more', async () => {
     const r = await runThroughSlowPipes(root, ['prune', '--config', file, '--store', 'big', '--dry-run', '--json']);
     expect(r.code, r.stderr.slice(-2000)).toBe(0);
