@@ -45,7 +45,7 @@ Usage:
   etcd-backupd check-config --config F
   etcd-backupd --version [--json]                  # names the Node version too
 
-Exit codes: 0 success, 1 the operation failed, 2 bad usage or config.
+Exit codes: 0 success, 1 the operation failed, 2 bad usage or config, 141 stdout closed early.
 `;
 
 async function cmdBackup(argv: string[], log: Logger): Promise<number> {
