@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -122,6 +123,39 @@ describe('SFTP listing by one remote find', () => {
       expect(find.find((o) => o.key === 'c1/20260149T000000Z-m2/backup.tar.zst')!.size).toBe(149);
     } finally {
       await Promise.all([viaFind.close(), viaWalk.close()]);
+    }
+  });
+
+  it('cleanupIncomplete finds the same old temp files by find as by the walk, and removes only those', async () => {
+    const trees = await Promise.all(
+      [normal, only].map(async (server) => {
+        const t = await mkdtemp(join(normal.root, 'temps-'));
+        await plantBackups(t, 'c1', 40);
+        // A dot-directory is never entered, and a name that only looks like a temp file is kept.
+        await mkdir(join(t, 'c1', '.hidden-dir'), { recursive: true });
+        await writeFile(join(t, 'c1', '.hidden-dir', '.x.tmp-ab'), 'inside a dot-directory');
+        await writeFile(join(t, 'c1', 'x.tmp-ab'), 'not a dot-file');
+        await writeFile(join(t, 'c1', '20260001T000000Z-m1', '.y.tmp-zz'), 'not hex');
+        return { t, store: new SftpStore(configFor(server, t)) };
+      }),
+    );
+    try {
+      const [byFind, byWalk] = await Promise.all(trees.map(({ store }) => store.cleanupIncomplete('c1/', new Date(Date.now() + 60_000))));
+      expect(finderOf(trees[0]!.store).lastMiss).toBeUndefined();
+      expect(finderOf(trees[1]!.store).lastMiss?.miss).toBe('unsupported');
+      expect(byFind!.sort()).toEqual(byWalk!.sort());
+      expect(byFind).toHaveLength(6); // backups 0, 7, 14, 21, 28, 35
+      expect(byFind!.every((k) => /^c1\/[^/]+\/\.backup\.tar\.zst\.tmp-0a1b2c$/.test(k))).toBe(true);
+      for (const { t } of trees) {
+        expect(readdirSync(join(t, 'c1', '.hidden-dir'))).toEqual(['.x.tmp-ab']);
+        expect(readdirSync(join(t, 'c1', '20260007T000000Z-m1')).sort()).toEqual(['backup.tar.zst', 'manifest.json']);
+        expect(existsSync(join(t, 'c1', 'x.tmp-ab')) && existsSync(join(t, 'c1', '20260001T000000Z-m1', '.y.tmp-zz'))).toBe(true);
+      }
+      // Not yet old: nothing.
+      await plantBackups(trees[0]!.t, 'c2', 8);
+      expect(await trees[0]!.store.cleanupIncomplete('c2/', new Date(Date.now() - 60_000))).toEqual([]);
+    } finally {
+      await Promise.all(trees.map(({ store }) => store.close()));
     }
   });
 

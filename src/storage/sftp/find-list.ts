@@ -39,7 +39,7 @@ const UNSUPPORTED = 97;
  * Records are NUL-terminated (`size mtime relative-path`), so any name but
  * one with a NUL (impossible) comes through as it is.
  */
-export function findScript(dir: string): string {
+export function findScript(dir: string, dotFiles = false): string {
   return [
     `printf '${HELLO}\\0'`,
     `find -L / -maxdepth 0 -printf '' >/dev/null 2>&1 || exit ${UNSUPPORTED}`,
@@ -47,7 +47,10 @@ export function findScript(dir: string): string {
     // Nothing there (realpath resolves a missing last name): the walk finds nothing either.
     `[ -e "$d" ] || { printf '${END}\\0'; exit 0; }`,
     `cd -- "$d" || exit 96`,
-    `find -L . -mindepth 1 -name '.*' -prune -o -type f -printf '%s %T@ %P\\0' || exit $?`,
+    dotFiles
+      ? // Only the dot-files (temp files of unfinished puts) in directories that are not dot-names.
+        `find -L . -mindepth 1 -name '.*' -type d -prune -o -type f -name '.*' -printf '%s %T@ %P\\0' || exit $?`
+      : `find -L . -mindepth 1 -name '.*' -prune -o -type f -printf '%s %T@ %P\\0' || exit $?`,
     `printf '${END}\\0'`,
   ].join('\n');
 }
@@ -75,7 +78,11 @@ export class FindParser {
   tooMuch = false;
   private rest: Buffer = Buffer.alloc(0);
 
-  constructor(readonly limits: FindLimits = FIND_LIMITS) {}
+  constructor(
+    readonly limits: FindLimits = FIND_LIMITS,
+    /** The file names wanted (the walk's test); directories that are dot-names are never entered. */
+    private readonly wantFile: (name: string) => boolean = (name) => !name.startsWith('.'),
+  ) {}
 
   /** Takes one chunk; false once it wants no more (malformed or past the limits). */
   push(chunk: Buffer): boolean {
@@ -117,14 +124,24 @@ export class FindParser {
       this.malformed = `a path outside the listed directory: ${JSON.stringify(rel.slice(0, 80))}`;
       return;
     }
-    // find prunes dot-names; a server that sends one anyway gets the walk's answer: not listed.
-    if (segs.some((seg) => seg.startsWith('.'))) return;
+    // find prunes dot-directories (and, listing objects, dot-files); a server that sends one anyway
+    // gets the walk's answer: not listed.
+    if (segs.slice(0, -1).some((seg) => seg.startsWith('.')) || !this.wantFile(segs[segs.length - 1]!)) return;
     if (this.found.length >= this.limits.maxEntries) {
       this.tooMuch = true;
       return;
     }
     this.found.push({ rel, size: Number(m[1]), mtime: Number(m[2]) });
   }
+}
+
+export interface ListOptions {
+  remoteStart: string;
+  startRel: string;
+  prefix: string;
+  signal?: AbortSignal;
+  /** List the temp files of unfinished puts (dot-files this tells apart) instead of the objects. */
+  tempFiles?: (name: string) => boolean;
 }
 
 /** Why a find listing was not used; `unsupported` means this server never will (no exec, no GNU find). */
@@ -138,7 +155,7 @@ export type FindMiss = { miss: 'unsupported' | 'failed' | 'malformed' | 'too-muc
  */
 export async function listByFind(
   s: Session,
-  o: { where: string; remoteStart: string; startRel: string; prefix: string; limitMs: number; signal?: AbortSignal; limits?: FindLimits },
+  o: ListOptions & { where: string; limitMs: number; limits?: FindLimits },
 ): Promise<ObjectInfo[] | FindMiss> {
   // The absolute path the SFTP server resolved (its start directory may not be the shell's $HOME).
   let abs: string;
@@ -151,10 +168,10 @@ export async function listByFind(
     return { miss: 'failed', detail: `realpath ${o.remoteStart}: ${describe(e)}` };
   }
   if (!abs.startsWith('/')) return { miss: 'failed', detail: `realpath gave ${JSON.stringify(abs)}` };
-  const parser = new FindParser(o.limits);
+  const parser = new FindParser(o.limits, o.tempFiles ?? ((name) => !name.startsWith('.')));
   let r;
   try {
-    r = await execStream(s, findScript(abs), { where: o.where, limitMs: o.limitMs, signal: o.signal, onData: (d) => parser.push(d) });
+    r = await execStream(s, findScript(abs, o.tempFiles !== undefined), { where: o.where, limitMs: o.limitMs, signal: o.signal, onData: (d) => parser.push(d) });
   } catch (e) {
     if (e instanceof ExecRefused) return { miss: 'unsupported', detail: e.message };
     throw e;
@@ -197,7 +214,7 @@ export class FindListing {
   ) {}
 
   /** The listing, or undefined: then the caller walks. */
-  async list(s: Session, o: { remoteStart: string; startRel: string; prefix: string; signal?: AbortSignal }): Promise<ObjectInfo[] | undefined> {
+  async list(s: Session, o: ListOptions): Promise<ObjectInfo[] | undefined> {
     if (this.unsupported) return undefined;
     const r = await listByFind(s, { ...o, where: this.where, limitMs: this.limitMs, limits: this.limits });
     if (Array.isArray(r)) {

@@ -12,6 +12,7 @@ import { sftpCapabilities, type SftpStoreConfig } from './index.js';
 import { hasExtension, ioLen, SftpReadStream, writeBody } from './io.js';
 import { execOn, shellQuote } from './remote-exec.js';
 import { FindListing, startOfPrefix } from './find-list.js';
+import { walkTree } from './walk.js';
 import { call, ConnectionLost, describe, errCode, SftpConnection, type Session } from './session.js';
 
 export type { SftpStoreConfig };
@@ -364,57 +365,10 @@ export class SftpStore implements Store {
     }
   }
 
-  /**
-   * Walks the tree under the deepest directory `prefix` names, yielding
-   * files whose key starts with `prefix` in key order. Sibling directories
-   * are read a few at a time ahead of use, so a long listing costs fewer
-   * round trips than directories.
-   */
-  private async *walk(s: Session, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean): AsyncGenerator<{ key: string; attrs: Stats }> {
-    const start = startOfPrefix(this.name, prefix);
-    const self = this;
-    const LOOKAHEAD = 32;
-    async function* visit(rel: string, listing: Promise<FileEntryWithStats[] | undefined>): AsyncGenerator<{ key: string; attrs: Stats }> {
-      const entries = await listing;
-      if (!entries) return;
-      const items: { key: string; entry: FileEntryWithStats; dir: boolean; listing?: Promise<FileEntryWithStats[] | undefined> }[] = [];
-      for (const entry of entries) {
-        const key = rel ? `${rel}/${entry.filename}` : entry.filename;
-        let attrs = entry.attrs;
-        if (attrs.isSymbolicLink()) {
-          const st = await self.stat(s, self.remote(key)).catch(() => undefined);
-          if (!st) continue;
-          attrs = st;
-          entry.attrs = st;
-        }
-        const dir = attrs.isDirectory();
-        if (entry.filename.startsWith('.') && (dir ? !descendDot : !wantFile(entry.filename))) continue;
-        if (dir) {
-          const dkey = `${key}/`;
-          if (!dkey.startsWith(prefix) && !prefix.startsWith(dkey)) continue;
-        } else if (!attrs.isFile() || !key.startsWith(prefix) || !wantFile(entry.filename)) continue;
-        items.push({ key, entry, dir });
-      }
-      const startListing = (i: number): void => {
-        for (let j = i; j < Math.min(items.length, i + LOOKAHEAD); j++) {
-          const it = items[j]!;
-          if (it.dir && !it.listing) {
-            it.listing = self.readdir(s, self.remote(it.key));
-            it.listing.catch(() => undefined); // awaited later; keep Node from calling it unhandled meanwhile
-          }
-        }
-      };
-      for (let i = 0; i < items.length; i++) {
-        const it = items[i]!;
-        if (it.dir) {
-          startListing(i);
-          yield* visit(it.key, it.listing!);
-        } else {
-          yield { key: it.key, attrs: it.entry.attrs };
-        }
-      }
-    }
-    yield* visit(start, this.readdir(s, this.remote(start)));
+  /** The SFTP walk of walk.ts on this session: the listing where the server runs no commands. */
+  private walk(s: Session, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean): AsyncGenerator<{ key: string; attrs: Stats }> {
+    const io = { readdir: (rel: string) => this.readdir(s, this.remote(rel)), stat: (rel: string) => this.stat(s, this.remote(rel)) };
+    return walkTree(io, startOfPrefix(this.name, prefix), prefix, wantFile, descendDot);
   }
 
   /** One remote find where the server runs commands (find-list.ts), else the walk. */
@@ -487,8 +441,14 @@ export class SftpStore implements Store {
 
   private async cleanupOn(s: Session, prefix: string, olderThan: Date): Promise<string[]> {
     const old: string[] = [];
-    for await (const { key, attrs } of this.walk(s, prefix, (name) => TEMP_RE.test(name), false)) {
-      if (attrs.mtime * 1000 < olderThan.getTime()) old.push(key);
+    const startRel = startOfPrefix(this.name, prefix);
+    const tempFiles = (name: string) => TEMP_RE.test(name);
+    // One remote find where the server runs commands; the walk reads every backup directory again.
+    const found = await this.finder.list(s, { remoteStart: this.remote(startRel), startRel, prefix, tempFiles });
+    const all = found ?? this.walk(s, prefix, tempFiles, false);
+    for await (const o of all) {
+      const mtimeMs = 'attrs' in o ? o.attrs.mtime * 1000 : o.modifiedAt!.getTime();
+      if (mtimeMs < olderThan.getTime()) old.push(o.key);
     }
     for (const key of old) {
       const path = this.remote(key);
