@@ -36,8 +36,8 @@ export interface CatalogOptions {
   signal?: AbortSignal;
 }
 
-/** Manifests read at once: a store across a WAN answers 16 GETs in about the time of one. */
-export const READ_CONCURRENCY = 16;
+/** Manifests read at once: a store across a WAN answers 32 GETs in about the time of one (16: 2001 cold reads took 6 s on S3 and 10 s on SFTP behind 20 ms; 32 and more: CPU-bound, 4.6 s and 5.5 s). */
+export const READ_CONCURRENCY = 32;
 /** One manifest or marker read, however slow the store: it is at most 1 MiB. */
 const READ_DEADLINE_MS = 60_000;
 const MAX_CATALOG_OBJECT = 1 << 20;

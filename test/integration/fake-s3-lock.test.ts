@@ -13,6 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeS3, type FakeS3 } from '../support/fake-s3.js';
+import { sdkRejectionOf } from '../support/rejections.js';
 
 /**
  * The Object Lock of the fake S3 server (test/support/fake-s3-lock.ts)
@@ -38,15 +39,7 @@ function client(s3: FakeS3): S3Client {
   });
 }
 
-async function rejection(p: Promise<unknown>): Promise<{ name: string; status?: number; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as { name: string; message: string; $metadata?: { httpStatusCode?: number } };
-    return { name: err.name, status: err.$metadata?.httpStatusCode, message: err.message };
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = sdkRejectionOf;
 
 const inSeconds = (s: number) => new Date(Math.ceil((Date.now() + s * 1000) / 1000) * 1000);
 const lockOf = (seconds: number, mode: 'GOVERNANCE' | 'COMPLIANCE' = 'COMPLIANCE') => ({ ObjectLockMode: mode, ObjectLockRetainUntilDate: inSeconds(seconds) });

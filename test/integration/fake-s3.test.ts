@@ -19,6 +19,7 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeS3, startThrottleProxy, type FakeS3 } from '../support/fake-s3.js';
+import { sdkRejectionOf } from '../support/rejections.js';
 
 /**
  * The fake S3 server of test/support/fake-s3.ts against the real SDK
@@ -50,15 +51,7 @@ async function bytesOf(body: unknown): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-async function rejection(p: Promise<unknown>): Promise<{ name: string; status?: number; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    const err = e as { name: string; message: string; $metadata?: { httpStatusCode?: number } };
-    return { name: err.name, status: err.$metadata?.httpStatusCode, message: err.message };
-  }
-  throw new Error('expected a rejection');
-}
+const rejection = sdkRejectionOf;
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 

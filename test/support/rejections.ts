@@ -20,3 +20,9 @@ export async function backupErrorOf(p: Promise<unknown>): Promise<BackupError> {
   expect(e, 'the operation should have failed with a BackupError').toBeInstanceOf(BackupError);
   return e as BackupError;
 }
+
+/** What an AWS SDK call rejects with, as the fake S3 tests compare it: error name, HTTP status, message. */
+export async function sdkRejectionOf(p: Promise<unknown>): Promise<{ name: string; status?: number; message: string }> {
+  const err = (await rejectionOf(p)) as { name: string; message: string; $metadata?: { httpStatusCode?: number } };
+  return { name: err.name, status: err.$metadata?.httpStatusCode, message: err.message };
+}
