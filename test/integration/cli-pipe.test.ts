@@ -270,7 +270,7 @@ describe('every other command through a slow pipe', () => {
     const h = await runThroughSlowPipes(root, ['--help']);
     expect(h.code).toBe(0);
     expect(h.stdout).toMatch(/^etcd-backupd .* verified etcd backups/);
-    expect(h.stdout).toMatch(/Exit codes: 0 success, 1 the operation failed, 2 bad usage or config\.\n+$/);
+    expect(h.stdout).toMatch(/Exit codes: 0 success, 1 the operation failed, 2 bad usage or config, 141 stdout closed early\.\n+$/);
 
     const e = await runThroughSlowPipes(root, ['verify', '--config', env.file, '20200101T000000Z-nope', '--json']);
     expect(e.code).toBe(1);
