@@ -48,9 +48,14 @@ export interface SlotClaim {
   readonly leaseId: string;
   /** Aborted (reason: BackupError coord-lost) when the lease may have lapsed: keepalives failed for most of its TTL. */
   readonly lost: AbortSignal;
-  /** Records the result for the slot and drops the claim (revokes its lease). Idempotent; a second call records nothing. */
+  /**
+   * Records the result for the slot and drops the claim (revokes its lease),
+   * unless another attempt has claimed the slot since (then `recorded: false`).
+   * A holder whose lease lapsed still records, as long as nobody claimed after
+   * it. A second call records nothing. Throws coord-no-quorum | coord-unavailable.
+   */
   release(r: { result: 'success' | 'failed'; backupId?: string; reason?: string }): Promise<ReleaseOutcome>;
-  /** Stops keeping the lease alive without revoking it: the claim lapses after its TTL. For shutdown paths that cannot wait. */
+  /** Stops keeping the lease alive without revoking it: the claim lapses after its TTL (a crash, as etcd sees it). `release` still works after it. */
   abandon(): void;
 }
 
@@ -137,10 +142,7 @@ function holdClaim(ctx: CoordContext, kind: SlotKind, slot: Date, claim: ClaimVa
     attempt: claim.attempt,
     leaseId: lease.id,
     lost: lease.lost,
-    abandon: () => {
-      released = true;
-      lease.abandon();
-    },
+    abandon: () => lease.abandon(),
     async release(r) {
       if (released) return { recorded: false };
       released = true;

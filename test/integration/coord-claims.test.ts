@@ -167,6 +167,19 @@ describe('slot claims on a real etcd cluster', () => {
     expect((await readSlot(a, 'backup', slot)).result).toMatchObject({ node: 'm1', result: 'success' });
   });
 
+  it('a holder whose lease lapsed while nobody claimed after it still records its success', async () => {
+    const a = node('m0', 'late-alone');
+    const won = await acquireSlot(a, req(slotAt(0)));
+    if (won.outcome !== 'won') throw new Error('expected a win');
+    won.claim.abandon();
+    await new Promise((res) => setTimeout(res, TTL * 1000 + 1500));
+    const before = await readSlot(a, 'backup', slotAt(0));
+    expect(before.claim).toBeUndefined(); // etcd expired the lease and its claim key
+    expect(before.result).toMatchObject({ result: 'running', node: 'm0' });
+    expect(await won.claim.release({ result: 'success', backupId: 'late-id' })).toEqual({ recorded: true });
+    expect((await readSlot(a, 'backup', slotAt(0))).result).toMatchObject({ result: 'success', backupId: 'late-id', attempt: 1 });
+  });
+
   it('the only etcd member of the holder dies: its claim signals lost before etcd can expire the lease, and another node takes over', async () => {
     const a = node('m0', 'lost', {}, [etcd.endpoints[0]!]);
     const b = node('m1', 'lost', {}, [etcd.endpoints[1]!]);
@@ -222,10 +235,10 @@ describe('slot claims on a real etcd cluster', () => {
     const took = Date.now() - t0;
     expect(reasonOf(err), String(err)).toBe('coord-no-quorum');
     expect((err as Error).message).toMatch(/no leader/);
-    expect(took).toBeLessThan(3000 + 2000 + 1000);
+    expect(took).toBeLessThan(3000 + 2000 + 2500); // the call's deadline + the members' status, far below the slot's 30 s
     const t1 = Date.now();
     expect(await acquireSlot(ctx, req(slotAt(1)))).toEqual({ outcome: 'alone' });
     expect(await acquireSlot(ctx, req(slotAt(1), { policy: { ...policy, onNoQuorum: 'skip' } }))).toEqual({ outcome: 'give-up', why: 'no-quorum' });
-    expect(Date.now() - t1).toBeLessThan(2 * (3000 + 2000 + 1000));
+    expect(Date.now() - t1).toBeLessThan(2 * (3000 + 2000) + 4000);
   }, 60_000);
 });
