@@ -18,7 +18,7 @@ export interface AcquireRequest {
   /** The slot is given up at this time (normally the next tick). */
   deadline: Date;
   policy: CoordPolicy;
-  /** This node's member role and the cluster's quorum, asked before every step (the health check). */
+  /** This node's member role and the cluster's quorum, asked before every step (the health check). Must bound its own time; if it throws, acquireSlot throws that. */
   probe: () => Promise<{ role: LocalRole; quorum: boolean }>;
   /** Ends the approach early (shutdown): the outcome is give-up 'aborted'. */
   signal?: AbortSignal;
