@@ -7,7 +7,7 @@ import { DEFAULT_POLICY, type CoordPolicy } from '../../src/coord/decide.js';
 import { CoordKeys, parseManual, parseResult } from '../../src/coord/keys.js';
 import { pruneOldSlots, recordManual } from '../../src/coord/records.js';
 import { reasonOf } from '../../src/errors.js';
-import { spawnClaimer, type ChildClaimer } from '../support/coord.js';
+import { cleanupClaimers, spawnClaimer, type ChildClaimer } from '../support/coord.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 
 /**
@@ -28,6 +28,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) c.kill();
+  cleanupClaimers();
   for (const c of clients) c.close();
   await etcd?.stop();
 });

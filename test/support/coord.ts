@@ -19,7 +19,7 @@ async function childScript(): Promise<string> {
   mkdirSync(dir, { recursive: true });
   const out = join(dir, `coord-child-${process.pid}-${randomBytes(4).toString('hex')}.mjs`);
   await build({ entryPoints: [join(ROOT, 'test/support/coord-child.ts')], bundle: true, platform: 'node', format: 'esm', target: 'node24', packages: 'external', outfile: out, logLevel: 'error' });
-  process.once('exit', () => rmSync(out, { force: true }));
+  process.once('exit', () => rmSync(out, { force: true })); // a worker may end without 'exit': cleanupClaimers() too
   bundled = out;
   return out;
 }
@@ -50,4 +50,10 @@ export async function spawnClaimer(etcd: EtcdCluster, o: { cluster: string; node
   firstLine.catch(() => undefined);
   process.once('exit', () => child.kill('SIGKILL'));
   return { child, firstLine, kill: () => child.kill('SIGKILL') };
+}
+
+/** Removes the bundled claimer script (call from afterAll). */
+export function cleanupClaimers(): void {
+  if (bundled) rmSync(bundled, { force: true });
+  bundled = undefined;
 }
