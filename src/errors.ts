@@ -46,6 +46,13 @@ export type Reason =
   | 'drill-mismatch'
   | 'drill-timeout'
   | 'drill-aborted'
+  // Coordination (src/coord/): no slot claim is possible because the cluster
+  // has no quorum (no leader a majority follows); etcd did not answer a
+  // coordination call within its deadline; a holder's claim lease lapsed
+  // while it ran (another node may now hold the slot).
+  | 'coord-no-quorum'
+  | 'coord-unavailable'
+  | 'coord-lost'
   | 'internal';
 
 export class BackupError extends Error {

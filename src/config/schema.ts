@@ -1,6 +1,7 @@
 import { z, type ZodDiscriminatedUnionOption } from 'zod';
 import { CODECS } from '../layout.js';
 import { duration, name } from '../units/fields.js';
+import { parseDurationSeconds } from '../units/duration.js';
 import { storeType, storeTypes, type StoreConfig } from '../storage/stores.js';
 import { toNodeCronPatterns } from '../schedule/cron.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
@@ -142,6 +143,34 @@ export const configSchema = z
         etcdctl: z.string().min(1).default('etcdctl'),
         /** Only for encrypted backups: an age identity file. Keeping a secret key on a master weakens encryption; prefer drills on a separate host with `verify --restore`. */
         identityFile: z.string().min(1).optional(),
+      })
+      .strict()
+      .default({}),
+    /**
+     * One backup per slot for the whole cluster (docs/coordination.md): each slot is claimed
+     * on the cluster's etcd with a leased create-if-absent key under /etcd-backupd/<cluster>/.
+     * `none`: every node backs up on its own (one series per node).
+     */
+    coordination: z
+      .object({
+        mode: z.enum(['etcd', 'none']).default('etcd'),
+        /** Without quorum no claim is possible: `backup` = each node backs up alone, labelled no-quorum; `skip` = none does. */
+        onNoQuorum: z.enum(['backup', 'skip']).default('backup'),
+        /** A node whose etcd member is the leader waits this long before it claims, so a healthy follower takes the load. */
+        leaderDelay: duration.default('5s'),
+        /** TTL of a claim's lease: how long a holder that died blocks its slot before another node takes over. Whole seconds, 2s-5m. */
+        leaseTtl: duration
+          .default('15s')
+          .refine((v) => {
+            try {
+              const s = parseDurationSeconds(v);
+              return Number.isInteger(s) && s >= 2 && s <= 300;
+            } catch {
+              return true; // not a duration: said once already, by `duration`
+            }
+          }, 'expected whole seconds between 2s and 5m (etcd lease TTLs are whole seconds)'),
+        /** Claims per slot, counting failed attempts and holders that died. */
+        maxAttempts: z.number().int().min(1).max(100).default(3),
       })
       .strict()
       .default({}),

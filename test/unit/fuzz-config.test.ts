@@ -64,6 +64,7 @@ function full(): Record<string, unknown> {
     encryption: { recipients: [] },
     metrics: { listen: '127.0.0.1:9979' },
     control: { socket: '/run/etcd-backupd/control.sock' },
+    coordination: { mode: 'etcd', onNoQuorum: 'backup', leaderDelay: '5s', leaseTtl: '15s', maxAttempts: 3 },
   };
 }
 
@@ -80,6 +81,9 @@ function checkRunnable(c: Config): string[] {
   dur('etcd.timeout', c.etcd.timeoutSeconds);
   for (const k of ['jitter', 'shutdownTimeout'] as const) dur(k, secondsOf(c[k]));
   for (const k of ['retryMin', 'retryMax'] as const) dur(`local.${k}`, secondsOf(c.local[k]));
+  dur('coordination.leaderDelay', secondsOf(c.coordination.leaderDelay));
+  const ttl = secondsOf(c.coordination.leaseTtl);
+  if (!Number.isInteger(ttl) || ttl < 2 || ttl > 300) bad.push(`coordination.leaseTtl = ${ttl}s is no etcd lease TTL`);
   c.stores.forEach((s, i) => {
     if (s.type === 'sftp') dur(`stores[${i}].timeout`, secondsOf(s.timeout));
     if (s.type === 'sftp' && !(s.port >= 1 && s.port <= 65535)) bad.push(`stores[${i}].port ${s.port}`);
