@@ -280,7 +280,12 @@ function causeText(e: unknown): string {
  * DEADLINE_EXCEEDED.
  */
 export function describeEtcdError(endpoint: string, what: string, timeoutMs: number, e: unknown): string {
-  const raw = causeText(e);
+  // grpc-js's text, less its noise: newlines from OpenSSL, a timestamp, an empty resolution note.
+  const raw = causeText(e)
+    .replace(/\s+/g, ' ')
+    .replace(/ \(\d{4}-\d\d-\d\dT[\d:.]+Z\)/g, '')
+    .replace(/\.? ?Resolution note: ?$/, '')
+    .trim();
   const at = `${endpoint} (${what})`;
   const tail = ` [${raw.slice(0, 300)}]`;
   const tls = endpoint.startsWith('https:');
