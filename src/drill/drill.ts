@@ -22,7 +22,8 @@
  *            its own) surfaces here.
  *   start    `etcd` on free 127.0.0.1 ports (never 2379/2380 or another port
  *            etcd and its companions use on a master, never a port in use),
- *            waits for `/health`.
+ *            waits until it is healthy over gRPC (no alarm, a leader, a
+ *            quorum read: what etcd's /health checks).
  *   check    what the restored etcd serves, against what the snapshot holds
  *            (see "What the check proves" below; the expectations are read
  *            from the snapshot file while restore and start run).
@@ -65,7 +66,7 @@
  * (idle I/O class) when those tools exist (`lowPriority`, default true), with
  * GOMAXPROCS=2 and GOMEMLIMIT (a soft heap limit, Go >= 1.19) sized to the
  * snapshot, and `--quota-backend-bytes` above the snapshot size (below it
- * etcd raises a NOSPACE alarm and /health fails). Every ETCD_* / ETCDCTL_*
+ * etcd raises a NOSPACE alarm and the health check fails). Every ETCD_* / ETCDCTL_*
  * variable of this process is dropped from the children's environment: on a
  * master they may describe the real member (ETCD_LISTEN_*, ETCD_DATA_DIR...)
  * and etcd reads them as flags.

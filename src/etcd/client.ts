@@ -142,7 +142,7 @@ export class EtcdEndpoint {
   }
 
   async memberList(opts: CallOpts = {}): Promise<MemberInfo[]> {
-    // linearizable: false is what etcd 3.4 does anyway (the field exists from 3.5 on and is ignored before).
+    // This member's view of the membership (3.5 added an opt-in linearizable flag; off, the answer is the same as 3.4's).
     const r = await this.call('member list', opts, (o) => this.client.cluster.memberList({}, o));
     return (r.members ?? []).map((m) => ({ id: m.ID, name: m.name, clientURLs: m.clientURLs ?? [], isLearner: m.isLearner === true }));
   }
