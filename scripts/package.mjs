@@ -12,6 +12,12 @@
  *    `node` binary that runs this script. Skipped with --no-sea, or (with the
  *    reason printed) when this node cannot make one.
  *
+ * etcd's protos: the etcd3 package reads node_modules/etcd3/proto/rpc.proto
+ * (and the files it imports) when it loads. Both bundles carry them instead,
+ * parsed here into protobufjs JSON and handed to @grpc/proto-loader's
+ * fromJSON in place of that loadSync (the `etcd3-protos-embedded` plugin);
+ * the build fails if etcd3's call is not where it expects it.
+ *
  * DIR defaults to dist-bundle/, where a .gitignore keeps all of it out of git.
  *
  * Native code: ssh2 optionally loads two addons, `cpu-features` (picks the
@@ -29,6 +35,7 @@ import { builtinModules, isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import * as esbuild from 'esbuild';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -76,7 +83,36 @@ const common = {
   legalComments: 'none',
   metafile: true,
   logLevel: 'warning',
+  plugins: [etcd3ProtosEmbedded()],
 };
+
+/**
+ * etcd3's connection-pool.js loads its protos from disk when it loads:
+ *   (0, proto_loader_1.loadSync)(`${__dirname}/../proto/rpc.proto`, { keepCase: true, ... })
+ * A single file has no proto/ beside it, so the bundles get the same
+ * definitions as JSON (parsed here with etcd3's own protobufjs and the
+ * keepCase it asks for) and proto-loader's fromJSON with etcd3's options.
+ */
+function etcd3ProtosEmbedded() {
+  const requireFromEtcd3 = createRequire(join(ROOT, 'node_modules', 'etcd3', 'package.json'));
+  const protoLoaderMain = requireFromEtcd3.resolve('@grpc/proto-loader');
+  const protobuf = createRequire(protoLoaderMain)('protobufjs');
+  const rpcProto = join(dirname(requireFromEtcd3.resolve('etcd3')), '..', 'proto', 'rpc.proto');
+  const root = new protobuf.Root().loadSync(rpcProto, { keepCase: true });
+  root.resolveAll();
+  const json = JSON.stringify(root.toJSON());
+  const CALL = /\(0, proto_loader_1\.loadSync\)\(`\$\{__dirname\}\/\.\.\/proto\/rpc\.proto`,/;
+  return {
+    name: 'etcd3-protos-embedded',
+    setup(b) {
+      b.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (a) => {
+        const text = readFileSync(a.path, 'utf8');
+        if (!CALL.test(text)) throw new Error(`${a.path}: etcd3 no longer loads its protos with loadSync(\`\${__dirname}/../proto/rpc.proto\`): update the etcd3-protos-embedded plugin`);
+        return { contents: text.replace(CALL, `(0, proto_loader_1.fromJSON)(JSON.parse(${JSON.stringify(json)}),`), loader: 'js' };
+      });
+    },
+  };
+}
 
 const kib = (n) => `${(n / 1024).toFixed(0)} KiB`;
 const mib = (n) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
@@ -166,6 +202,7 @@ async function buildSea() {
     define: { 'import.meta.url': '__ebdImportMetaUrl' },
     banner: { js: 'var __ebdImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
     plugins: [
+      ...common.plugins,
       {
         // With the code cache an SEA cannot run import() (Node's SEA docs); the AWS SDK's
         // instance-metadata credentials do `await import("node:http")`. Bundled as a

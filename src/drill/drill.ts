@@ -22,7 +22,8 @@
  *            its own) surfaces here.
  *   start    `etcd` on free 127.0.0.1 ports (never 2379/2380 or another port
  *            etcd and its companions use on a master, never a port in use),
- *            waits for `/health`.
+ *            waits until it is healthy over gRPC (no alarm, a leader, a
+ *            quorum read: what etcd's /health checks).
  *   check    what the restored etcd serves, against what the snapshot holds
  *            (see "What the check proves" below; the expectations are read
  *            from the snapshot file while restore and start run).
@@ -65,7 +66,7 @@
  * (idle I/O class) when those tools exist (`lowPriority`, default true), with
  * GOMAXPROCS=2 and GOMEMLIMIT (a soft heap limit, Go >= 1.19) sized to the
  * snapshot, and `--quota-backend-bytes` above the snapshot size (below it
- * etcd raises a NOSPACE alarm and /health fails). Every ETCD_* / ETCDCTL_*
+ * etcd raises a NOSPACE alarm and the health check fails). Every ETCD_* / ETCDCTL_*
  * variable of this process is dropped from the children's environment: on a
  * master they may describe the real member (ETCD_LISTEN_*, ETCD_DATA_DIR...)
  * and etcd reads them as flags.
@@ -82,13 +83,13 @@
  * check); tools.ts finds and runs the etcd tools, ports.ts picks the ports,
  * workdir.ts owns the drill dir. What the snapshot says etcd must serve is
  * read by etcd/keyspace.ts; processes run through source/exec.ts and HTTP
- * calls to the drill etcd through etcd/gateway.ts.
+ * calls to the drill etcd through etcd/client.ts (gRPC).
  */
 import { access, constants as fsConstants, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Manifest } from '../bundle/manifest.js';
 import { BackupError, messageOf, type Reason } from '../errors.js';
-import { EtcdGateway } from '../etcd/gateway.js';
+import { EtcdClients } from '../etcd/client.js';
 import { readKeyspace, type KeyspaceSummary } from '../etcd/keyspace.js';
 import type { Logger } from '../log.js';
 import type { ServiceProcess } from '../source/exec.js';
@@ -193,7 +194,8 @@ const DEFAULT_TIMEOUT_SECONDS = 3600;
 const DEFAULT_SAMPLE_KEYS = 100;
 const MAX_SAMPLE_KEYS = 10_000;
 
-const HTTP_TIMEOUT_MS = 60_000;
+/** The deadline of one gRPC call to the drill etcd. */
+const ETCD_CALL_TIMEOUT_MS = 60_000;
 
 const hintFor: Partial<Record<Reason, string>> = {
   'checksum-mismatch': 'the stored copy is damaged: run `etcd-backupd verify` on the other stores and take a new backup',
@@ -284,8 +286,17 @@ async function runSteps(run: DrillRun, limits: { sampleKeys: number; deadline: n
     (error: unknown) => ({ ok: false as const, error }),
   );
   const dir = run.dir!;
-  const ctx: StepContext = { manifest: m, dir, dataDir: join(dir, 'data'), log, signal, tools, gateway: new EtcdGateway({}, HTTP_TIMEOUT_MS) };
+  const ctx: StepContext = { manifest: m, dir, dataDir: join(dir, 'data'), log, signal, tools, etcd: new EtcdClients({}, ETCD_CALL_TIMEOUT_MS) };
+  try {
+    await startAndCheck(run, ctx, snapshot, limits);
+  } finally {
+    ctx.etcd.close();
+  }
+}
 
+async function startAndCheck(run: DrillRun, ctx: StepContext, snapshot: string, limits: { sampleKeys: number; deadline: number }): Promise<void> {
+  const { result } = run;
+  const { dir } = ctx;
   const ports = await step(run, 'restore', async () => {
     const picked = await pickClientAndPeerPorts();
     result.restoreTool = restoreTool(ctx);

@@ -1,5 +1,6 @@
 import { statfs } from 'node:fs/promises';
-import type { EtcdGateway } from './gateway.js';
+// Types only: the gRPC client is loaded by the caller (run/preflight.ts), so `list` and friends never load it.
+import type { EtcdClients, MemberInfo, MemberStatus } from './client.js';
 
 export interface PreflightCheck {
   name: 'endpoint-health' | 'member-list' | 'leader' | 'members-reachable' | 'quorum' | 'disk-space';
@@ -9,6 +10,7 @@ export interface PreflightCheck {
 
 export interface EtcdFacts {
   version?: string;
+  /** uint64s as decimal strings, as etcd's API gives them. */
   clusterId?: string;
   memberId?: string;
   leader?: string;
@@ -23,83 +25,80 @@ export interface PreflightReport {
   etcd: EtcdFacts;
 }
 
-interface StatusResponse {
-  header?: { cluster_id?: string; member_id?: string; revision?: string };
-  version?: string;
-  dbSize?: string;
-  leader?: string;
-  errors?: string[];
-}
-interface MemberListResponse {
-  members?: { ID?: string; name?: string; clientURLs?: string[]; isLearner?: boolean }[];
-}
-
 /**
  * Asks etcd whether it is fit to be backed up: does the local endpoint
  * answer, is there a leader everyone agrees on, is every member reachable,
  * does a voting quorum answer. Each question is one check with a detail a
  * person can act on; the report never throws for an unhealthy cluster.
+ * All of it over gRPC (etcd/client.ts), each call under its deadline.
  */
 const HEALTH_ATTEMPTS = 3;
+/** etcdctl's default --command-timeout: the budget of one quorum read (the client's timeout when that is shorter). */
+const HEALTH_READ_MS = 5000;
 
-export async function checkEtcdHealth(gw: EtcdGateway, endpoints: string[]): Promise<{ checks: PreflightCheck[]; facts: EtcdFacts }> {
+const reasonOf = (e: unknown): string => ((e as { reason?: unknown }).reason !== undefined ? String((e as { reason: unknown }).reason) : (e as Error).message);
+
+export async function checkEtcdHealth(clients: Pick<EtcdClients, 'endpoint' | 'timeoutMs'>, endpoints: string[]): Promise<{ checks: PreflightCheck[]; facts: EtcdFacts }> {
   const checks: PreflightCheck[] = [];
   const facts: EtcdFacts = {};
 
   // Status is answered from the member's own state, even without quorum, so
-  // it tells "unreachable" apart from "reachable but unhealthy" (/health
-  // needs a quorum read); the quorum and leader checks then say why.
-  let local: StatusResponse | undefined;
+  // it tells "unreachable" apart from "reachable but unhealthy" (the health
+  // question needs a quorum read); the quorum and leader checks then say why.
+  let local: MemberStatus | undefined;
   let usedEndpoint: string | undefined;
   const errors: string[] = [];
   for (const ep of endpoints) {
     try {
-      local = await gw.call<StatusResponse>(ep, 'v3/maintenance/status', {});
+      local = await clients.endpoint(ep).status();
       usedEndpoint = ep;
       break;
     } catch (e) {
-      errors.push(`${ep}: ${(e as Error).message}`);
+      errors.push((e as Error).message.startsWith(ep) ? (e as Error).message : `${ep}: ${(e as Error).message}`);
     }
   }
   if (!local || !usedEndpoint) {
     checks.push({ name: 'endpoint-health', ok: false, detail: `no configured etcd endpoint answers: ${errors.join('; ')}` });
     return { checks, facts };
   }
-  // /health is a quorum read with a 1 s budget inside etcd: on a busy member (a compaction, a
-  // defrag, fsync stalls) it says "false" for a moment. Ask up to 3 times, half a second apart,
-  // before a scheduled backup is refused for it; a cluster that is really sick stays "false".
-  let health: { health?: string; reason?: string } = {};
+  // A quorum read on a busy member (a compaction, a defrag, fsync stalls) can fail for a moment.
+  // Ask up to 3 times, half a second apart, before a scheduled backup is refused for it; a
+  // cluster that is really sick stays unhealthy.
+  const c = clients.endpoint(usedEndpoint);
+  const readMs = Math.min(clients.timeoutMs, HEALTH_READ_MS);
+  let unhealthy: string | undefined;
   for (let attempt = 0; attempt < HEALTH_ATTEMPTS; attempt++) {
     if (attempt > 0) await new Promise((r) => setTimeout(r, 500));
-    health = await gw.call<{ health?: string; reason?: string }>(usedEndpoint, 'health').catch((e: Error) => ({ health: 'false', reason: e.message }));
-    if (health.health === 'true') break;
+    unhealthy = await c.health({ readTimeoutMs: readMs });
+    if (unhealthy === undefined) break;
   }
   checks.push({
     name: 'endpoint-health',
-    ok: health.health === 'true',
-    detail: health.health === 'true' ? `${usedEndpoint} is healthy` : `${usedEndpoint} reports unhealthy${health.reason ? `: ${health.reason}` : ''}`,
+    ok: unhealthy === undefined,
+    detail: unhealthy === undefined ? `${usedEndpoint} is healthy` : `${usedEndpoint} reports unhealthy: ${unhealthy}`,
   });
 
   facts.version = local.version;
-  facts.clusterId = local.header?.cluster_id;
-  facts.memberId = local.header?.member_id;
-  facts.dbSize = Number(local.dbSize ?? 0);
-  facts.revision = Number(local.header?.revision ?? 0);
+  facts.clusterId = local.clusterId;
+  facts.memberId = local.memberId;
+  facts.dbSize = local.dbSize;
+  facts.revision = local.revision;
 
-  let members: NonNullable<MemberListResponse['members']> = [];
+  let members: MemberInfo[] = [];
   try {
-    members = (await gw.call<MemberListResponse>(usedEndpoint, 'v3/cluster/member/list', {})).members ?? [];
+    members = await c.memberList();
     checks.push({ name: 'member-list', ok: members.length > 0, detail: `${members.length} members` });
   } catch (e) {
-    checks.push({ name: 'member-list', ok: false, detail: `member list failed: ${(e as Error).message}` });
+    checks.push({ name: 'member-list', ok: false, detail: `member list failed: ${reasonOf(e)}` });
     return { checks, facts };
   }
 
+  // One client per member URL: a client over several hosts would answer from any of them.
   const statuses = await Promise.all(
     members.map(async (m) => {
-      for (const url of m.clientURLs ?? []) {
+      for (const url of m.clientURLs) {
         try {
-          return await gw.call<StatusResponse>(url, 'v3/maintenance/status', {});
+          return await clients.endpoint(url).status();
         } catch {
           /* try the member's next URL */
         }
@@ -107,7 +106,7 @@ export async function checkEtcdHealth(gw: EtcdGateway, endpoints: string[]): Pro
       return undefined;
     }),
   );
-  facts.members = members.map((m, i) => ({ id: m.ID ?? '?', name: m.name ?? '', reachable: statuses[i] !== undefined, isLearner: m.isLearner === true }));
+  facts.members = members.map((m, i) => ({ id: m.id || '?', name: m.name, reachable: statuses[i] !== undefined, isLearner: m.isLearner }));
   const unreachable = facts.members.filter((m) => !m.reachable);
   checks.push({
     name: 'members-reachable',
@@ -124,19 +123,19 @@ export async function checkEtcdHealth(gw: EtcdGateway, endpoints: string[]): Pro
     detail: `${votersUp} of ${voters.length} voting members answer, quorum needs ${quorum}`,
   });
 
-  const leaders = new Set(statuses.filter((s): s is StatusResponse => s !== undefined).map((s) => s.leader ?? '0'));
-  const memberIds = new Set(members.map((m) => m.ID));
+  const leaders = new Set(statuses.filter((s): s is MemberStatus => s !== undefined).map((s) => s.leader || '0'));
+  const memberIds = new Set(members.map((m) => m.id));
   const leader = local.leader;
-  const leaderOk = leader !== undefined && leader !== '0' && memberIds.has(leader) && leaders.size === 1 && votersUp >= quorum;
+  const leaderOk = leader !== '' && leader !== '0' && memberIds.has(leader) && leaders.size === 1 && votersUp >= quorum;
   facts.leader = leader;
   checks.push({
     name: 'leader',
     ok: leaderOk,
     detail: leaderOk
-      ? `leader ${members.find((m) => m.ID === leader)?.name ?? leader}`
+      ? `leader ${members.find((m) => m.id === leader)?.name ?? leader}`
       : leaders.size > 1
         ? `members disagree on the leader: ${[...leaders].join(', ')}`
-        : `no leader (reported ${leader ?? 'none'})`,
+        : `no leader (reported ${leader || 'none'})`,
   });
   return { checks, facts };
 }

@@ -1,6 +1,5 @@
 import type { Config } from '../config/load.js';
 import { BackupError, type Reason } from '../errors.js';
-import { EtcdGateway } from '../etcd/gateway.js';
 import { checkDiskSpace, checkEtcdHealth, type EtcdFacts, type PreflightCheck } from '../etcd/health.js';
 import { mkdirPrivate } from '../fsutil.js';
 
@@ -29,8 +28,23 @@ const REASON_OF: Record<PreflightCheck['name'], Reason> = {
 const WARN_ONLY = new Set<PreflightCheck['name']>(['members-reachable']);
 
 export async function runPreflight(cfg: Config): Promise<PreflightOutcome> {
-  const gw = new EtcdGateway(cfg.etcd, cfg.etcd.timeoutSeconds * 1000);
-  const { checks, facts } = await checkEtcdHealth(gw, cfg.etcd.endpoints);
+  // Loaded here, not at the top: gRPC is for the commands that talk to etcd.
+  const { EtcdClients } = await import('../etcd/client.js');
+  let clients: InstanceType<typeof EtcdClients>;
+  try {
+    clients = new EtcdClients(cfg.etcd, cfg.etcd.timeoutSeconds * 1000);
+  } catch (e) {
+    // Unreadable TLS files: the same answer as an endpoint that cannot be reached.
+    const checks: PreflightCheck[] = [{ name: 'endpoint-health', ok: false, detail: `cannot set up the etcd client: ${(e as Error).message}` }];
+    return { checks, blocking: checks.filter(() => cfg.preflight.requireHealthy), etcd: {} };
+  }
+  let checks: PreflightCheck[];
+  let facts: EtcdFacts;
+  try {
+    ({ checks, facts } = await checkEtcdHealth(clients, cfg.etcd.endpoints));
+  } finally {
+    clients.close();
+  }
   await mkdirPrivate(cfg.workDir);
   if (facts.dbSize !== undefined) {
     checks.push(await checkDiskSpace(cfg.workDir, facts.dbSize, cfg.preflight.freeSpaceFactor));

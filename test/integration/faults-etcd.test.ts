@@ -52,8 +52,8 @@ async function backupViaDaemon(file: string, extra: string[] = []) {
 }
 
 async function dbSize(): Promise<number> {
-  const res = await fetch(`${etcd.endpoints[0]}/v3/maintenance/status`, { method: 'POST', body: '{}' });
-  return Number(((await res.json()) as { dbSize: string }).dbSize);
+  const { stdout } = await etcd.etcdctl(['endpoint', 'status', '-w', 'json'], { endpoints: [etcd.endpoints[0]!] });
+  return Number((JSON.parse(stdout) as { Status: { dbSize: number } }[])[0]!.Status.dbSize);
 }
 
 describe('etcd members down (the daemon)', () => {

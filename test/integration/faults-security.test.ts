@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, type CliResult } from '../support/cli.js';
-import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { makeCerts, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { makeEnv, s3StoreConfig, sftpStoreConfig, tempDir } from '../support/fault-env.js';
 import { listeningSockets, spawnDaemon, walkModes, type DaemonProc } from '../support/faults.js';
 import { startS3rver, type S3rver } from '../support/s3.js';
@@ -112,6 +112,39 @@ describe('secrets stay secret', () => {
     expect(l.code).toBe(1);
     expect(leaks(`${l.stdout}\n${l.stderr}`, [secret])).toEqual([]);
   }, 120_000);
+});
+
+describe('etcd TLS and connection errors (gRPC)', () => {
+  /** A CLI backup against the TLS etcd with `etcd` config overrides: refused by preflight, within its deadline. */
+  async function refused(name: string, etcdCfg: Record<string, unknown>) {
+    const env = makeEnv(root, name, { endpoints: etcd.endpoints }, { etcd: { endpoints: [etcd.endpoints[0]], timeout: '3s', ...etcdCfg } });
+    const t0 = Date.now();
+    const r = await runCli(['backup', '--config', env.file, '--json'], { env: { ETCD_BACKUPD_NO_DAEMON: '1' }, timeoutMs: 60_000 });
+    const doc = JSON.parse(r.stdout);
+    expect(r.code, r.stderr).toBe(1);
+    expect(doc).toMatchObject({ result: 'failed', reason: 'preflight-unhealthy' });
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(r.stderr).not.toMatch(/DeprecationWarning|DEP0123/);
+    return String(doc.error);
+  }
+
+  it('a CA that did not sign etcd\'s certificate: the detail names etcd.caFile', async () => {
+    const other = makeCerts(join(root, 'other-ca'));
+    const error = await refused('tls-wrong-ca', { caFile: other.caFile, certFile: etcd.tls!.certFile, keyFile: etcd.tls!.keyFile });
+    expect(error).toContain(`${etcd.endpoints[0]} (status): TLS: etcd's server certificate is not signed by a CA in etcd.caFile`);
+  });
+
+  it('a client certificate etcd does not trust: the detail names certFile and keyFile', async () => {
+    // (No client certificate at all is a config error: https:// endpoints need all three files.)
+    const other = makeCerts(join(root, 'other-client'));
+    const error = await refused('tls-foreign-client-cert', { caFile: etcd.tls!.caFile, certFile: other.clientCertFile, keyFile: other.clientKeyFile });
+    expect(error).toMatch(/TLS: etcd refused the client certificate: check etcd\.certFile and etcd\.keyFile/);
+  });
+
+  it('http:// to the TLS port: the detail says it may need TLS', async () => {
+    const error = await refused('tls-plain-http', { endpoints: [etcd.endpoints[0]!.replace('https:', 'http:')] });
+    expect(error).toMatch(/connection closed: the endpoint may require TLS/);
+  });
 });
 
 describe('private files', () => {

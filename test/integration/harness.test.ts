@@ -110,7 +110,7 @@ describe('etcd test harness (real etcd 3.4)', () => {
     ).rejects.toBeInstanceOf(EtcdctlError);
   });
 
-  it('put/getAll round-trip through the JSON gateway; revision increases', async () => {
+  it('put/getAll round-trip over gRPC; revision increases', async () => {
     const rev0 = await cluster.revision();
     await cluster.put('/harness/a', 'alpha');
     const bin = Buffer.from([0, 1, 2, 0xff, 0xfe, 10, 13]);

@@ -174,7 +174,7 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
   });
 
   describe('a full backup, list and fetch', () => {
-    let backup: { id: string; result: string; revision: number; stores: Record<string, { result: string; error?: string }> };
+    let backup: { id: string; result: string; revision: number; stores: Record<string, { result: string; error?: string }>; preflight: { checks: { name: string; ok: boolean }[] } };
     let revision: number;
 
     beforeAll(async () => {
@@ -186,6 +186,8 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
 
     it('backs up the etcd and delivers a verified copy to the local, S3 and SFTP stores', () => {
       expect(backup.result).toBe('success');
+      // Preflight spoke gRPC to etcd with the protos embedded in the bundle.
+      expect(backup.preflight.checks.filter((c) => !c.ok)).toEqual([]);
       expect(backup.revision).toBe(revision);
       for (const store of ['nfs', 'objstore', 'vault']) expect(backup.stores[store], JSON.stringify(backup.stores)).toMatchObject({ result: 'success' });
     });
@@ -234,7 +236,7 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
 
 describe('dist-bundle/etcd-backupd, the single executable (SEA)', () => {
   let seaDir: string;
-  const sea = (args: string[]) => run(join(seaDir, 'etcd-backupd'), args, seaDir);
+  const sea = (args: string[], timeoutMs?: number) => run(join(seaDir, 'etcd-backupd'), args, seaDir, timeoutMs);
 
   beforeAll(() => {
     // scripts/package.mjs prints why when this node cannot make one; on this machine it can.
@@ -318,5 +320,15 @@ describe('dist-bundle/etcd-backupd, the single executable (SEA)', () => {
     const r = await sea(['fetch', '--config', configFile, '--store', 'vault', 'latest', '--to', to, '--json']);
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ result: 'success' });
+  });
+
+  it('asks etcd over gRPC with the protos it carries (no proto/ beside it): a backup passes every preflight check', async () => {
+    const r = await sea(['backup', '--config', configFile, '--json'], 180_000);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.result).toBe('success');
+    expect(doc.preflight.checks.map((c: { name: string; ok: boolean }) => `${c.name}:${c.ok}`)).toEqual(
+      expect.arrayContaining(['endpoint-health:true', 'member-list:true', 'quorum:true', 'leader:true', 'members-reachable:true']),
+    );
   });
 });

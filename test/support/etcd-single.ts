@@ -1,7 +1,7 @@
 /**
  * A throwaway single-member etcd (Debian's etcd 3.4 binary) on 127.0.0.1
- * with free ports and a temp data dir, plus small helpers to fill it through
- * the v3 JSON gateway (much faster than one `etcdctl put` per key).
+ * with free ports and a temp data dir, plus small helpers to fill it over
+ * gRPC (etcd-grpc.ts; much faster than one `etcdctl put` per key).
  * Fails loudly when the binaries are missing: these tests never skip.
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
@@ -10,6 +10,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { grpcClient, within } from './etcd-grpc.js';
 
 const execFileP = promisify(execFile);
 
@@ -61,7 +62,7 @@ export async function etcdctl(args: string[], opts: { timeoutMs?: number } = {})
   return stdout;
 }
 
-const b64 = (v: string | Buffer): string => Buffer.from(v).toString('base64');
+const buf = (v: string | Buffer): Buffer => Buffer.from(v);
 
 export async function startSingleEtcd(opts: { quotaBytes?: number } = {}): Promise<SingleEtcd> {
   const bin = await requireBinary('etcd');
@@ -93,19 +94,6 @@ export async function startSingleEtcd(opts: { quotaBytes?: number } = {}): Promi
     exited = `etcd exited (code ${code}, signal ${sig}): ${stderr}`;
   });
 
-  const post = async (path: string, body: unknown): Promise<Record<string, unknown>> => {
-    const res = await fetch(`${endpoint}${path}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(body),
-    });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`POST ${path}: HTTP ${res.status}: ${text}`);
-    return JSON.parse(text) as Record<string, unknown>;
-  };
-  const revOf = (r: Record<string, unknown>): number =>
-    Number((r.header as { revision?: string } | undefined)?.revision ?? 0);
-
   const deadline = Date.now() + 30_000;
   for (;;) {
     if (exited) throw new Error(exited);
@@ -122,12 +110,13 @@ export async function startSingleEtcd(opts: { quotaBytes?: number } = {}): Promi
     await new Promise((r) => setTimeout(r, 100));
   }
 
+  const grpc = grpcClient(endpoint);
   const etcd: SingleEtcd = {
     endpoint,
     dataDir: join(dataDir, 'data'),
     ctl: (...a: string[]) => etcdctl(['--endpoints', endpoint, ...a]),
     async put(key, value, lease) {
-      return revOf(await post('/v3/kv/put', { key: b64(key), value: b64(value), ...(lease ? { lease } : {}) }));
+      return Number((await grpc.kv.put({ key: buf(key), value: buf(value), ...(lease ? { lease } : {}) }, within())).header.revision);
     },
     async putMany(entries, concurrency = 32) {
       let next = 0;
@@ -143,16 +132,17 @@ export async function startSingleEtcd(opts: { quotaBytes?: number } = {}): Promi
       return last;
     },
     async deleteRange(key, rangeEnd) {
-      return revOf(await post('/v3/kv/deleterange', { key: b64(key), ...(rangeEnd ? { range_end: b64(rangeEnd) } : {}) }));
+      return Number((await grpc.kv.deleteRange({ key: buf(key), ...(rangeEnd ? { range_end: buf(rangeEnd) } : {}) }, within())).header.revision);
     },
     async grantLease(ttlSeconds) {
-      const r = await post('/v3/lease/grant', { TTL: String(ttlSeconds), ID: '0' });
+      const r = await grpc.leaseClient.leaseGrant({ TTL: ttlSeconds, ID: 0 }, within());
       return String(r.ID);
     },
     async revision() {
-      return revOf(await post('/v3/kv/range', { key: b64('\0'), limit: '1' }));
+      return Number((await grpc.kv.range({ key: Buffer.from([0]), limit: 1 }, within())).header.revision);
     },
     async stop(o = {}) {
+      grpc.close();
       if (!exited && child.exitCode === null) {
         const done = new Promise((r) => child.once('exit', r));
         child.kill('SIGTERM');

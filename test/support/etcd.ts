@@ -4,8 +4,8 @@
  *
  * - `startEtcdCluster()` starts N members (default 3) with TLS on client AND
  *   peer URLs (client-cert auth on both), waits until every member answers
- *   `/health` with `{"health":"true"}`, and gives helpers that talk to the v3
- *   JSON gateway (`/v3/kv/put`, `/v3/kv/range`) and to `etcdctl`.
+ *   `/health` with `{"health":"true"}`, and gives helpers that talk gRPC
+ *   (etcd-grpc.ts: put, txn, range) and to `etcdctl`.
  * - `restoreSnapshot()` + `startEtcdFromDataDir()` bring a snapshot back up as
  *   a single plain-http member so a test can read what a backup holds.
  *
@@ -22,6 +22,8 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import type { Etcd3 } from 'etcd3';
+import { grpcClient, within } from './etcd-grpc.js';
 
 // ---------------------------------------------------------------------------
 // Public types
@@ -37,7 +39,7 @@ export interface EtcdMember {
   logFile: string;
 }
 
-/** Client TLS material (the client certificate, for etcdctl / the gateway). */
+/** Client TLS material (the client certificate, for etcdctl / gRPC). */
 export interface EtcdTlsFiles {
   caFile: string;
   certFile: string;
@@ -62,7 +64,7 @@ export interface EtcdCluster {
   members: EtcdMember[];
   /** Client URLs of all members (https when tls), in member order. */
   endpoints: string[];
-  /** Client certificate for etcdctl / the gateway; undefined for plain http. */
+  /** Client certificate for etcdctl / gRPC; undefined for plain http. */
   tls?: EtcdTlsFiles;
   /** Every certificate made for the cluster (CA key, server, peer, client). */
   certs?: TestCerts;
@@ -70,10 +72,10 @@ export interface EtcdCluster {
   dir: string;
   /** ETCDCTL_API=3 etcdctl with --endpoints and TLS flags prepended. Throws EtcdctlError on non-zero exit. */
   etcdctl(args: string[], opts?: EtcdctlOptions): Promise<EtcdctlResult>;
-  /** PUT through the v3 JSON gateway (`POST /v3/kv/put`, base64). */
+  /** A put over gRPC (KV.Put). */
   put(key: string | Buffer, value: string | Buffer): Promise<void>;
   /**
-   * Many puts, batched into `/v3/kv/txn` transactions of <= 128 puts and
+   * Many puts, batched into gRPC KV.Txn transactions of <= 128 puts and
    * ~1 MiB each (one revision per transaction), `concurrency` (default 16)
    * transactions in flight. For the same key twice, the last entry wins.
    */
@@ -475,7 +477,7 @@ async function logTail(file: string, lines = 40): Promise<string> {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 // ---------------------------------------------------------------------------
-// HTTP(S) to a member: /health, /version and the v3 JSON gateway
+// HTTP(S) to a member: /health and /version (startup waits); gRPC for the keyspace
 // ---------------------------------------------------------------------------
 
 interface TlsMaterial {
@@ -534,19 +536,8 @@ function isTransient(err: unknown): boolean {
   const msg = String(e?.message ?? '');
   return (
     ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(String(e?.code)) ||
-    /socket hang up|leader changed|no leader|timed out|timeout|unavailable|not capable/i.test(msg)
+    /socket hang up|leader changed|no leader|timed out|timeout|unavailable|not capable|deadline|ECONNREFUSED|closed/i.test(msg)
   );
-}
-
-interface RangeKv {
-  key?: string;
-  value?: string;
-}
-interface RangeResponse {
-  header?: { revision?: string };
-  kvs?: RangeKv[];
-  more?: boolean;
-  count?: string;
 }
 
 function toBuf(v: string | Buffer): Buffer {
@@ -564,47 +555,45 @@ function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]); // no upper bound: everything >= key
 }
 
-/** Gateway/etcdctl client over a changing set of endpoints. */
+/** gRPC/etcdctl client over a changing set of endpoints. */
 class Client {
-  readonly agent: http.Agent;
+  private readonly grpc = new Map<string, Etcd3>();
   constructor(
     private readonly liveEndpoints: () => string[],
     private readonly tlsMat: TlsMaterial | undefined,
     private readonly tlsFiles: EtcdTlsFiles | undefined,
-  ) {
-    this.agent = tlsMat
-      ? new https.Agent({ keepAlive: true, maxSockets: 32, ca: tlsMat.ca, cert: tlsMat.cert, key: tlsMat.key })
-      : new http.Agent({ keepAlive: true, maxSockets: 32 });
-  }
+  ) {}
 
-  async call<T>(p: string, body: unknown): Promise<T> {
+  /** `fn` on a running member's gRPC client, retried over the members on transient errors for 15 s. */
+  async call<T>(what: string, fn: (c: Etcd3) => Promise<T>): Promise<T> {
     const deadline = Date.now() + 15_000;
     let lastErr: unknown;
     for (let attempt = 0; ; attempt++) {
       const eps = this.liveEndpoints();
-      if (eps.length === 0) throw new Error(`etcd gateway ${p}: no running member`);
+      if (eps.length === 0) throw new Error(`etcd ${what}: no running member`);
       const ep = eps[attempt % eps.length]!;
+      let c = this.grpc.get(ep);
+      if (!c) {
+        c = grpcClient(ep, this.tlsMat);
+        this.grpc.set(ep, c);
+      }
       try {
-        const res = await httpCall(ep + p, 'POST', body, this.tlsMat, this.agent);
-        if (res.status === 200) return JSON.parse(res.body) as T;
-        const err = new Error(`etcd gateway ${ep}${p} answered ${res.status}: ${res.body}`);
-        if (res.status < 500 && !isTransient(err)) throw err;
-        lastErr = err;
+        return await fn(c);
       } catch (err) {
-        if (!isTransient(err)) throw err;
+        if (!isTransient(err)) throw new Error(`etcd ${what} at ${ep}: ${(err as Error).message}`);
         lastErr = err;
       }
-      if (Date.now() > deadline) throw new Error(`etcd gateway ${p} failed: ${(lastErr as Error)?.message}`);
+      if (Date.now() > deadline) throw new Error(`etcd ${what} failed: ${(lastErr as Error)?.message}`);
       await sleep(Math.min(50 * (attempt + 1), 250));
     }
   }
 
   async put(key: string | Buffer, value: string | Buffer): Promise<void> {
-    await this.call('/v3/kv/put', { key: toBuf(key).toString('base64'), value: toBuf(value).toString('base64') });
+    await this.call('put', (c) => c.kv.put({ key: toBuf(key), value: toBuf(value) }, within()));
   }
 
   /**
-   * Puts in transactions (`POST /v3/kv/txn`) of at most 128 puts (etcd's
+   * Puts in transactions (KV.Txn) of at most 128 puts (etcd's
    * default --max-txn-ops) and ~1 MiB of keys+values (under the default
    * --max-request-bytes 1.5 MiB); `concurrency` transactions in flight.
    * Each transaction is one revision. A later entry for the same key wins.
@@ -638,9 +627,7 @@ class Client {
     const worker = async () => {
       while (next < batches.length) {
         const batch = batches[next++]!;
-        await this.call('/v3/kv/txn', {
-          success: batch.map(([k, v]) => ({ request_put: { key: k.toString('base64'), value: v.toString('base64') } })),
-        });
+        await this.call('txn', (c) => c.kv.txn({ success: batch.map(([k, v]) => ({ request_put: { key: k, value: v } })) }, within()));
       }
     };
     await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, batches.length)) }, worker));
@@ -653,27 +640,20 @@ class Client {
     let key = start;
     let rev: string | undefined;
     for (;;) {
-      const req: Record<string, unknown> = {
-        key: key.toString('base64'),
-        range_end: end.toString('base64'),
-        limit: 1000,
-      };
-      if (rev !== undefined) req.revision = rev;
-      const res = await this.call<RangeResponse>('/v3/kv/range', req);
-      rev ??= res.header?.revision;
+      const from = key;
+      const res = await this.call('range', (c) => c.kv.range({ key: from, range_end: end, limit: 1000, revision: rev ?? 0 }, within()));
+      rev ??= res.header.revision;
       const kvs = res.kvs ?? [];
-      for (const kv of kvs) {
-        out.set(Buffer.from(kv.key ?? '', 'base64').toString('utf8'), Buffer.from(kv.value ?? '', 'base64'));
-      }
+      for (const kv of kvs) out.set(kv.key.toString('utf8'), kv.value);
       if (!res.more || kvs.length === 0) return out;
-      key = Buffer.concat([Buffer.from(kvs[kvs.length - 1]!.key ?? '', 'base64'), Buffer.from([0])]);
+      key = Buffer.concat([kvs[kvs.length - 1]!.key, Buffer.from([0])]);
     }
   }
 
   async revision(): Promise<number> {
-    const res = await this.call<RangeResponse>('/v3/kv/range', { key: Buffer.from([0]).toString('base64'), limit: 1 });
-    const r = Number(res.header?.revision);
-    if (!Number.isFinite(r)) throw new Error(`etcd gateway: no revision in range response ${JSON.stringify(res)}`);
+    const res = await this.call('range', (c) => c.kv.range({ key: Buffer.from([0]), limit: 1 }, within()));
+    const r = Number(res.header.revision);
+    if (!Number.isFinite(r)) throw new Error(`etcd: no revision in range response ${JSON.stringify(res.header)}`);
     return r;
   }
 
@@ -682,7 +662,8 @@ class Client {
   }
 
   close(): void {
-    this.agent.destroy();
+    for (const c of this.grpc.values()) c.close();
+    this.grpc.clear();
   }
 }
 

@@ -17,15 +17,8 @@ export interface CheckFindings {
   sampled?: number;
 }
 
-interface RangeResponse {
-  header?: { revision?: string };
-  kvs?: { key?: string; value?: string; mod_revision?: string }[];
-  count?: string;
-  more?: boolean;
-}
-
 /** The whole keyspace in a range request ("\0" to "\0"). */
-const ALL_KEYS = { key: 'AA==', range_end: 'AA==' };
+const ALL_KEYS = { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
 const SAMPLE_READERS = 8;
 
 /** The snapshot's buckets against the manifest: the sum of entries is totalKey, the key bucket ends at its revision. */
@@ -43,8 +36,8 @@ function checkAgainstManifest(ctx: StepContext, want: KeyspaceSummary): void {
 async function countAt(ctx: StepContext, base: string, rev: number): Promise<{ revision: number; count: number }> {
   try {
     // Serializable reads: one member, nobody else writes; a linearizable read waits for a raft round each.
-    const r = await ctx.gateway.call<RangeResponse>(base, 'v3/kv/range', { ...ALL_KEYS, count_only: true, revision: String(rev), serializable: true }, { signal: ctx.signal });
-    return { revision: Number(r.header?.revision ?? NaN), count: Number(r.count ?? 0) };
+    const r = await ctx.etcd.endpoint(base).range({ ...ALL_KEYS, countOnly: true, revision: rev, serializable: true }, { signal: ctx.signal });
+    return { revision: r.revision, count: r.count };
   } catch (e) {
     if (ctx.signal.aborted) throw e;
     throw new BackupError('drill-mismatch', `backup ${ctx.manifest.id}: the restored etcd did not answer a count of its keys${rev ? ` at revision ${rev}` : ''}: ${messageOf(e)}`);
@@ -76,7 +69,7 @@ async function checkRevisionAndCount(ctx: StepContext, base: string, want: Keysp
   return atRev;
 }
 
-/** HashKV, through etcdctl: the gateway's /v3/maintenance/hash is Hash (the whole backend), not HashKV. */
+/** HashKV, through etcdctl, as before the gRPC client (Maintenance.HashKV over etcd/client.ts could replace it). */
 async function checkHashKV(ctx: StepContext, base: string, atRev: number, want: KeyspaceSummary, deadline: number, found: CheckFindings, diffs: string[]): Promise<void> {
   const remaining = Math.max(5, Math.floor((deadline - Date.now()) / 1000));
   const hk = await captureCommand(
@@ -110,21 +103,22 @@ async function checkHashKV(ctx: StepContext, base: string, atRev: number, want: 
 async function checkSampleKeys(ctx: StepContext, base: string, atRev: number, want: KeyspaceSummary, sampleKeys: number, diffs: string[]): Promise<number> {
   let sampled = 0;
   if (sampleKeys <= 0) return sampled;
-  const { gateway, signal } = ctx;
+  const { signal } = ctx;
+  const etcd = ctx.etcd.endpoint(base);
   try {
-    const page = await gateway.call<RangeResponse>(base, 'v3/kv/range', { ...ALL_KEYS, limit: String(sampleKeys), revision: String(atRev), serializable: true }, { signal });
-    const kvs = page.kvs ?? [];
-    const show = (k: string | undefined) => Buffer.from(k ?? '', 'base64').toString('utf8').slice(0, 200);
+    const page = await etcd.range({ ...ALL_KEYS, limit: sampleKeys, revision: atRev, serializable: true }, { signal });
+    const kvs = page.kvs;
+    const show = (k: Buffer) => k.toString('utf8').slice(0, 200);
     let next = 0;
     const reader = async () => {
       while (next < kvs.length && diffs.length === 0) {
         const kv = kvs[next++]!;
-        const one = await gateway.call<RangeResponse>(base, 'v3/kv/range', { key: kv.key ?? '', revision: String(atRev), serializable: true }, { signal });
-        const got = one.kvs?.[0];
-        if (!got || got.key !== kv.key || (got.value ?? '') !== (kv.value ?? '') || got.mod_revision !== kv.mod_revision) {
+        const one = await etcd.range({ key: kv.key, revision: atRev, serializable: true }, { signal });
+        const got = one.kvs[0];
+        if (!got || !got.key.equals(kv.key) || !got.value.equals(kv.value) || got.modRevision !== kv.modRevision) {
           diffs.push(`key ${show(kv.key)} reads differently on its own than in a range`);
-        } else if (Number(got.mod_revision) > want.servedRevision) {
-          diffs.push(`key ${show(kv.key)} has mod_revision ${got.mod_revision}, beyond the backup's revision`);
+        } else if (got.modRevision > want.servedRevision) {
+          diffs.push(`key ${show(kv.key)} has mod_revision ${got.modRevision}, beyond the backup's revision`);
         } else {
           sampled++;
         }

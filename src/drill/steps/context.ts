@@ -1,5 +1,5 @@
 import type { Manifest } from '../../bundle/manifest.js';
-import type { EtcdGateway } from '../../etcd/gateway.js';
+import type { EtcdClients } from '../../etcd/client.js';
 import type { Logger } from '../../log.js';
 import type { DrillTools } from '../tools.js';
 
@@ -14,8 +14,8 @@ export interface StepContext {
   /** Aborted by the drill's timeout or by its caller. */
   signal: AbortSignal;
   tools: DrillTools;
-  /** The client for the drill etcd's v3 JSON gateway (plain HTTP on loopback). */
-  gateway: EtcdGateway;
+  /** gRPC clients for the drill etcd (plain HTTP/2 on loopback); closed by the orchestrator. */
+  etcd: EtcdClients;
 }
 
 /** The restored member's name: `snapshot restore` and `etcd` must agree on it. */

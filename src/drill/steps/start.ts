@@ -25,18 +25,14 @@ async function waitHealthy(ctx: StepContext, etcd: ServiceProcess, base: string)
         { hint: 'the snapshot restored but etcd cannot serve it; check that the etcd binary is the cluster\'s version and see the log above' },
       );
     }
-    try {
-      const health = await ctx.gateway.call<{ health?: string }>(base, 'health', undefined, { signal, timeoutMs: HEALTH_TIMEOUT_MS });
-      if (health.health === 'true') return;
-    } catch {
-      /* not up yet */
-    }
+    // What etcd's /health answered: no alarm, a leader, a quorum read (over gRPC, etcd/client.ts).
+    if ((await ctx.etcd.endpoint(base).health({ signal, timeoutMs: HEALTH_TIMEOUT_MS })) === undefined) return;
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
 function etcdArgs(ctx: StepContext, base: string, peerUrl: string): string[] {
-  // --quota-backend-bytes above the snapshot size: below it etcd raises a NOSPACE alarm and /health fails.
+  // --quota-backend-bytes above the snapshot size: below it etcd raises a NOSPACE alarm and the health check fails.
   const quota = Math.max(2048 * MIB, Math.ceil(ctx.manifest.etcd.totalSize * 1.25) + 256 * MIB);
   return [
     '--name', MEMBER_NAME,
@@ -55,7 +51,7 @@ function etcdArgs(ctx: StepContext, base: string, peerUrl: string): string[] {
 
 /**
  * The start step: `etcd` on the restored data dir, on free 127.0.0.1 ports,
- * until `/health` says true. A port taken between picking and binding is
+ * until it is healthy (no alarm, a leader, a quorum read). A port taken between picking and binding is
  * retried on other ports. `onSpawn` learns each etcd as soon as it runs (and
  * undefined once a failed attempt's etcd is stopped): the caller stops the
  * one it knows whatever happens. Returns the client URL.
