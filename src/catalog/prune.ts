@@ -24,14 +24,26 @@ export interface PruneOutcome {
 }
 
 /**
- * The retention plan for this node's series in one store: only committed
+ * Whose backups one retention plan covers: with coordination (one backup per
+ * slot for the cluster) the cluster's series, planned by the node that won
+ * the slot; without (`coordination.mode: none`, every node backs up alone)
+ * each node's own series. A node absent from an id (not an id) counts as
+ * nobody's: never planned, never pruned.
+ */
+export function inSeries(cfg: Pick<Config, 'node' | 'coordination'>, node: string | undefined): boolean {
+  if (node === undefined) return false;
+  return cfg.coordination.mode === 'etcd' || node === cfg.node;
+}
+
+/**
+ * The retention plan for a series (see inSeries) in one store: only committed
  * (verified) backups count. With trusted keys, a backup without a trusted
  * signature takes no part in the plan (it must not push a real backup out of
  * its slot, nor count as the newest verified) and is kept as evidence, with
  * reason `untrusted`: retention never deletes it.
  */
 export function planForCatalog(cfg: Config, backups: Manifest[], now: Date, trust?: Trust): RetentionPlan {
-  const series = backups.filter((m) => m.node === cfg.node);
+  const series = backups.filter((m) => inSeries(cfg, m.node));
   const plan = planRetention(
     series.filter((m) => counts(m, trust)).map((m) => ({ id: m.id, time: new Date(m.createdAt), pinned: m.pinned, verified: true })),
     { ...cfg.retention, keepWithinSeconds: cfg.retention.keepWithinSeconds },
@@ -66,10 +78,10 @@ export async function pruneStore(
   opts: { dryRun: boolean; now?: Date; /** Ids never pruned now: the backup this run just took (the clock may have gone back). */ protect?: string[]; trust?: Trust },
 ): Promise<PruneOutcome> {
   const now = opts.now ?? new Date();
-  // Only this node's series is planned here: the other nodes' manifests are not read (the id names the node).
+  // Only the series planned here is read: without coordination, not the other nodes' manifests (the id names the node).
   const catalog = await loadCatalog(store, cfg.cluster, opts.trust, {
     cacheDir: catalogCacheDir(cfg.workDir, store.name),
-    want: (b) => b.node === undefined || b.node === cfg.node,
+    want: (b) => inSeries(cfg, b.node),
   });
   const plan = protectIds(planForCatalog(cfg, catalog.backups, now, opts.trust), opts.protect ?? []);
   const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], waitingForLock: [], catalog };

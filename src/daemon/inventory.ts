@@ -2,17 +2,18 @@ import { messageOf } from '../errors.js';
 import { loadCatalog, untrustedBackups } from '../catalog/catalog.js';
 import { outboxStatus } from '../run/outbox.js';
 import { catalogCacheDir } from '../layout.js';
+import { inSeries } from '../catalog/prune.js';
 import { loadTrust } from '../catalog/trust.js';
 import type { DaemonContext } from './context.js';
 
-/** The inventory gauges: what each store holds of this node's series (trusted backups only). */
+/** The inventory gauges: what each store holds of the series retention plans here (trusted backups only; see inSeries). */
 export async function refreshInventory({ cfg, stores, metrics, log }: DaemonContext): Promise<void> {
   const trust = await loadTrust(cfg).catch(() => undefined);
   for (const store of stores) {
     try {
       const cat = await loadCatalog(store, cfg.cluster, trust, { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
       const untrusted = untrustedBackups(cat);
-      const mine = cat.backups.filter((m) => m.node === cfg.node && !untrusted.includes(m));
+      const mine = cat.backups.filter((m) => inSeries(cfg, m.node) && !untrusted.includes(m));
       metrics.setInventory(store.name, {
         count: mine.length,
         pinned: mine.filter((m) => m.pinned).length,

@@ -196,15 +196,15 @@ export class BackupMetrics {
     this.uploadDuration = gauge('upload_duration_seconds', 'Time the last upload to this store took.', ['store'] as const);
     this.remoteVerifyDuration = gauge('remote_verify_duration_seconds', 'Time the last verification of the remote copy on this store took.', ['store'] as const);
     this.skippedTicks = counter('skipped_ticks_total', 'Scheduled ticks that started no run, by reason (busy: a run was in progress).', ['reason'] as const);
-    this.backups = gauge('backups', 'Verified backups of this node on the store at the last listing.', ['store'] as const);
-    this.backupsPinned = gauge('backups_pinned', 'Pinned backups of this node on the store at the last listing.', ['store'] as const);
+    this.backups = gauge('backups', 'Verified backups of the series this node plans (the cluster\'s with coordination, else this node\'s) on the store at the last listing.', ['store'] as const);
+    this.backupsPinned = gauge('backups_pinned', 'Pinned backups of that series on the store at the last listing.', ['store'] as const);
     this.untrustedBackups = gauge(
       'untrusted_backups',
       'Committed backups of the cluster in the store that carry no signature by a trusted key (signing.trustedKeys), at the last listing: planted or altered by someone who can write the store, or written before signing was turned on.',
       ['store'] as const,
     );
-    this.oldestBackup = gauge('oldest_backup_timestamp_seconds', 'Creation time of the oldest verified backup of this node on the store.', ['store'] as const);
-    this.newestBackup = gauge('newest_backup_timestamp_seconds', 'Creation time of the newest verified backup of this node on the store.', ['store'] as const);
+    this.oldestBackup = gauge('oldest_backup_timestamp_seconds', 'Creation time of the oldest verified backup of that series on the store.', ['store'] as const);
+    this.newestBackup = gauge('newest_backup_timestamp_seconds', 'Creation time of the newest verified backup of that series on the store.', ['store'] as const);
     this.outboxBacklog = gauge('outbox_backlog', 'Sealed bundles in the local outbox that some store does not hold yet.');
     this.outboxBacklogBytes = gauge('outbox_backlog_bytes', 'Bytes of the bundles in the outbox backlog.');
     this.outboxOldest = gauge('outbox_oldest_timestamp_seconds', 'Creation time of the oldest bundle in the outbox backlog; absent when the backlog is empty.');

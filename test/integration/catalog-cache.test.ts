@@ -72,6 +72,8 @@ beforeAll(async () => {
     etcd: { endpoints: ['http://127.0.0.1:2379'] },
     stores: [{ name: 's3', type: 's3', bucket: s3.bucket, prefix: PREFIX, endpoint: s3.endpoint, forcePathStyle: true, accessKeyIdFile: 'ak', secretAccessKeyFile: 'sk' }],
     retention: { keepLast: 10, daily: 0, weekly: 0, monthly: 0 },
+    // Each node plans its own series: prune reads only master-0's manifests (with coordination, the cluster's).
+    coordination: { mode: 'none' },
   });
 });
 afterAll(async () => {

@@ -37,8 +37,9 @@ describe('prune', () => {
     etcd: { endpoints: ['http://127.0.0.1:2379'] },
     stores: [{ name: 'nfs', type: 'local', path: 'store', incompleteGrace: '1s' }],
     retention: { keepLast: 1, daily: 3, weekly: 0, monthly: 0 },
+    coordination: { mode: 'none' },
   });
-  // 6 days, two backups a day; one old pinned; another node's backups are never touched.
+  // 6 days, two backups a day; one old pinned; another node's backups are never touched (each node alone).
   const times: string[] = [];
   for (let d = 1; d <= 6; d++) for (const h of ['02', '14']) times.push(`2026-11-0${d}T${h}:00:00.000Z`);
   for (const t of times) plant(root, idAt(t), t);
@@ -70,6 +71,32 @@ describe('prune', () => {
       [idAt('2026-10-01T02:00:00.000Z'), idAt('2026-10-02T02:00:00.000Z', 'm1'), idAt('2026-11-04T14:00:00.000Z'), idAt('2026-11-05T14:00:00.000Z'), idAt('2026-11-06T14:00:00.000Z')].sort(),
     );
     expect(existsSync(join(root, 'store', 'c1', '20261001T000000Z-m0'))).toBe(false);
+  });
+});
+
+describe('prune with coordination: the cluster\'s series, whichever node took each backup', () => {
+  const root = tempDir('prune-cluster');
+  const file = writeConfig(root, {
+    cluster: 'c1', node: 'm0', workDir: 'work',
+    source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP },
+    etcd: { endpoints: ['http://127.0.0.1:2379'] },
+    stores: [{ name: 'nfs', type: 'local', path: 'store', incompleteGrace: '1s' }],
+    retention: { keepLast: 3, daily: 0, weekly: 0, monthly: 0 },
+  });
+  // One backup per slot, taken by whichever node won it.
+  const slots = ['2026-11-01T02:00:00.000Z', '2026-11-01T03:00:00.000Z', '2026-11-01T04:00:00.000Z', '2026-11-01T05:00:00.000Z', '2026-11-01T06:00:00.000Z'];
+  const ids = slots.map((t, i) => idAt(t, `m${i % 3}`));
+  slots.forEach((t, i) => plant(root, ids[i]!, t, { node: `m${i % 3}` }));
+  plant(root, '20261001T000000Z-m1', '', { manifest: false }); // another node's interrupted upload: its own to clean
+
+  it('keeps the newest of the cluster and prunes the rest, any node\'s', async () => {
+    const r = await runCli(['prune', '--config', file, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const plan = JSON.parse(r.stdout) as { keep: { id: string }[]; prune: { id: string }[]; incomplete: string[] };
+    expect(plan.keep.map((k) => k.id)).toEqual([ids[4], ids[3], ids[2]]);
+    expect(plan.prune.map((p) => p.id)).toEqual([ids[1], ids[0]]);
+    expect(plan.incomplete).toEqual([]);
+    expect(readdirSync(join(root, 'store', 'c1')).sort()).toEqual([ids[2], ids[3], ids[4], '20261001T000000Z-m1'].sort());
   });
 });
 
