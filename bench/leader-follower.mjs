@@ -34,6 +34,9 @@ const USAGE = `usage: npm run bench -- leader-follower [options]
   --idle-seconds N      idle (baseline) window before every backup (default 10)
   --method M            cli: etcd-backupd backup through the CLI, one local store (default);
                         etcdctl: etcdctl snapshot save only (what the etcdctl source runs)
+  --work-dir DIR        where the backup writes (the CLI's workDir and store, or etcdctl's file), in a
+                        fresh subdirectory removed at the end (default bench/tmp/leader-follower-<pid>/;
+                        e.g. /dev/shm: no disk writes by the backup, only the member's reads)
   --no-build            do not run \`npm run build\` first
   --out FILE            Markdown here (default bench/results/<YYYY-MM-DD>-leader-follower.md; .json beside it)`;
 
@@ -46,6 +49,7 @@ const { values: opt } = parseArgs({
     rate: { type: 'string', default: '100' },
     'idle-seconds': { type: 'string', default: '10' },
     method: { type: 'string', default: 'cli' },
+    'work-dir': { type: 'string' },
     'no-build': { type: 'boolean', default: false },
     out: { type: 'string' },
     help: { type: 'boolean', short: 'h' },
@@ -65,6 +69,8 @@ const RATE = Number(opt.rate);
 const IDLE_MS = Number(opt['idle-seconds']) * 1000;
 const CLI = join(ROOT, 'dist', 'cli.js');
 const DIR = join(TMP, `leader-follower-${process.pid}`);
+// Where the backup writes: under DIR, or a fresh directory under --work-dir.
+const OUT_DIR = opt['work-dir'] ? join(opt['work-dir'], `ebd-leader-follower-${process.pid}`) : join(DIR, 'backup');
 
 async function build() {
   log('npm run build');
@@ -96,7 +102,7 @@ async function main() {
   const load0 = loadavg();
   log(`starting a 3-member etcd cluster under ${DIR}`);
   const cluster = await startEtcdCluster(join(DIR, 'etcd'), { members: 3 });
-  const out = { size: sizeLabel(SIZE), dataset: opt.dataset, method: opt.method, rate: RATE, idleSeconds: IDLE_MS / 1000, repeats: REPEATS, windows: [], rounds: [] };
+  const out = { workDir: opt['work-dir'] ?? 'bench/tmp (same disk as the members)', size: sizeLabel(SIZE), dataset: opt.dataset, method: opt.method, rate: RATE, idleSeconds: IDLE_MS / 1000, repeats: REPEATS, windows: [], rounds: [] };
   let gen;
   let genDone;
   let text = '';
@@ -117,7 +123,7 @@ async function main() {
       await sleep(500);
     }
 
-    const cliDir = join(DIR, 'cli');
+    const cliDir = join(OUT_DIR, 'cli');
     const config = async (endpoint) => {
       const file = join(cliDir, 'config.json');
       await mkdir(cliDir, { recursive: true });
@@ -140,11 +146,11 @@ async function main() {
     const backup = async (member) => {
       await rm(join(cliDir, 'store'), { recursive: true, force: true });
       await rm(join(cliDir, 'work'), { recursive: true, force: true });
-      await rm(join(DIR, 'snap'), { recursive: true, force: true });
+      await rm(join(OUT_DIR, 'snap'), { recursive: true, force: true });
       if (opt.method === 'etcdctl') {
-        await mkdir(join(DIR, 'snap'), { recursive: true });
+        await mkdir(join(OUT_DIR, 'snap'), { recursive: true });
         const t = Date.now();
-        const r = await timed(['etcdctl', 'snapshot', 'save', join(DIR, 'snap', 'snapshot.db'), `--endpoints=${member.endpoint}`, '--command-timeout=1800s'], { env: { ...process.env, ETCDCTL_API: '3' } });
+        const r = await timed(['etcdctl', 'snapshot', 'save', join(OUT_DIR, 'snap', 'snapshot.db'), `--endpoints=${member.endpoint}`, '--command-timeout=1800s'], { env: { ...process.env, ETCDCTL_API: '3' } });
         return { wall: r.wall, cpu: r.cpu, rssKiB: r.rssKiB, phases: { source: r.wall }, startedAt: new Date(t).toISOString() };
       }
       const file = await config(member.endpoint);
@@ -211,6 +217,7 @@ async function main() {
     }
     await cluster.stop();
     await rm(DIR, { recursive: true, force: true }).catch(() => undefined);
+    await rm(OUT_DIR, { recursive: true, force: true }).catch(() => undefined);
   }
   const samples = JSON.parse(text.trim().split('\n').pop() || '[]');
   out.windows = out.windows.map((w) => Object.assign(w, windowStats(samples, w.from, w.to)));
@@ -252,7 +259,8 @@ async function main() {
 function render(o, day) {
   const s = o.summary;
   const ratio = (a, b) => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${fmt(a / b, 2)}×` : '–');
-  const how = o.method === 'cli' ? '`etcd-backupd backup --json` (the CLI from dist/, etcdctl source, one local store on the same disk: snapshot, verify, bundle with zstd, store, manifest) with `etcd.endpoints` naming that one member' : '`etcdctl snapshot save` against that one member (what the etcdctl source runs)';
+  const where = o.workDir.startsWith('bench/tmp') ? 'on the same disk as the members' : `under ${o.workDir}`;
+  const how = o.method === 'cli' ? `\`etcd-backupd backup --json\` (the CLI from dist/, etcdctl source, workDir and one local store ${where}: snapshot, verify, bundle with zstd, store, manifest) with \`etcd.endpoints\` naming that one member` : `\`etcdctl snapshot save\` against that one member (what the etcdctl source runs), the file ${where}`;
   const lines = [
     `# etcd write latency during a backup: from a follower vs from the leader, ${day}`,
     '',
