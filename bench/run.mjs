@@ -15,11 +15,14 @@ import { GROUP_TITLE, renderPhases, renderRss, renderTable, renderTargets, summa
 import { RUN, backupd, setup } from './lib/stand.mjs';
 import { BENCH, GiB, MiB, ROOT, TMP, fmt, parseSize, run, sizeLabel } from './lib/util.mjs';
 
-// `npm run bench -- catalog [options]`: the catalog-scale benchmark (bench/catalog.mjs), opt-in and
-// separate from the backup-path run below; this module waits here (top-level await) until it exits.
-if (process.argv[2] === 'catalog') {
+// `npm run bench -- catalog [options]`: the catalog-scale benchmark (bench/catalog.mjs);
+// `npm run bench -- leader-follower [options]`: write latency during a backup from a follower vs
+// from the leader of a 3-member cluster (bench/leader-follower.mjs). Both opt-in and separate from
+// the backup-path run below; this module waits here (top-level await) until the child exits.
+const SUB = { catalog: 'catalog.mjs', 'leader-follower': 'leader-follower.mjs' };
+if (Object.hasOwn(SUB, process.argv[2] ?? '')) {
   await new Promise(() => {
-    const child = spawn(process.execPath, [join(BENCH, 'catalog.mjs'), ...process.argv.slice(3)], { stdio: 'inherit' });
+    const child = spawn(process.execPath, [join(BENCH, SUB[process.argv[2]]), ...process.argv.slice(3)], { stdio: 'inherit' });
     for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => child.kill(sig));
     child.on('close', (code, sig) => process.exit(code ?? (sig ? 130 : 1)));
   });
@@ -27,6 +30,7 @@ if (process.argv[2] === 'catalog') {
 
 const USAGE = `usage: npm run bench -- [options]
        npm run bench -- catalog [options]   the catalog benchmark (see bench/catalog.mjs --help)
+       npm run bench -- leader-follower [options]   write latency, backup from a follower vs the leader (bench/leader-follower.mjs --help)
   --size SIZE          etcd database / snapshot size (default 1GiB; e.g. 256MiB, 4GiB)
   --dataset KIND       incompressible | realistic | both (default both): random values, or
                        Kubernetes-shaped objects (test/support/k8s-data.ts)

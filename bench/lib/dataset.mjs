@@ -8,12 +8,11 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { registerHooks } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { startEtcd } from './servers.mjs';
 import { MiB, ROOT, TMP, run, sizeLabel } from './util.mjs';
-
-const b64 = (b) => Buffer.from(b).toString('base64');
 
 export const DATASETS = ['incompressible', 'realistic'];
 
@@ -36,9 +35,10 @@ export async function staticPodDir() {
 }
 
 /**
- * The fill loop both datasets share: `workers` txns in flight through the v3
- * JSON gateway, each made by `nextTxn()` (an array of {key, value: base64}
- * or undefined when the source ran dry), until the backend reaches `target`.
+ * The fill loop both datasets share: `workers` txns in flight over gRPC
+ * (KV.Txn, lib/etcd-grpc.mjs), each made by `nextTxn()` (an array of
+ * {key, value: Buffer} or undefined when the source ran dry), until the
+ * backend reaches `target` (Maintenance.Status dbSize of `etcd`).
  */
 async function fillUntil(etcd, target, log, nextTxn, workers = 4) {
   let dbSize = Number((await etcd.status()).dbSize);
@@ -49,7 +49,7 @@ async function fillUntil(etcd, target, log, nextTxn, workers = 4) {
       const puts = nextTxn();
       if (!puts?.length) break;
       txns++;
-      await etcd.post('/v3/kv/txn', { success: puts.map(({ key, value }) => ({ request_put: { key: b64(key), value } })) });
+      await etcd.txnPuts(puts, 120_000);
     }
   };
   const checker = async () => {
@@ -78,21 +78,20 @@ async function fill(etcd, target, log) {
   const t0 = performance.now();
   let n = 0;
   const small = async (i0, count) => {
-    const success = [];
+    const puts = [];
     for (let i = i0; i < i0 + count; i++) {
       const len = 1024 + Math.floor(Math.random() * 3072);
-      success.push({ request_put: { key: b64(`/registry/configmaps/bench/cm-${String(i).padStart(6, '0')}`), value: b64(randomBytes(len)) } });
+      puts.push({ key: `/registry/configmaps/bench/cm-${String(i).padStart(6, '0')}`, value: randomBytes(len) });
     }
-    await etcd.post('/v3/kv/txn', { success });
+    await etcd.txnPuts(puts, 120_000);
   };
   for (let i = 0; i < 10_000; i += 250) await small(i, 250);
-  // Values are windows into one 16 MiB random pool, already base64 (3-byte aligned offsets):
-  // distinct, incompressible, and cheap to make, so etcd - not this loop - sets the pace.
-  const pool = randomBytes(16 * MiB).toString('base64');
+  // Values are windows into one 16 MiB random pool: distinct, incompressible, and cheap
+  // to make, so etcd - not this loop - sets the pace.
+  const pool = randomBytes(16 * MiB);
   const value = (len) => {
-    const chars = Math.ceil(len / 3) * 4;
-    const at = 4 * Math.floor(Math.random() * ((pool.length - chars) / 4));
-    return pool.slice(at, at + chars);
+    const at = Math.floor(Math.random() * (pool.length - len));
+    return pool.subarray(at, at + len);
   };
   const filled = await fillUntil(etcd, target, log, () =>
     Array.from({ length: 6 }, () => ({ key: `/registry/bench/big/${String(n++).padStart(8, '0')}`, value: value(512 * 1024 + Math.floor(Math.random() * 512 * 1024)) })),
@@ -100,8 +99,28 @@ async function fill(etcd, target, log) {
   return { seconds: (performance.now() - t0) / 1000, dbSize: filled.dbSize, keys: 10_000 + n };
 }
 
-/** The generator of the realistic dataset (TypeScript, run by Node 24's type stripping). */
+/**
+ * The generator of the realistic dataset (TypeScript, run by Node 24's type
+ * stripping). The test support files import each other as `./x.js`, as tsc
+ * wants, and type stripping does not map that to `./x.ts`: a resolve hook
+ * does, for imports from test/support/ only and only when the `.js` is absent.
+ */
+let tsHook = false;
 export async function k8sData() {
+  if (!tsHook) {
+    tsHook = true;
+    const support = pathToFileURL(join(ROOT, 'test/support/')).href;
+    registerHooks({
+      resolve(specifier, context, next) {
+        try {
+          return next(specifier, context);
+        } catch (e) {
+          if (e?.code !== 'ERR_MODULE_NOT_FOUND' || !specifier.startsWith('./') || !specifier.endsWith('.js') || !context.parentURL?.startsWith(support)) throw e;
+          return next(specifier.replace(/\.js$/, '.ts'), context);
+        }
+      },
+    });
+  }
   return import(pathToFileURL(join(ROOT, 'test/support/k8s-data.ts')).href);
 }
 
@@ -129,13 +148,19 @@ async function fillRealistic(etcd, target, log) {
       const kind = e.key.split('/')[2];
       kinds[kind] = (kinds[kind] ?? 0) + 1;
       bytes += e.value.length;
-      puts.push({ key: e.key, value: e.value.toString('base64') });
+      puts.push({ key: e.key, value: e.value });
     }
     keys += puts.length;
     valueBytes += bytes;
     return puts;
   });
   return { seconds: (performance.now() - t0) / 1000, dbSize: filled.dbSize, keys, valueBytes, kinds };
+}
+
+/** Fills `etcd` (a handle from lib/servers.mjs: txnPuts, status) with `kind` data until its backend reaches `target` bytes. */
+export function fillEtcd(etcd, target, log, kind = 'incompressible') {
+  if (!DATASETS.includes(kind)) throw new Error(`unknown dataset ${kind} (${DATASETS.join(', ')})`);
+  return kind === 'realistic' ? fillRealistic(etcd, target, log) : fill(etcd, target, log);
 }
 
 /** Bytes of `zstd -3` (one thread) of a file: how compressible a snapshot is, for the report. */
@@ -169,7 +194,7 @@ export async function ensureDataset(bytes, log = console.error, { kind = 'incomp
   await mkdir(d.base, { recursive: true });
   const etcd = await startEtcd(d.etcd);
   try {
-    const filled = kind === 'realistic' ? await fillRealistic(etcd, bytes, log) : await fill(etcd, bytes, log);
+    const filled = await fillEtcd(etcd, bytes, log, kind);
     log(`  filled ${filled.keys} keys, db ${(filled.dbSize / MiB).toFixed(0)} MiB in ${filled.seconds.toFixed(1)} s`);
     const { EtcdctlSource } = await import(pathToFileURL(join(ROOT, 'dist/source/etcdctl.js')).href);
     const { silentLogger } = await import(pathToFileURL(join(ROOT, 'dist/log.js')).href);

@@ -1,4 +1,4 @@
-// Loopback servers for the benchmark: one etcd, one s3rver, one OpenSSH sshd.
+// Loopback servers for the benchmark: one etcd (or a cluster), one s3rver, one OpenSSH sshd.
 // The start-up logic mirrors test/support/{etcd-single,s3,sshd}.ts (those are
 // TypeScript for vitest; the bench runs plain Node on dist/ and keeps its own
 // small copies so it needs no TS loader).
@@ -10,6 +10,7 @@ import { request } from 'node:http';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { etcdClient } from './etcd-grpc.mjs';
 import { ROOT } from './util.mjs';
 
 const execFileP = promisify(execFile);
@@ -75,9 +76,50 @@ async function stopChild(child, sig = 'SIGTERM') {
 
 // ------------------------------------------------------------------ etcd
 
+/** Waits until the member's gRPC API answers as healthy (leader known, a linearizable read goes through). */
+async function waitHealthy(client, child, stderrOf, exitedOf, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (exitedOf()) throw new Error(exitedOf());
+    if (await client.healthy(2000)) return;
+    if (Date.now() > deadline) {
+      signalTree(child.pid, 'SIGKILL');
+      throw new Error(`etcd did not become healthy within ${timeoutMs / 1000}s: ${stderrOf()}`);
+    }
+    await sleep(100);
+  }
+}
+
+/** Spawns one etcd with `args`; the handle's client talks gRPC to `endpoint` (lib/etcd-grpc.mjs). */
+function spawnEtcd(args, endpoint, dataDir) {
+  const child = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  live.add(child.pid);
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-8192)));
+  let exited;
+  child.on('exit', (code, sig) => (exited = `etcd exited (code ${code}, signal ${sig}): ${stderr}`));
+  const client = etcdClient(endpoint);
+  return {
+    endpoint,
+    dataDir,
+    pid: child.pid,
+    client,
+    put: client.put,
+    txnPuts: client.txnPuts,
+    status: client.status,
+    ready: () => waitHealthy(client, child, () => stderr, () => exited),
+    /** SIGTERM (a clean stop, the cached data dirs), or SIGKILL for a throw-away cluster. */
+    stop: async (sig = 'SIGTERM') => {
+      client.close();
+      await stopChild(child, sig);
+    },
+  };
+}
+
 /**
  * One etcd member on `dataDir` (kept: the bench caches it by size).
  * quota 8 GiB (etcd's maximum), large requests allowed for fast filling.
+ * Talked to over gRPC only (lib/etcd-grpc.mjs), as etcd-backupd does.
  */
 export async function startEtcd(dataDir, { maxRequestBytes = 10 * 1024 * 1024 } = {}) {
   const clientPort = await freePort();
@@ -102,41 +144,77 @@ export async function startEtcd(dataDir, { maxRequestBytes = 10 * 1024 * 1024 } 
     '--log-level', 'error',
     ...(reuse ? ['--force-new-cluster'] : []),
   ];
-  const child = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'] });
-  live.add(child.pid);
-  let stderr = '';
-  child.stderr.on('data', (d) => (stderr = (stderr + d).slice(-8192)));
-  let exited;
-  child.on('exit', (code, sig) => (exited = `etcd exited (code ${code}, signal ${sig}): ${stderr}`));
-  const deadline = Date.now() + 120_000;
-  for (;;) {
-    if (exited) throw new Error(exited);
-    try {
-      const res = await fetch(`${endpoint}/health`);
-      if (res.ok && (await res.json()).health === 'true') break;
-    } catch {
-      /* not yet */
-    }
-    if (Date.now() > deadline) {
-      signalTree(child.pid, 'SIGKILL');
-      throw new Error(`etcd did not become healthy within 120s: ${stderr}`);
-    }
-    await sleep(100);
+  const etcd = spawnEtcd(args, endpoint, dataDir);
+  await etcd.ready();
+  return etcd;
+}
+
+/**
+ * A new `members`-member etcd cluster (plain http, 127.0.0.1) under `dir`
+ * (emptied first), the same flags as startEtcd plus the test suite's timing
+ * (test/support/etcd.ts: heartbeat 100 ms, election 1000 ms). Resolves when
+ * every member is healthy. `leader()` asks each member's Maintenance.Status
+ * and returns the member the majority names as leader. stop() kills the
+ * members outright (SIGTERM on all at once makes etcd 3.4 try leader
+ * transfers to members that are going away, as test/support/etcd.ts notes).
+ */
+export async function startEtcdCluster(dir, { members = 3, maxRequestBytes = 10 * 1024 * 1024 } = {}) {
+  await rm(dir, { recursive: true, force: true });
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const specs = [];
+  const used = new Set();
+  const port = async () => {
+    let p = await freePort();
+    while (used.has(p)) p = await freePort();
+    used.add(p);
+    return p;
+  };
+  for (let i = 0; i < members; i++) {
+    specs.push({ name: `m${i}`, endpoint: `http://127.0.0.1:${await port()}`, peer: `http://127.0.0.1:${await port()}`, dataDir: join(dir, `m${i}`) });
   }
-  const post = async (path, body) => {
-    const res = await fetch(`${endpoint}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    const text = await res.text();
-    if (!res.ok) throw new Error(`POST ${path}: HTTP ${res.status}: ${text.slice(0, 300)}`);
-    return JSON.parse(text);
+  const initialCluster = specs.map((s) => `${s.name}=${s.peer}`).join(',');
+  const nodes = specs.map((s) =>
+    Object.assign(
+      spawnEtcd(
+        [
+          '--name', s.name,
+          '--data-dir', s.dataDir,
+          '--listen-client-urls', s.endpoint,
+          '--advertise-client-urls', s.endpoint,
+          '--listen-peer-urls', s.peer,
+          '--initial-advertise-peer-urls', s.peer,
+          '--initial-cluster', initialCluster,
+          '--initial-cluster-state', 'new',
+          '--initial-cluster-token', `bench-${process.pid}`,
+          '--heartbeat-interval', '100',
+          '--election-timeout', '1000',
+          '--quota-backend-bytes', String(8 * 1024 ** 3),
+          '--max-request-bytes', String(maxRequestBytes),
+          '--max-txn-ops', '1024',
+          '--log-level', 'error',
+        ],
+        s.endpoint,
+        s.dataDir,
+      ),
+      { name: s.name },
+    ),
+  );
+  try {
+    await Promise.all(nodes.map((n) => n.ready()));
+  } catch (e) {
+    await Promise.all(nodes.map((n) => n.stop('SIGKILL')));
+    throw e;
+  }
+  const leader = async () => {
+    const st = await Promise.all(nodes.map((n) => n.status(5000).then((s) => ({ n, s }), () => undefined)));
+    const votes = new Map();
+    for (const x of st) if (x && x.s.leader !== '0') votes.set(x.s.leader, (votes.get(x.s.leader) ?? 0) + 1);
+    const [id, count] = [...votes.entries()].sort((a, b) => b[1] - a[1])[0] ?? [];
+    const found = st.find((x) => x && x.s.memberId === id);
+    if (!found || count <= nodes.length / 2) throw new Error(`no leader agreed on by a majority: ${JSON.stringify(st.map((x) => x && { member: x.n.name, id: x.s.memberId, leader: x.s.leader }))}`);
+    return { node: found.n, id, statuses: st.map((x) => x && { name: x.n.name, memberId: x.s.memberId, leader: x.s.leader, dbSize: x.s.dbSize }) };
   };
-  return {
-    endpoint,
-    dataDir,
-    pid: child.pid,
-    post,
-    status: () => post('/v3/maintenance/status', {}),
-    stop: () => stopChild(child),
-  };
+  return { members: nodes, endpoints: nodes.map((n) => n.endpoint), dir, leader, stop: () => Promise.all(nodes.map((n) => n.stop('SIGKILL'))) };
 }
 
 // ------------------------------------------------------------------ s3rver
