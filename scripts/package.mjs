@@ -25,7 +25,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { builtinModules, isBuiltin } from 'node:module';
+import { builtinModules, createRequire, isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -63,6 +63,29 @@ for (let i = 0; i < args.length; i++) {
 
 const VERSION = /export const VERSION = '([^']+)'/.exec(readFileSync(join(ROOT, 'src', 'version.ts'), 'utf8'))?.[1];
 if (!VERSION) throw new Error('cannot read VERSION from src/version.ts');
+
+/**
+ * etcd3 (coordination's gRPC client) reads its .proto files from beside its
+ * own code when it loads (`loadSync(`${__dirname}/../proto/rpc.proto`)`),
+ * and no such files exist beside a bundle. This plugin parses them at build
+ * time and puts them into the bundle as JSON (proto-loader's `fromJSON`, the
+ * same options): the same service definitions, no files at run time.
+ */
+const etcd3ProtosInline = {
+  name: 'etcd3-protos-inline',
+  setup(b) {
+    b.onLoad({ filter: /[\\/]etcd3[\\/]lib[\\/]connection-pool\.js$/ }, (a) => {
+      const code = readFileSync(a.path, 'utf8');
+      const call = '(0, proto_loader_1.loadSync)(`${__dirname}/../proto/rpc.proto`,';
+      if (!code.includes(call)) throw new Error(`${a.path}: etcd3 no longer loads its protos as this build expects (${call}); update scripts/package.mjs`);
+      const req = createRequire(a.path);
+      const protobuf = createRequire(req.resolve('@grpc/proto-loader'))('protobufjs');
+      const root = new protobuf.Root();
+      root.loadSync(join(dirname(a.path), '..', 'proto', 'rpc.proto'), { keepCase: true });
+      return { contents: code.replace(call, `(0, proto_loader_1.fromJSON)(${JSON.stringify(root.toJSON())},`), loader: 'js' };
+    });
+  },
+};
 
 const common = {
   entryPoints: [ENTRY],
@@ -109,6 +132,7 @@ async function buildMjs() {
     format: 'esm',
     outfile,
     external: NATIVE_EXTERNALS,
+    plugins: [etcd3ProtosInline],
     // CommonJS packages bundled into ESM still call require(), __dirname and
     // __filename (ssh2, pino, the AWS SDK): give them real ones. src/cli.ts
     // carries the shebang, which esbuild keeps on line 1, above this banner.
@@ -166,6 +190,7 @@ async function buildSea() {
     define: { 'import.meta.url': '__ebdImportMetaUrl' },
     banner: { js: 'var __ebdImportMetaUrl = require("node:url").pathToFileURL(__filename).href;' },
     plugins: [
+      etcd3ProtosInline,
       {
         // With the code cache an SEA cannot run import() (Node's SEA docs); the AWS SDK's
         // instance-metadata credentials do `await import("node:http")`. Bundled as a
