@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tempDir, writeConfig } from '../support/cli.js';
 import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
-import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 
 /**
  * Issue 15, the daemon part: three real daemons, one per member of a real
@@ -57,8 +57,8 @@ interface Committed {
   label?: string;
 }
 
-function committed(store: string): Committed[] {
-  const p = join(store, 'c1');
+function committed(store: string, clusterName = 'c1'): Committed[] {
+  const p = join(store, clusterName);
   if (!existsSync(p)) return [];
   return readdirSync(p)
     .filter((id) => existsSync(join(p, id, 'manifest.json')))
@@ -118,4 +118,49 @@ describe('three daemons, one per member, coordination mode etcd', () => {
     const doneLines = daemons.flatMap((d) => d.lines.filter((l) => l.msg === 'slot already backed up by another node'));
     expect(doneLines.length).toBeGreaterThan(0);
   }, 180_000);
+
+  it('a winner killed mid-run (SIGKILL): its lease lapses and another node commits that slot', async () => {
+    const store = join(root, 'failover', 'store');
+    // etcdctl that takes 6 s over `snapshot save`: long enough to kill the winner mid-run.
+    const slowEtcdctl = join(root, 'slow-etcdctl.sh');
+    writeFileSync(slowEtcdctl, `#!/bin/sh\nif [ "$1" = snapshot ] && [ "$2" = save ]; then sleep 6; fi\nexec ${ensureTool('etcdctl')} "$@"\n`, { mode: 0o755 });
+    const daemons: DaemonProcess[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const file = config('failover', i, store, { schedule: '*/20 * * * * *', source: { type: 'etcdctl', etcdctl: slowEtcdctl, staticPodDir: 'manifests', timeout: '60s' } });
+        // A recent success: no catch-up, the first claim is a scheduled tick.
+        mkdirSync(join(root, 'failover', NODES[i]!, 'work'), { recursive: true, mode: 0o700 });
+        writeFileSync(join(root, 'failover', NODES[i]!, 'work', 'state.json'), JSON.stringify({ lastSuccess: new Date().toISOString(), consecutiveFailures: 0, stores: {} }));
+        daemons.push(await startDaemonProcess(file));
+      }
+      const claimed = await Promise.any(daemons.map((d, i) => d.waitFor((l) => l.msg === 'slot claimed: backing up', 40_000, 'a claim').then((l) => ({ i, slot: String(l.slot) }))));
+      await daemons[claimed.i]!.stop('SIGKILL');
+      await waitUntil(() => committed(store).some((m) => m.slot === claimed.slot), 30_000, `slot ${claimed.slot} committed by another node`);
+      const forSlot = committed(store).filter((m) => m.slot === claimed.slot);
+      expect(forSlot).toHaveLength(1);
+      expect(forSlot[0]!.node).not.toBe(NODES[claimed.i]);
+      const takeover = daemons.flatMap((d) => d.lines).find((l) => l.msg === 'slot claimed: backing up' && l.slot === claimed.slot && l.attempt === 2);
+      expect(takeover, 'the second attempt claimed the slot').toBeDefined();
+    } finally {
+      await Promise.all(daemons.map((d) => d.stop()));
+    }
+  }, 120_000);
+
+  it('coordination mode none: every node backs up every tick, without slots', async () => {
+    const store = join(root, 'none', 'store');
+    const daemons: DaemonProcess[] = [];
+    try {
+      for (let i = 0; i < 3; i++) daemons.push(await startDaemonProcess(config('none', i, store, { cluster: 'cnone', coordination: { mode: 'none' } })));
+      const perNode = () => NODES.map((n) => committed(store, 'cnone').filter((m) => m.node === n && m.trigger === 'schedule').length);
+      await waitUntil(() => perNode().every((c) => c >= 2), 60_000, 'two scheduled backups from every node');
+    } finally {
+      expect(await Promise.all(daemons.map((d) => d.stop()))).toEqual([0, 0, 0]);
+    }
+    const all = committed(store, 'cnone');
+    expect(all.every((m) => m.slot === undefined)).toBe(true);
+    expect(all.every((m) => m.label === undefined)).toBe(true);
+    // Nothing was written under /etcd-backupd/<cluster>/ (no client at all in mode none).
+    expect([...(await cluster.getAll('/etcd-backupd/cnone/')).keys()]).toEqual([]);
+    expect((await cluster.getAll('/etcd-backupd/c1/')).size).toBeGreaterThan(0); // the other tests' claims and results, for contrast
+  }, 120_000);
 });
