@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { tempDir, writeConfig } from '../support/cli.js';
+import { runCli, tempDir, writeConfig } from '../support/cli.js';
 import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 
@@ -163,4 +163,17 @@ describe('three daemons, one per member, coordination mode etcd', () => {
     expect([...(await cluster.getAll('/etcd-backupd/cnone/')).keys()]).toEqual([]);
     expect((await cluster.getAll('/etcd-backupd/c1/')).size).toBeGreaterThan(0); // the other tests' claims and results, for contrast
   }, 120_000);
+
+  it('a manual CLI backup is not claimed but recorded under manual/ for the cluster view', async () => {
+    const file = config('manual', 1, join(root, 'manual', 'store'), { cluster: 'cmanual' });
+    const r = await runCli(['backup', '--config', file, '--json', '--label', 'before-upgrade']);
+    expect(r.code, r.stderr).toBe(0);
+    const id = (JSON.parse(r.stdout) as { id: string }).id;
+    const keys = await cluster.getAll('/etcd-backupd/cmanual/');
+    expect([...keys.keys()]).toEqual([`/etcd-backupd/cmanual/manual/${id}`]);
+    expect(JSON.parse(keys.get(`/etcd-backupd/cmanual/manual/${id}`)!.toString())).toMatchObject({ node: 'master-1', result: 'success', backupId: id, label: 'before-upgrade' });
+    const m = committed(join(root, 'manual', 'store'), 'cmanual');
+    expect(m).toHaveLength(1);
+    expect(m[0]!.slot).toBeUndefined();
+  }, 60_000);
 });
