@@ -26,6 +26,7 @@ export class SlotCoordinator {
   private readonly held = new Set<SlotClaim>();
   /** Releases and prunes in flight: close() waits for them. */
   private readonly pending = new Set<Promise<unknown>>();
+  private closed = false;
 
   private constructor(
     private readonly cfg: Config,
@@ -53,6 +54,11 @@ export class SlotCoordinator {
     try {
       const r = await acquireSlot(this.ctx, { kind: 'backup', slot, deadline, policy: this.policy, probe: () => this.health.probe(), signal });
       if (r.outcome === 'won') {
+        if (this.closed) {
+          // Won after shutdown closed the client: let the claim lapse, nobody will run it.
+          r.claim.abandon();
+          return { outcome: 'give-up', why: 'aborted' };
+        }
         this.held.add(r.claim);
         r.claim.lost.addEventListener(
           'abort',
@@ -98,6 +104,7 @@ export class SlotCoordinator {
 
   /** Waits (bounded) for releases in flight, abandons claims still held, closes the probe and the client. */
   async close(): Promise<void> {
+    this.closed = true;
     if (this.pending.size > 0) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([Promise.allSettled([...this.pending]), new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);

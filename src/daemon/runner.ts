@@ -11,6 +11,8 @@ import { recordRetries } from './outbox-retry.js';
 
 /** How long shutdown still waits for a run it has aborted. */
 const ABORT_GRACE_MS = 5000;
+/** How long shutdown waits for coordinated slots to end (an aborted approach, a release) after the run. */
+const SLOT_WAIT_MS = 15_000;
 
 /**
  * One backup cycle at a time (schedule, catch-up, control socket), its
@@ -26,6 +28,8 @@ export class BackupRunner {
   private readonly jitterSeconds: number;
   /** Ends the approach to a slot in progress (a newer tick, or shutdown). */
   private approaching: AbortController | undefined;
+  /** Coordinated slots in progress (approach, run, release): shutdown waits for them before the etcd client closes. */
+  private readonly slots = new Set<Promise<boolean>>();
 
   constructor(
     private readonly ctx: DaemonContext,
@@ -88,7 +92,7 @@ export class BackupRunner {
     }
     if (this.coord) {
       // No jitter: the claim decides who runs, and the leader delay keeps the leader's member out of it.
-      void this.runSlot('schedule', slot).catch((e) => log.error({ err: messageOf(e) }, 'run crashed'));
+      void this.trackSlot(this.runSlot('schedule', slot)).catch((e) => log.error({ err: messageOf(e) }, 'run crashed'));
       return;
     }
     const delay = this.jitterSeconds > 0 ? Math.random() * this.jitterSeconds * 1000 : 0;
@@ -99,7 +103,7 @@ export class BackupRunner {
   catchUp(slot: Date | undefined, noRun: () => void = () => undefined): void {
     const { log } = this.ctx;
     const crashed = (e: unknown) => log.error({ err: messageOf(e) }, 'run crashed');
-    if (this.coord && slot) void this.runSlot('catch-up', slot).then((ran) => ran || this.stopping || noRun(), crashed);
+    if (this.coord && slot) void this.trackSlot(this.runSlot('catch-up', slot)).then((ran) => ran || this.stopping || noRun(), crashed);
     else void this.trigger({ trigger: 'catch-up' })?.catch(crashed);
   }
 
@@ -163,6 +167,12 @@ export class BackupRunner {
     }
   }
 
+  private trackSlot(p: Promise<boolean>): Promise<boolean> {
+    this.slots.add(p);
+    void p.catch(() => undefined).finally(() => this.slots.delete(p));
+    return p;
+  }
+
   /** No new run starts from now on; an approach to a slot ends. */
   beginStop(): void {
     this.stopping = true;
@@ -171,6 +181,12 @@ export class BackupRunner {
 
   /** Waits up to shutdownTimeout for the run in progress, then aborts it. */
   async finish(): Promise<void> {
+    await this.finishRun();
+    // Aborted approaches end within one etcd call; a won slot still records its result.
+    if (this.slots.size > 0) await Promise.race([Promise.allSettled([...this.slots]), sleep(SLOT_WAIT_MS)]);
+  }
+
+  private async finishRun(): Promise<void> {
     const { cfg, log } = this.ctx;
     const current = this.current;
     if (!current) return;
