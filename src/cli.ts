@@ -27,6 +27,7 @@ import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, 
 import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
 import { cmdRun } from './cli/run-cmd.js';
 import { lowerOwnPriority } from './run/priority.js';
+import { recordManualRun } from './run/manual-record.js';
 
 export { EXIT_FAILED, EXIT_OK, EXIT_USAGE };
 const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane nodes
@@ -73,6 +74,8 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
   // This process takes the snapshot itself: at the priority the daemon would have.
   await lowerOwnPriority(cfg.priority, log);
   const result = await withStores(cfg, async (stores) => (await runCycle(cfg, { source: createSource(cfg), stores, log }, { trigger: 'manual', ...req })).run);
+  // Not claimed (the operator chose this node); recorded for the cluster view, best effort.
+  await recordManualRun(cfg, result, log);
   const doc = backupJson(result) as BackupDoc;
   if (values.json) printJson(doc);
   else printBackupHuman(doc);

@@ -20,6 +20,8 @@ export const manifestSchema = z
     trigger: z.enum(['schedule', 'manual', 'catch-up']),
     label: z.string().optional(),
     reason: z.string().optional(),
+    /** The schedule tick (ISO time) this backup was claimed for under coordination (docs/coordination.md); absent otherwise. */
+    slot: z.string().datetime({ offset: true }).optional(),
     pinned: z.boolean(),
     pinReason: z.string().optional(),
     createdAt: z.string().datetime({ offset: true }),

@@ -40,6 +40,7 @@ export async function cmdList(argv: string[]): Promise<number> {
           ...(m.pinReason ? { pinReason: m.pinReason } : {}),
           signed: cat.signed.get(m.id) ?? 'none',
           trigger: m.trigger,
+          ...(m.slot ? { slot: m.slot } : {}),
           encrypted: m.object?.encrypted ?? false,
           recipients: m.object?.recipients ?? [],
           forced: m.preflight.forced,

@@ -11,6 +11,7 @@
  * - `readSlot`, `readRaw`                     what etcd holds (status, tests)
  * - `decide`, `slotsToPrune`                  the pure core
  * - `policyFromConfig(cfg.coordination)`      config -> policy + lease TTL
+ * - `makeHealthProbe(cfg.etcd)`               the probe acquireSlot asks (local member role, quorum)
  */
 export { acquireSlot, type AcquireOutcome, type AcquireRequest } from './acquire.js';
 export { claimSlot, readRaw, readSlot, waitForSlotChange, type ClaimOutcome, type CoordContext, type ReleaseOutcome, type SlotClaim, type SlotRead } from './claims.js';
@@ -19,3 +20,4 @@ export { decide, DEFAULT_POLICY, manualToPrune, slotsToPrune, type Action, type 
 export { CoordKeys, SLOT_KINDS, slotName, type ClaimValue, type ManualValue, type ResultValue, type SlotKind, type SlotResult } from './keys.js';
 export { policyFromConfig, type CoordinationConfig } from './policy.js';
 export { pruneOldSlots, recordManual, type PruneKeep } from './records.js';
+export { healthFrom, makeHealthProbe, type Health, type HealthProbe, type LocalStatus } from './probe.js';

@@ -9,9 +9,10 @@ import { VERSION } from '../version.js';
 import type { DaemonContext } from './context.js';
 import { refreshInventory } from './inventory.js';
 import type { BackupRunner } from './runner.js';
+import type { SlotCoordinator } from './coordinator.js';
 
 /** What the daemon answers on its control socket (the CLI's backup, pin, unpin and status when a daemon runs). */
-export function controlHandler(ctx: DaemonContext, runner: BackupRunner, schedule: CronSchedule): ControlHandler {
+export function controlHandler(ctx: DaemonContext, runner: BackupRunner, schedule: CronSchedule, coord?: SlotCoordinator): ControlHandler {
   const { cfg, stores, storeNames, state } = ctx;
   return async (req, emit) => {
     switch (req.op) {
@@ -26,6 +27,8 @@ export function controlHandler(ctx: DaemonContext, runner: BackupRunner, schedul
           });
         }
         const cyc = await p;
+        // Manual backups are not claimed; a success is recorded for the cluster view (best effort, bounded).
+        await coord?.recordManual(cyc.run);
         return { data: backupJson(cyc.run), exitCode: cyc.run.result === 'success' ? 0 : 1 };
       }
       case 'pin':

@@ -1,6 +1,6 @@
 import type { Config } from '../config/load.js';
 import { startControlServer, type ControlHandler } from '../control/server.js';
-import { BackupError, messageOf } from '../errors.js';
+import { BackupError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { BackupMetrics } from '../metrics/metrics.js';
 import { startMetricsServer } from '../metrics/server.js';
@@ -17,6 +17,7 @@ import { controlHandler } from './control.js';
 import { refreshInventory, refreshOutbox } from './inventory.js';
 import { startOutboxRetries } from './outbox-retry.js';
 import { BackupRunner } from './runner.js';
+import { SlotCoordinator } from './coordinator.js';
 import { shutDown } from './shutdown.js';
 import { DaemonStateFile } from './state.js';
 import { lowerOwnPriority } from '../run/priority.js';
@@ -63,7 +64,10 @@ async function startServices(
   metrics.restoreState(state.current);
   const ctx: DaemonContext = { cfg, log, stores, storeNames, metrics, state };
 
-  const runner = new BackupRunner(ctx, source, () => schedule.next());
+  // Coordination (mode etcd): one etcd3 client for the daemon's life; mode none makes none.
+  const coord = SlotCoordinator.fromConfig(cfg, log);
+  const deadlineOf = (slot: Date) => schedule.nextRuns(2).find((t) => t.getTime() > slot.getTime()) ?? new Date(slot.getTime() + interval * 1000);
+  const runner = new BackupRunner(ctx, source, () => schedule.next(), coord, deadlineOf);
   const schedule = createCronSchedule(cfg.schedule, cfg.timezone, (slot) => runner.onSlot(slot));
   schedule.start();
   const interval = schedule.intervalSeconds();
@@ -81,11 +85,11 @@ async function startServices(
           : { ready: true },
   });
   log.info(
-    { version: VERSION, cluster: cfg.cluster, node: cfg.node, schedule: cfg.schedule, timezone: cfg.timezone, next: schedule.next()?.toISOString(), metrics: `${metricsServer.address}:${metricsServer.port}`, control: cfg.control.socket, stores: storeNames },
+    { version: VERSION, cluster: cfg.cluster, node: cfg.node, coordination: cfg.coordination.mode, schedule: cfg.schedule, timezone: cfg.timezone, next: schedule.next()?.toISOString(), metrics: `${metricsServer.address}:${metricsServer.port}`, control: cfg.control.socket, stores: storeNames },
     'etcd-backupd daemon started',
   );
   for (const w of configWarnings(cfg)) log.warn(w);
-  setControlHandler(controlHandler(ctx, runner, schedule));
+  setControlHandler(controlHandler(ctx, runner, schedule, coord));
 
   const retries = startOutboxRetries(ctx, () => !runner.running && !runner.isStopping);
   const drillMetrics = new DrillMetrics(metrics.registry);
@@ -96,8 +100,19 @@ async function startServices(
   await refreshOutbox(ctx).catch(() => undefined);
   void refreshInventory(ctx);
   if (catchUpDue(state.current.lastSuccess, new Date(), interval)) {
-    log.info({ lastSuccess: state.current.lastSuccess ?? 'never', intervalSeconds: interval }, 'no success within one schedule interval: running a catch-up backup now');
-    void runner.trigger({ trigger: 'catch-up' })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed'));
+    // With coordination the catch-up is claimed for the missed tick (the same slot on every node): usually another node has it.
+    const slot = coord ? schedule.previous(new Date()) : undefined;
+    log.info(
+      { lastSuccess: state.current.lastSuccess ?? 'never', intervalSeconds: interval, ...(slot ? { slot: slot.toISOString() } : {}) },
+      coord ? 'no success of this node within one schedule interval: approaching the missed slot for a catch-up backup' : 'no success within one schedule interval: running a catch-up backup now',
+    );
+    if (coord && !slot) {
+      log.warn('no previous schedule tick found: no catch-up backup (the next tick is claimed as usual)');
+      retries.deliverAtStart();
+    } else {
+      // A coordinated catch-up that another node has runs no cycle: then deliver what the outbox owes.
+      runner.catchUp(slot, () => retries.deliverAtStart());
+    }
   } else {
     retries.deliverAtStart();
   }
@@ -106,7 +121,7 @@ async function startServices(
   const done = new Promise<void>((r) => (resolveDone = r));
   const stop = async () => {
     if (runner.isStopping) return done;
-    await shutDown({ log, runner, schedule, drills, retries, control, metricsServer, stores });
+    await shutDown({ log, runner, schedule, drills, retries, control, metricsServer, stores, coord });
     resolveDone();
     return done;
   };

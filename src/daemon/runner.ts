@@ -5,11 +5,14 @@ import type { BackupRequest } from '../run/backup.js';
 import { runCycle, type CycleResult } from '../run/cycle.js';
 import type { Source } from '../source/source.js';
 import type { DaemonContext } from './context.js';
+import type { SlotCoordinator } from './coordinator.js';
 import { refreshInventory } from './inventory.js';
 import { recordRetries } from './outbox-retry.js';
 
 /** How long shutdown still waits for a run it has aborted. */
 const ABORT_GRACE_MS = 5000;
+/** How long shutdown waits for coordinated slots to end (an aborted approach, a release) after the run. */
+const SLOT_WAIT_MS = 15_000;
 
 /**
  * One backup cycle at a time (schedule, catch-up, control socket), its
@@ -23,12 +26,20 @@ export class BackupRunner {
   /** Aborts the run in progress: only once shutdown has waited shutdownTimeout for it. */
   private readonly abort = new AbortController();
   private readonly jitterSeconds: number;
+  /** Ends the approach to a slot in progress (a newer tick, or shutdown). */
+  private approaching: AbortController | undefined;
+  /** Coordinated slots in progress (approach, run, release): shutdown waits for them before the etcd client closes. */
+  private readonly slots = new Set<Promise<boolean>>();
 
   constructor(
     private readonly ctx: DaemonContext,
     private readonly source: Source,
     /** The schedule's next slot (for etcd_backup_next_run_timestamp_seconds). */
     private readonly nextRun: () => Date | undefined,
+    /** Coordination (mode etcd): each scheduled and catch-up run is claimed for its slot first. */
+    private readonly coord?: SlotCoordinator,
+    /** The time a slot is given up at: the tick after it. */
+    private readonly deadlineOf: (slot: Date) => Date = (slot) => new Date(slot.getTime() + 60_000),
   ) {
     this.jitterSeconds = parseDurationSeconds(ctx.cfg.jitter);
   }
@@ -79,17 +90,103 @@ export class BackupRunner {
       metrics.setNextRun(this.nextRun());
       return;
     }
+    if (this.coord) {
+      // No jitter: the claim decides who runs, and the leader delay keeps the leader's member out of it.
+      void this.trackSlot(this.runSlot('schedule', slot)).catch((e) => log.error({ err: messageOf(e) }, 'run crashed'));
+      return;
+    }
     const delay = this.jitterSeconds > 0 ? Math.random() * this.jitterSeconds * 1000 : 0;
     setTimeout(() => void this.trigger({ trigger: 'schedule' })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed')), delay).unref();
   }
 
-  /** No new run starts from now on. */
+  /** The catch-up run at start; with coordination it is claimed for `slot`, the missed tick. */
+  catchUp(slot: Date | undefined, noRun: () => void = () => undefined): void {
+    const { log } = this.ctx;
+    const crashed = (e: unknown) => log.error({ err: messageOf(e) }, 'run crashed');
+    if (this.coord && slot) void this.trackSlot(this.runSlot('catch-up', slot)).then((ran) => ran || this.stopping || noRun(), crashed);
+    else void this.trigger({ trigger: 'catch-up' })?.catch(crashed);
+  }
+
+  /**
+   * A coordinated run: approach the slot (acquireSlot), then run only if this
+   * node won it (or is alone without quorum), and record the result. A newer
+   * tick ends the approach to an older slot (its deadline has come).
+   */
+  private async runSlot(trigger: 'schedule' | 'catch-up', slot: Date): Promise<boolean> {
+    const coord = this.coord!;
+    const { log, metrics } = this.ctx;
+    this.approaching?.abort();
+    const ac = new AbortController();
+    this.approaching = ac;
+    const at = slot.toISOString();
+    let d;
+    try {
+      d = await coord.approach(slot, this.deadlineOf(slot), ac.signal);
+    } finally {
+      if (this.approaching === ac) this.approaching = undefined;
+    }
+    switch (d.outcome) {
+      case 'done':
+        log.info({ slot: at, node: d.node, backupId: d.backupId }, 'slot already backed up by another node');
+        return false;
+      case 'give-up':
+        if (d.why === 'aborted' && this.stopping) return false;
+        metrics.recordSkippedTick('slot-given-up');
+        log.warn({ slot: at, why: d.why === 'aborted' ? 'deadline' : d.why, lastHolder: d.lastHolder }, 'slot given up: this node does not back it up');
+        return false;
+      case 'unavailable':
+        if (coord.onNoQuorum === 'skip') {
+          metrics.recordSkippedTick('slot-given-up');
+          log.warn({ slot: at, err: d.error }, 'slot given up: etcd does not answer (coordination.onNoQuorum: skip)');
+          return false;
+        }
+        log.warn({ slot: at, err: d.error }, 'etcd does not answer: backing up without a claim (label no-quorum)');
+        return (await this.trigger({ trigger, slot, label: 'no-quorum' })) !== undefined;
+      case 'alone':
+        log.warn({ slot: at }, 'etcd has no quorum: backing up without a claim (label no-quorum)');
+        return (await this.trigger({ trigger, slot, label: 'no-quorum' })) !== undefined;
+      case 'won': {
+        log.info({ slot: at, attempt: d.claim.attempt }, 'slot claimed: backing up');
+        const p = this.trigger({ trigger, slot });
+        if (!p) {
+          if (!this.stopping) metrics.recordSkippedTick('busy');
+          await coord.finishSlot(d.claim, { result: 'failed', reason: this.stopping ? 'the daemon is shutting down' : 'a run was already in progress on this node' });
+          return false;
+        }
+        let cyc;
+        try {
+          cyc = await p;
+        } catch (e) {
+          await coord.finishSlot(d.claim, { result: 'failed', reason: messageOf(e) });
+          throw e;
+        }
+        const run = cyc.run;
+        await coord.finishSlot(d.claim, run.result === 'success' ? { result: 'success', backupId: run.id } : { result: 'failed', reason: run.reason ?? run.error ?? 'failed' });
+        return true;
+      }
+    }
+  }
+
+  private trackSlot(p: Promise<boolean>): Promise<boolean> {
+    this.slots.add(p);
+    void p.catch(() => undefined).finally(() => this.slots.delete(p));
+    return p;
+  }
+
+  /** No new run starts from now on; an approach to a slot ends. */
   beginStop(): void {
     this.stopping = true;
+    this.approaching?.abort();
   }
 
   /** Waits up to shutdownTimeout for the run in progress, then aborts it. */
   async finish(): Promise<void> {
+    await this.finishRun();
+    // Aborted approaches end within one etcd call; a won slot still records its result.
+    if (this.slots.size > 0) await Promise.race([Promise.allSettled([...this.slots]), sleep(SLOT_WAIT_MS)]);
+  }
+
+  private async finishRun(): Promise<void> {
     const { cfg, log } = this.ctx;
     const current = this.current;
     if (!current) return;

@@ -4,6 +4,7 @@ import type { Store } from '../storage/store.js';
 import type { DrillSchedule } from '../drill/schedule.js';
 import type { OutboxRetries } from './outbox-retry.js';
 import type { BackupRunner } from './runner.js';
+import type { SlotCoordinator } from './coordinator.js';
 
 export interface RunningServices {
   log: Logger;
@@ -14,6 +15,7 @@ export interface RunningServices {
   control: { close(): Promise<void> };
   metricsServer: { close(): Promise<void> };
   stores: Store[];
+  coord?: SlotCoordinator | undefined;
 }
 
 /**
@@ -27,6 +29,8 @@ export async function shutDown(s: RunningServices): Promise<void> {
   s.drills.stop();
   s.retries.stop();
   await s.runner.finish();
+  // After the run: its claim is released (or abandoned) before the etcd client closes.
+  await s.coord?.close().catch(() => undefined);
   await s.drills.idle();
   await s.control.close().catch(() => undefined);
   await s.metricsServer.close().catch(() => undefined);

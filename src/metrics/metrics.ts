@@ -37,7 +37,8 @@ import { VERSION } from '../version.js';
  */
 
 /** Why the scheduler did not start a run at a tick. */
-export type SkipReason = 'busy';
+/** busy: a run was in progress; slot-given-up: coordination gave the slot up (deadline, attempts, no quorum with onNoQuorum skip). */
+export type SkipReason = 'busy' | 'slot-given-up';
 
 /** The per-store part of `setInventory`: verified backups of this (cluster, node) series on one store. */
 export interface StoreInventory {
@@ -73,7 +74,7 @@ export interface BackupMetricsOptions {
 
 const TRIGGERS: readonly Trigger[] = ['schedule', 'manual', 'catch-up'];
 const RESULTS = ['success', 'failed'] as const;
-const SKIP_REASONS: readonly SkipReason[] = ['busy'];
+const SKIP_REASONS: readonly SkipReason[] = ['busy', 'slot-given-up'];
 
 /** Reasons a backup run can end with; `failures_total{reason}` starts at 0 for each. */
 export const RUN_FAILURE_REASONS = [
@@ -195,7 +196,7 @@ export class BackupMetrics {
     this.etcdKeys = gauge('etcd_keys', 'Keys in the snapshot of the last successful run.');
     this.uploadDuration = gauge('upload_duration_seconds', 'Time the last upload to this store took.', ['store'] as const);
     this.remoteVerifyDuration = gauge('remote_verify_duration_seconds', 'Time the last verification of the remote copy on this store took.', ['store'] as const);
-    this.skippedTicks = counter('skipped_ticks_total', 'Scheduled ticks that started no run, by reason (busy: a run was in progress).', ['reason'] as const);
+    this.skippedTicks = counter('skipped_ticks_total', 'Scheduled ticks that started no run, by reason (busy: a run was in progress; slot-given-up: coordination gave the slot up without a backup by any node known to this one). A slot another node backed up is not a skipped tick.', ['reason'] as const);
     this.backups = gauge('backups', 'Verified backups of the series this node plans (the cluster\'s with coordination, else this node\'s) on the store at the last listing.', ['store'] as const);
     this.backupsPinned = gauge('backups_pinned', 'Pinned backups of that series on the store at the last listing.', ['store'] as const);
     this.untrustedBackups = gauge(

@@ -22,6 +22,8 @@ export interface BackupRequest {
   trigger: Trigger;
   label?: string;
   reason?: string;
+  /** The schedule tick this run is for, when a slot claim decided it (coordination): recorded in the manifest. */
+  slot?: Date;
   pin?: boolean;
   force?: boolean;
 }
@@ -269,6 +271,7 @@ export function manifestBase(cfg: Config, req: BackupRequest, sourceType: Source
     trigger: req.trigger,
     ...(req.label ? { label: req.label } : {}),
     ...(req.reason ? { reason: req.reason } : {}),
+    ...(req.slot ? { slot: req.slot.toISOString() } : {}),
     pinned: req.pin === true,
     createdAt: run.at.toISOString(),
     startedAt: run.startedAt.toISOString(),

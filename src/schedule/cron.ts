@@ -43,6 +43,8 @@ export interface CronSchedule {
   next(): Date | undefined;
   /** The next `n` slots after now, merged across patterns. */
   nextRuns(n: number): Date[];
+  /** The latest slot at or before `at` (the catch-up run's slot), or undefined when none is found within twice the longest gap (at most ~139 days back). */
+  previous(at: Date): Date | undefined;
   /** Shortest gap between upcoming slots: what "one interval" means for catch-up. */
   intervalSeconds(): number;
   /** Longest gap between upcoming slots: what alerts must allow (a weekday schedule has a 3-day weekend gap). */
@@ -50,6 +52,9 @@ export interface CronSchedule {
   start(): void;
   stop(): void;
 }
+
+/** How far `previous` looks back at most: ~139 days (about 2 s of matching). */
+const MAX_MINUTES_BACK = 200_000;
 
 /** Calls `onSlot` once per slot, even when both split patterns match the same instant. */
 export function createCronSchedule(expr: string, timezone: string, onSlot: (slot: Date) => void): CronSchedule {
@@ -60,22 +65,39 @@ export function createCronSchedule(expr: string, timezone: string, onSlot: (slot
     lastSlot = t;
     onSlot(new Date(t));
   };
-  const tasks: ScheduledTask[] = toNodeCronPatterns(expr).map((p) =>
+  const patterns = toNodeCronPatterns(expr);
+  const tasks: ScheduledTask[] = patterns.map((p) =>
     cron.createTask(p, (ctx) => fire(ctx.date), { timezone, noOverlap: false, suppressMissedWarning: true }),
   );
   let running = false;
+  // Seconds a slot can fall on, latest first (5-field expressions: second 0).
+  const seconds = [...new Set(patterns.flatMap((p) => cron.parse(p).second))].sort((a, b) => b - a);
   const nextRuns = (n: number) => {
     const all = tasks.flatMap((t) => t.getNextRuns(n)).map((d) => d.getTime());
     return [...new Set(all)].sort((a, b) => a - b).slice(0, n).map((t) => new Date(t));
   };
+  const longestGapSeconds = () => {
+    const g = gaps(nextRuns(32));
+    return g.length ? Math.max(...g) / 1000 : 86400;
+  };
+  const previous = (at: Date): Date | undefined => {
+    // Walks back minute by minute (node-cron has no "previous"); match() is the task's own, in its time zone.
+    const end = at.getTime();
+    const minutes = Math.min(Math.ceil((2 * longestGapSeconds()) / 60) + 2, MAX_MINUTES_BACK);
+    for (let i = 0, m = Math.floor(end / 60_000) * 60_000; i <= minutes; i++, m -= 60_000) {
+      for (const s of seconds) {
+        const t = m + s * 1000;
+        if (t <= end && tasks.some((task) => task.match(new Date(t)))) return new Date(t);
+      }
+    }
+    return undefined;
+  };
   return {
     next: () => (running ? nextRuns(1)[0] : undefined),
     nextRuns,
+    previous,
     intervalSeconds: () => gaps(nextRuns(16)).reduce((a, b) => Math.min(a, b), Infinity) / 1000 || 86400,
-    longestGapSeconds: () => {
-      const g = gaps(nextRuns(32));
-      return g.length ? Math.max(...g) / 1000 : 86400;
-    },
+    longestGapSeconds,
     start: () => {
       running = true;
       for (const t of tasks) void t.start();

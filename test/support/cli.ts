@@ -43,9 +43,15 @@ export function tempDir(prefix: string): string {
   return d;
 }
 
-/** Writes a YAML config file and returns its path. */
+/**
+ * Writes a YAML config file and returns its path. A daemon config (one with
+ * `cluster`) that says nothing about `coordination` gets `mode: none`: most
+ * tests are about one node and its etcd endpoint may not exist; tests of
+ * slot claims set `coordination` themselves.
+ */
 export function writeConfig(dir: string, cfg: Record<string, unknown>, name = 'config.yaml'): string {
   const p = join(dir, name);
-  writeFileSync(p, stringify(cfg), { mode: 0o600 });
+  const withCoord = 'cluster' in cfg && !('coordination' in cfg) ? { ...cfg, coordination: { mode: 'none' } } : cfg;
+  writeFileSync(p, stringify(withCoord), { mode: 0o600 });
   return p;
 }

@@ -44,6 +44,20 @@ describe('cron semantics (Vixie: day-of-month OR day-of-week)', () => {
     expect(createCronSchedule('0 2 * * *', 'UTC', () => undefined).longestGapSeconds()).toBe(86400);
   });
 
+  it('previous: the latest slot at or before a time (the catch-up slot), in the time zone, across split patterns', () => {
+    const at = (iso: string) => new Date(iso);
+    const prev = (expr: string, tz: string, iso: string) => createCronSchedule(expr, tz, () => undefined).previous(at(iso))?.toISOString();
+    expect(prev('0 2 * * *', 'UTC', '2026-03-10T12:34:56.789Z')).toBe('2026-03-10T02:00:00.000Z');
+    expect(prev('0 2 * * *', 'UTC', '2026-03-10T01:59:59.999Z')).toBe('2026-03-09T02:00:00.000Z');
+    expect(prev('0 2 * * *', 'UTC', '2026-03-10T02:00:00.000Z')).toBe('2026-03-10T02:00:00.000Z');
+    expect(prev('*/15 * * * *', 'UTC', '2026-03-10T12:44:59.000Z')).toBe('2026-03-10T12:30:00.000Z');
+    expect(prev('*/5 * * * * *', 'UTC', '2026-03-10T12:44:59.500Z')).toBe('2026-03-10T12:44:55.000Z');
+    expect(prev('0 2 * * *', 'Europe/Berlin', '2026-03-10T12:00:00.000Z')).toBe('2026-03-10T01:00:00.000Z');
+    // Monday 2026-03-09 or the 1st: on Sunday the 8th the last slot was the 2nd (a Monday)
+    expect(prev('0 2 1 * 1', 'UTC', '2026-03-08T12:00:00.000Z')).toBe('2026-03-02T02:00:00.000Z');
+    expect(prev('0 2 1 * 1', 'UTC', '2026-04-01T12:00:00.000Z')).toBe('2026-04-01T02:00:00.000Z');
+  });
+
   it('rejects what is not cron', () => {
     expect(() => toNodeCronPatterns('every day')).toThrow(/expected 5 fields/);
     expect(() => toNodeCronPatterns('0 25 * * *')).toThrow(/not a valid cron expression/);

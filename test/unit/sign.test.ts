@@ -79,6 +79,15 @@ describe('signing and checking', () => {
     });
   }
 
+  it('slot (coordination) is optional, parses, and is covered by the signature', () => {
+    const withSlot = manifestSchema.parse({ ...base, slot: '2026-01-01T00:00:00.000Z' });
+    expect(withSlot.slot).toBe('2026-01-01T00:00:00.000Z');
+    expect(() => manifestSchema.parse({ ...base, slot: 'yesterday' })).toThrow();
+    const s = signManifest(withSlot, key);
+    expect(checkSignature(parseManifest(serializeManifest(s), 'test'), trusted)).toBe('trusted');
+    expect(checkSignature({ ...s, slot: '2026-01-01T00:05:00.000Z' }, trusted)).toBe('untrusted');
+  });
+
   it('pinned and pinReason are outside the signature', () => {
     const s = signManifest(base, key);
     expect(checkSignature({ ...s, pinned: true, pinReason: 'before upgrade' }, trusted)).toBe('trusted');

@@ -1,0 +1,125 @@
+/**
+ * The daemon's side of coordination (docs/coordination.md): one etcd3 client
+ * and one health probe for the daemon's life, slot approaches, the releases
+ * of the claims it won, the prune after them, and the records of manual
+ * backups. `coordination.mode: none` makes none of this (no etcd client).
+ */
+import type { Etcd3 } from 'etcd3';
+import type { Config } from '../config/load.js';
+import { acquireSlot, CoordKeys, makeEtcdClient, makeHealthProbe, policyFromConfig, pruneOldSlots, type AcquireOutcome, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim } from '../coord/index.js';
+import { messageOf, reasonOf } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { RunResult } from '../run/backup.js';
+import { recordManualRun } from '../run/manual-record.js';
+
+/** acquireSlot's outcomes, plus `unavailable`: etcd did not answer at all (acquireSlot threw coord-unavailable). */
+export type SlotDecision = AcquireOutcome | { outcome: 'unavailable'; error: string };
+
+/** How long close() waits for releases in flight before it abandons what is still held. */
+const CLOSE_WAIT_MS = 10_000;
+
+export class SlotCoordinator {
+  private readonly ctx: CoordContext;
+  private readonly policy: CoordPolicy;
+  private readonly health: HealthProbe;
+  /** Claims won and not yet released. */
+  private readonly held = new Set<SlotClaim>();
+  /** Releases and prunes in flight: close() waits for them. */
+  private readonly pending = new Set<Promise<unknown>>();
+  private closed = false;
+
+  private constructor(
+    private readonly cfg: Config,
+    private readonly log: Logger,
+    private readonly client: Etcd3,
+  ) {
+    const { policy, leaseTtlSec } = policyFromConfig(cfg.coordination);
+    this.policy = policy;
+    this.ctx = { client, conn: cfg.etcd, keys: new CoordKeys(cfg.cluster), node: cfg.node, leaseTtlSec };
+    this.health = makeHealthProbe(cfg.etcd);
+  }
+
+  /** The coordinator for `cfg`, or undefined with `coordination.mode: none`. */
+  static fromConfig(cfg: Config, log: Logger): SlotCoordinator | undefined {
+    if (cfg.coordination.mode !== 'etcd') return undefined;
+    return new SlotCoordinator(cfg, log, makeEtcdClient(cfg.etcd));
+  }
+
+  get onNoQuorum(): 'backup' | 'skip' {
+    return this.policy.onNoQuorum;
+  }
+
+  /** Approaches a backup slot until won / done / alone / give-up; never throws (etcd not answering at all is `unavailable`). */
+  async approach(slot: Date, deadline: Date, signal: AbortSignal): Promise<SlotDecision> {
+    try {
+      const r = await acquireSlot(this.ctx, { kind: 'backup', slot, deadline, policy: this.policy, probe: () => this.health.probe(), signal });
+      if (r.outcome === 'won') {
+        if (this.closed) {
+          // Won after shutdown closed the client: let the claim lapse, nobody will run it.
+          r.claim.abandon();
+          return { outcome: 'give-up', why: 'aborted' };
+        }
+        this.held.add(r.claim);
+        r.claim.lost.addEventListener(
+          'abort',
+          () => this.log.warn({ slot: slot.toISOString(), attempt: r.claim.attempt }, 'slot claim may have lapsed (keepalives failed): another node may take this slot too; the run in progress goes on (a committed backup is never lost)'),
+          { once: true },
+        );
+      }
+      return r;
+    } catch (e) {
+      return { outcome: 'unavailable', error: `${reasonOf(e)}: ${messageOf(e)}` };
+    }
+  }
+
+  /** Records the run's result for the won slot (and drops the claim), then prunes old slot keys. Never throws. */
+  finishSlot(claim: SlotClaim, r: { result: 'success' | 'failed'; backupId?: string; reason?: string }): Promise<void> {
+    return this.track(
+      (async () => {
+        const slot = claim.slot.toISOString();
+        try {
+          const out = await claim.release(r);
+          if (out.recorded) this.log.info({ slot, result: r.result, backupId: r.backupId }, 'slot result recorded');
+          else this.log.warn({ slot, result: r.result, backupId: r.backupId }, 'slot result not recorded: another node claimed the slot after this claim lapsed');
+        } catch (e) {
+          claim.abandon();
+          this.log.warn({ slot, reason: reasonOf(e), err: messageOf(e) }, 'could not record the slot result; the claim lapses after its lease TTL');
+        } finally {
+          this.held.delete(claim);
+        }
+        try {
+          const { deleted } = await pruneOldSlots(this.ctx);
+          if (deleted > 0) this.log.debug({ deleted }, 'old slot keys pruned');
+        } catch (e) {
+          this.log.warn({ reason: reasonOf(e), err: messageOf(e) }, 'could not prune old slot keys (next time)');
+        }
+      })(),
+    );
+  }
+
+  /** Records a successful manual backup for the cluster view (best effort). */
+  recordManual(run: RunResult): Promise<void> {
+    return this.track(recordManualRun(this.cfg, run, this.log, this.client));
+  }
+
+  /** Waits (bounded) for releases in flight, abandons claims still held, closes the probe and the client. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.pending.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.allSettled([...this.pending]), new Promise((r) => (timer = setTimeout(r, CLOSE_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    for (const c of this.held) c.abandon();
+    this.held.clear();
+    this.health.close();
+    this.client.close();
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    const t = p.catch(() => undefined);
+    this.pending.add(t);
+    void t.finally(() => this.pending.delete(t));
+    return t;
+  }
+}

@@ -1,0 +1,179 @@
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, tempDir, writeConfig } from '../support/cli.js';
+import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
+import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+
+/**
+ * Issue 15, the daemon part: three real daemons, one per member of a real
+ * 3-member TLS etcd cluster, on a seconds schedule, sharing one store. Slot
+ * claims make it one committed backup per slot for the whole cluster, each
+ * manifest names its slot, and the etcd leader's node leaves the snapshots
+ * to the followers.
+ */
+let cluster: EtcdCluster;
+let root: string;
+const NODES = ['master-0', 'master-1', 'master-2'];
+
+beforeAll(async () => {
+  root = tempDir('coord-daemons');
+  cluster = await startEtcdCluster({ members: 3, tls: true });
+  await cluster.putMany(Array.from({ length: 50 }, (_, i) => [`/registry/k${i}`, `v${i}`] as [string, string]));
+}, 120_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+/** Node i's config: its own member first (the local member), then the others; one shared store. */
+function config(test: string, i: number, store: string, extra: Record<string, unknown> = {}): string {
+  const dir = join(root, test, NODES[i]!);
+  mkdirSync(join(dir, 'manifests'), { recursive: true });
+  writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
+  const endpoints = [cluster.endpoints[i]!, ...cluster.endpoints.filter((_, j) => j !== i)];
+  return writeConfig(dir, {
+    cluster: 'c1',
+    node: NODES[i],
+    workDir: join(dir, 'work'),
+    schedule: '*/3 * * * * *',
+    source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), timeout: '30s' },
+    etcd: { endpoints, caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile, timeout: '5s' },
+    stores: [{ name: 'nfs', type: 'local', path: store }],
+    retention: { keepLast: 1000, daily: 0, weekly: 0, monthly: 0 },
+    local: { keep: 1, retryMin: '1s', retryMax: '2s' },
+    metrics: { listen: '127.0.0.1:0' },
+    control: { socket: join(dir, 'ctl', 'control.sock') },
+    shutdownTimeout: '20s',
+    coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '2s' },
+    ...extra,
+  });
+}
+
+interface Committed {
+  id: string;
+  node: string;
+  slot?: string;
+  trigger: string;
+  label?: string;
+}
+
+function committed(store: string, clusterName = 'c1'): Committed[] {
+  const p = join(store, clusterName);
+  if (!existsSync(p)) return [];
+  return readdirSync(p)
+    .filter((id) => existsSync(join(p, id, 'manifest.json')))
+    .map((id) => JSON.parse(readFileSync(join(p, id, 'manifest.json'), 'utf8')) as Committed);
+}
+
+function bySlot(ms: Committed[]): Map<string, Committed[]> {
+  const out = new Map<string, Committed[]>();
+  for (const m of ms) out.set(m.slot ?? '(none)', [...(out.get(m.slot ?? '(none)') ?? []), m]);
+  return out;
+}
+
+/** Index of the member that is the etcd leader now. */
+async function leaderIndex(): Promise<number> {
+  const { stdout } = await cluster.etcdctl(['endpoint', 'status', '-w', 'json']);
+  // Member ids are uint64: compare them as the decimal strings etcdctl prints, not as JS numbers.
+  const rows = [...stdout.matchAll(/"Endpoint":"([^"]+)".*?"member_id":(\d+).*?"leader":(\d+)/g)].map((m) => ({ endpoint: m[1]!, member: m[2]!, leader: m[3]! }));
+  const row = rows.find((r) => r.member === r.leader);
+  if (!row) throw new Error(`no leader in ${stdout}`);
+  return cluster.endpoints.indexOf(row.endpoint);
+}
+
+async function waitUntil(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+describe('three daemons, one per member, coordination mode etcd', () => {
+  it('commit exactly one backup per slot, each naming its slot, and the leader node leaves them to the followers', async () => {
+    const store = join(root, 'one-per-slot', 'store');
+    const leader = await leaderIndex();
+    const daemons: DaemonProcess[] = [];
+    try {
+      for (let i = 0; i < 3; i++) daemons.push(await startDaemonProcess(config('one-per-slot', i, store)));
+      const SLOTS = 7; // the catch-up slot and six ticks
+      await waitUntil(() => bySlot(committed(store)).size >= SLOTS, 90_000, `${SLOTS} slots committed`);
+    } finally {
+      const codes = await Promise.all(daemons.map((d) => d.stop()));
+      expect(codes).toEqual([0, 0, 0]);
+    }
+    const all = committed(store);
+    const slots = bySlot(all);
+    const detail = JSON.stringify([...slots].map(([s, ms]) => [s, ms.map((m) => `${m.node}:${m.trigger}`)]));
+    expect(slots.has('(none)'), detail).toBe(false);
+    for (const [slot, ms] of slots) {
+      expect(ms.length, `slot ${slot}: ${detail}`).toBe(1);
+      expect(ms[0]!.label, detail).toBeUndefined(); // claimed, not no-quorum
+      expect(new Date(slot).getUTCSeconds() % 3, slot).toBe(0); // a tick of */3, never "now"
+    }
+    // Healthy followers: the leader's node waits its leader delay and finds the slot taken.
+    const byLeader = all.filter((m) => m.node === NODES[leader]).length;
+    expect(byLeader, `leader ${NODES[leader]}: ${detail}`).toBeLessThanOrEqual(1);
+    // The others said so in their logs: the slot was done by another node.
+    const doneLines = daemons.flatMap((d) => d.lines.filter((l) => l.msg === 'slot already backed up by another node'));
+    expect(doneLines.length).toBeGreaterThan(0);
+  }, 180_000);
+
+  it('a winner killed mid-run (SIGKILL): its lease lapses and another node commits that slot', async () => {
+    const store = join(root, 'failover', 'store');
+    // etcdctl that takes 6 s over `snapshot save`: long enough to kill the winner mid-run.
+    const slowEtcdctl = join(root, 'slow-etcdctl.sh');
+    writeFileSync(slowEtcdctl, `#!/bin/sh\nif [ "$1" = snapshot ] && [ "$2" = save ]; then sleep 6; fi\nexec ${ensureTool('etcdctl')} "$@"\n`, { mode: 0o755 });
+    const daemons: DaemonProcess[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const file = config('failover', i, store, { schedule: '*/20 * * * * *', source: { type: 'etcdctl', etcdctl: slowEtcdctl, staticPodDir: 'manifests', timeout: '60s' } });
+        // A recent success: no catch-up, the first claim is a scheduled tick.
+        mkdirSync(join(root, 'failover', NODES[i]!, 'work'), { recursive: true, mode: 0o700 });
+        writeFileSync(join(root, 'failover', NODES[i]!, 'work', 'state.json'), JSON.stringify({ lastSuccess: new Date().toISOString(), consecutiveFailures: 0, stores: {} }));
+        daemons.push(await startDaemonProcess(file));
+      }
+      const claimed = await Promise.any(daemons.map((d, i) => d.waitFor((l) => l.msg === 'slot claimed: backing up', 40_000, 'a claim').then((l) => ({ i, slot: String(l.slot) }))));
+      await daemons[claimed.i]!.stop('SIGKILL');
+      await waitUntil(() => committed(store).some((m) => m.slot === claimed.slot), 30_000, `slot ${claimed.slot} committed by another node`);
+      const forSlot = committed(store).filter((m) => m.slot === claimed.slot);
+      expect(forSlot).toHaveLength(1);
+      expect(forSlot[0]!.node).not.toBe(NODES[claimed.i]);
+      const takeover = daemons.flatMap((d) => d.lines).find((l) => l.msg === 'slot claimed: backing up' && l.slot === claimed.slot && l.attempt === 2);
+      expect(takeover, 'the second attempt claimed the slot').toBeDefined();
+    } finally {
+      await Promise.all(daemons.map((d) => d.stop()));
+    }
+  }, 120_000);
+
+  it('coordination mode none: every node backs up every tick, without slots', async () => {
+    const store = join(root, 'none', 'store');
+    const daemons: DaemonProcess[] = [];
+    try {
+      for (let i = 0; i < 3; i++) daemons.push(await startDaemonProcess(config('none', i, store, { cluster: 'cnone', coordination: { mode: 'none' } })));
+      const perNode = () => NODES.map((n) => committed(store, 'cnone').filter((m) => m.node === n && m.trigger === 'schedule').length);
+      await waitUntil(() => perNode().every((c) => c >= 2), 60_000, 'two scheduled backups from every node');
+    } finally {
+      expect(await Promise.all(daemons.map((d) => d.stop()))).toEqual([0, 0, 0]);
+    }
+    const all = committed(store, 'cnone');
+    expect(all.every((m) => m.slot === undefined)).toBe(true);
+    expect(all.every((m) => m.label === undefined)).toBe(true);
+    // Nothing was written under /etcd-backupd/<cluster>/ (no client at all in mode none).
+    expect([...(await cluster.getAll('/etcd-backupd/cnone/')).keys()]).toEqual([]);
+    expect((await cluster.getAll('/etcd-backupd/c1/')).size).toBeGreaterThan(0); // the other tests' claims and results, for contrast
+  }, 120_000);
+
+  it('a manual CLI backup is not claimed but recorded under manual/ for the cluster view', async () => {
+    const file = config('manual', 1, join(root, 'manual', 'store'), { cluster: 'cmanual' });
+    const r = await runCli(['backup', '--config', file, '--json', '--label', 'before-upgrade']);
+    expect(r.code, r.stderr).toBe(0);
+    const id = (JSON.parse(r.stdout) as { id: string }).id;
+    const keys = await cluster.getAll('/etcd-backupd/cmanual/');
+    expect([...keys.keys()]).toEqual([`/etcd-backupd/cmanual/manual/${id}`]);
+    expect(JSON.parse(keys.get(`/etcd-backupd/cmanual/manual/${id}`)!.toString())).toMatchObject({ node: 'master-1', result: 'success', backupId: id, label: 'before-upgrade' });
+    const m = committed(join(root, 'manual', 'store'), 'cmanual');
+    expect(m).toHaveLength(1);
+    expect(m[0]!.slot).toBeUndefined();
+  }, 60_000);
+});
