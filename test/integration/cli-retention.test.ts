@@ -82,6 +82,7 @@ describe('prune with coordination: the cluster\'s series, whichever node took ea
     etcd: { endpoints: ['http://127.0.0.1:2379'] },
     stores: [{ name: 'nfs', type: 'local', path: 'store', incompleteGrace: '1s' }],
     retention: { keepLast: 3, daily: 0, weekly: 0, monthly: 0 },
+    coordination: { mode: 'etcd' }, // the default; said here because writeConfig defaults tests to none
   });
   // One backup per slot, taken by whichever node won it.
   const slots = ['2026-11-01T02:00:00.000Z', '2026-11-01T03:00:00.000Z', '2026-11-01T04:00:00.000Z', '2026-11-01T05:00:00.000Z', '2026-11-01T06:00:00.000Z'];
