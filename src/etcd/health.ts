@@ -38,6 +38,35 @@ const HEALTH_READ_MS = 5000;
 
 const reasonOf = (e: unknown): string => ((e as { reason?: unknown }).reason !== undefined ? String((e as { reason: unknown }).reason) : (e as Error).message);
 
+/** The status of the first configured endpoint that answers, or why none did. */
+async function firstAnswering(clients: Pick<EtcdClients, 'endpoint'>, endpoints: string[]): Promise<{ local: MemberStatus; endpoint: string } | { errors: string[] }> {
+  const errors: string[] = [];
+  for (const ep of endpoints) {
+    try {
+      return { local: await clients.endpoint(ep).status(), endpoint: ep };
+    } catch (e) {
+      errors.push((e as Error).message.startsWith(ep) ? (e as Error).message : `${ep}: ${(e as Error).message}`);
+    }
+  }
+  return { errors };
+}
+
+/**
+ * A quorum read on a busy member (a compaction, a defrag, fsync stalls) can
+ * fail for a moment. Asks up to 3 times, half a second apart, before a
+ * scheduled backup is refused for it; a cluster that is really sick stays
+ * unhealthy. Undefined when healthy, else why not.
+ */
+async function quorumReadWithRetries(c: ReturnType<EtcdClients['endpoint']>, readTimeoutMs: number): Promise<string | undefined> {
+  let unhealthy: string | undefined;
+  for (let attempt = 0; attempt < HEALTH_ATTEMPTS; attempt++) {
+    if (attempt > 0) await new Promise((r) => setTimeout(r, 500));
+    unhealthy = await c.health({ readTimeoutMs });
+    if (unhealthy === undefined) break;
+  }
+  return unhealthy;
+}
+
 export async function checkEtcdHealth(clients: Pick<EtcdClients, 'endpoint' | 'timeoutMs'>, endpoints: string[]): Promise<{ checks: PreflightCheck[]; facts: EtcdFacts }> {
   const checks: PreflightCheck[] = [];
   const facts: EtcdFacts = {};
@@ -45,33 +74,14 @@ export async function checkEtcdHealth(clients: Pick<EtcdClients, 'endpoint' | 't
   // Status is answered from the member's own state, even without quorum, so
   // it tells "unreachable" apart from "reachable but unhealthy" (the health
   // question needs a quorum read); the quorum and leader checks then say why.
-  let local: MemberStatus | undefined;
-  let usedEndpoint: string | undefined;
-  const errors: string[] = [];
-  for (const ep of endpoints) {
-    try {
-      local = await clients.endpoint(ep).status();
-      usedEndpoint = ep;
-      break;
-    } catch (e) {
-      errors.push((e as Error).message.startsWith(ep) ? (e as Error).message : `${ep}: ${(e as Error).message}`);
-    }
-  }
-  if (!local || !usedEndpoint) {
-    checks.push({ name: 'endpoint-health', ok: false, detail: `no configured etcd endpoint answers: ${errors.join('; ')}` });
+  const first = await firstAnswering(clients, endpoints);
+  if ('errors' in first) {
+    checks.push({ name: 'endpoint-health', ok: false, detail: `no configured etcd endpoint answers: ${first.errors.join('; ')}` });
     return { checks, facts };
   }
-  // A quorum read on a busy member (a compaction, a defrag, fsync stalls) can fail for a moment.
-  // Ask up to 3 times, half a second apart, before a scheduled backup is refused for it; a
-  // cluster that is really sick stays unhealthy.
+  const { local, endpoint: usedEndpoint } = first;
   const c = clients.endpoint(usedEndpoint);
-  const readMs = Math.min(clients.timeoutMs, HEALTH_READ_MS);
-  let unhealthy: string | undefined;
-  for (let attempt = 0; attempt < HEALTH_ATTEMPTS; attempt++) {
-    if (attempt > 0) await new Promise((r) => setTimeout(r, 500));
-    unhealthy = await c.health({ readTimeoutMs: readMs });
-    if (unhealthy === undefined) break;
-  }
+  const unhealthy = await quorumReadWithRetries(c, Math.min(clients.timeoutMs, HEALTH_READ_MS));
   checks.push({
     name: 'endpoint-health',
     ok: unhealthy === undefined,
