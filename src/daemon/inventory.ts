@@ -14,6 +14,9 @@ export async function refreshInventory({ cfg, stores, metrics, log }: DaemonCont
       const cat = await loadCatalog(store, cfg.cluster, trust, { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
       const untrusted = untrustedBackups(cat);
       const mine = cat.backups.filter((m) => inSeries(cfg, m.node) && !untrusted.includes(m));
+      // The newest counting backup of the whole cluster, any node's: the cluster's last success as the stores show it.
+      const newest = cat.backups.find((m) => !untrusted.includes(m));
+      if (newest) metrics.recordClusterSuccess(new Date(newest.finishedAt));
       metrics.setInventory(store.name, {
         count: mine.length,
         pinned: mine.filter((m) => m.pinned).length,

@@ -1,5 +1,6 @@
 import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
+import { parseBackupId } from '../layout.js';
 import type { Logger } from '../log.js';
 import type { BackupRequest } from '../run/backup.js';
 import { runCycle, type CycleResult } from '../run/cycle.js';
@@ -126,9 +127,13 @@ export class BackupRunner {
       if (this.approaching === ac) this.approaching = undefined;
     }
     switch (d.outcome) {
-      case 'done':
+      case 'done': {
         log.info({ slot: at, node: d.node, backupId: d.backupId }, 'slot already backed up by another node');
+        metrics.recordSlotWinner(slot, d.node);
+        const taken = d.backupId ? parseBackupId(d.backupId)?.time : undefined;
+        if (taken) metrics.recordClusterSuccess(taken);
         return false;
+      }
       case 'give-up':
         if (d.why === 'aborted' && this.stopping) return false;
         metrics.recordSkippedTick('slot-given-up');
@@ -161,6 +166,7 @@ export class BackupRunner {
           throw e;
         }
         const run = cyc.run;
+        if (run.result === 'success') metrics.recordSlotWinner(slot, this.ctx.cfg.node);
         await coord.finishSlot(d.claim, run.result === 'success' ? { result: 'success', backupId: run.id } : { result: 'failed', reason: run.reason ?? run.error ?? 'failed' });
         return true;
       }

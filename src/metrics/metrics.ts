@@ -156,9 +156,14 @@ export class BackupMetrics {
   private readonly membersUnreachable: Gauge;
   private readonly pruned: Counter<'store'>;
   private readonly waitingForLock: Gauge<'store'>;
+  private readonly clusterLastSuccess: Gauge<'cluster'>;
+  private readonly lastSlot: Gauge<'winner'>;
+  private clusterSuccessSeconds = 0;
+  private readonly cluster: string;
   // Restore drills (later): etcd_backup_drill_* families go here, registered on this.registry.
 
   constructor(opts: BackupMetricsOptions) {
+    this.cluster = opts.cluster;
     const registers = [(this.registry = new Registry())];
     const gauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], known = false): Gauge<L> => {
       const g = new Gauge<L>({ name: P + name, help, labelNames, registers });
@@ -213,6 +218,12 @@ export class BackupMetrics {
     this.preflightCheckOk = gauge('preflight_check_ok', '1 if the preflight check passed in the last run, 0 if it failed.', ['check'] as const);
     this.membersUnreachable = gauge('etcd_members_unreachable', 'etcd members that did not answer in the last preflight.');
     this.pruned = counter('pruned_total', 'Backups deleted from the store by retention.', ['store'] as const);
+    this.clusterLastSuccess = gauge(
+      'cluster_last_success_timestamp_seconds',
+      "Unix time of the newest committed backup of the cluster known to this node, whichever node took it: its own runs, slot results in etcd, the stores' catalog. Absent until one is known.",
+      ['cluster'] as const,
+    );
+    this.lastSlot = gauge('last_slot_timestamp_seconds', 'With coordination: the time of the last slot this node saw backed up, labelled with the node that took it.', ['winner'] as const);
     this.waitingForLock = gauge('prune_waiting_for_lock', 'Backups the last prune would have deleted but left for their S3 Object Lock to expire.', ['store'] as const);
 
     this.info.set({ cluster: opts.cluster, node: opts.node, version: VERSION }, 1);
@@ -281,6 +292,7 @@ export class BackupMetrics {
     } else {
       this.consecutiveFailures.set(0);
       this.lastRunSuccess.set(finished);
+      this.recordClusterSuccess(new Date(finished * 1000));
     }
     if (started !== undefined) {
       this.lastAttempt.set(started);
@@ -340,6 +352,21 @@ export class BackupMetrics {
   setNextRun(d: Date | undefined): void {
     if (d) this.nextRun.set(seconds(d));
     else this.nextRun.remove();
+  }
+
+  /** A committed backup of the cluster at `at`, this node's or another's: the gauge only moves forward. */
+  recordClusterSuccess(at: Date): void {
+    const t = seconds(at);
+    // A time ahead of this clock (a skewed node, a planted manifest) would hold the gauge up for ever and hide a missed backup.
+    if (!Number.isFinite(t) || t <= this.clusterSuccessSeconds || t > Date.now() / 1000 + 300) return;
+    this.clusterSuccessSeconds = t;
+    this.clusterLastSuccess.set({ cluster: this.cluster }, t);
+  }
+
+  /** With coordination: `winner` backed up the slot at `slot` (one series at a time: the last slot's winner). */
+  recordSlotWinner(slot: Date, winner: string): void {
+    this.lastSlot.reset();
+    this.lastSlot.set({ winner }, seconds(slot));
   }
 
   setInventory(store: string, inv: StoreInventory): void {

@@ -55,6 +55,7 @@ interface Committed {
   slot?: string;
   trigger: string;
   label?: string;
+  createdAt: string;
 }
 
 function committed(store: string, clusterName = 'c1'): Committed[] {
@@ -98,6 +99,14 @@ describe('three daemons, one per member, coordination mode etcd', () => {
       for (let i = 0; i < 3; i++) daemons.push(await startDaemonProcess(config('one-per-slot', i, store)));
       const SLOTS = 7; // the catch-up slot and six ticks
       await waitUntil(() => bySlot(committed(store)).size >= SLOTS, 90_000, `${SLOTS} slots committed`);
+      // Every node, winner or not, shows the cluster's last success and who took the last slot it saw.
+      const newest = Math.max(...committed(store).map((m) => Date.parse(m.createdAt))) / 1000;
+      for (const d of daemons) {
+        const text = await d.metrics();
+        const cls = Number(/^etcd_backup_cluster_last_success_timestamp_seconds\{cluster="[^"]+"\} (\S+)$/m.exec(text)?.[1]);
+        expect(cls, text).toBeGreaterThan(newest - 15);
+        expect(text).toMatch(/^etcd_backup_last_slot_timestamp_seconds\{winner="master-[012]"\} \d+/m);
+      }
     } finally {
       const codes = await Promise.all(daemons.map((d) => d.stop()));
       expect(codes).toEqual([0, 0, 0]);

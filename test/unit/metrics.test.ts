@@ -397,11 +397,14 @@ describe('label cardinality', () => {
     for (const s of samples) {
       for (const k of Object.keys(s.labels)) {
         if (s.name === 'etcd_backup_info') expect(['cluster', 'node', 'version']).toContain(k);
+        // One series each, bounded by the cluster's name and its masters' names.
+        else if (s.name === 'etcd_backup_cluster_last_success_timestamp_seconds') expect(k).toBe('cluster');
+        else if (s.name === 'etcd_backup_last_slot_timestamp_seconds') expect(k).toBe('winner');
         else expect(ALLOWED_LABELS.has(k), `${s.name} has label ${k}`).toBe(true);
       }
     }
-    // cluster and node appear on the info series only.
-    expect(samples.filter((s) => s.labels.cluster !== undefined || s.labels.node !== undefined).map((s) => s.name)).toEqual(['etcd_backup_info']);
+    // cluster and node appear on the info series only, and cluster on the cluster's own gauge (max by (cluster) without a join).
+    expect(samples.filter((s) => s.labels.cluster !== undefined || s.labels.node !== undefined).map((s) => s.name).sort()).toEqual(['etcd_backup_cluster_last_success_timestamp_seconds', 'etcd_backup_info']);
   });
 
   it('keeps odd phase names out of the labels', async () => {
@@ -510,5 +513,30 @@ describe('inventory, outbox, schedule and the rest', () => {
     a.recordSkippedTick('busy');
     expect(value((await scrape(b)).samples, 'etcd_backup_skipped_ticks_total', { reason: 'busy' })).toBe(0);
     expect(a.contentType).toMatch(/^text\/plain; version=0\.0\.4/);
+  });
+});
+
+describe('the cluster view', () => {
+  it('cluster_last_success only moves forward, from any source, and ignores times ahead of the clock', async () => {
+    const m = new BackupMetrics({ cluster: CLUSTER, node: NODE });
+    const name = 'etcd_backup_cluster_last_success_timestamp_seconds';
+    expect(series((await scrape(m)).samples, name)).toEqual([]);
+    const t1 = Date.now() - 3600_000;
+    m.recordClusterSuccess(new Date(t1));
+    expect(value((await scrape(m)).samples, name, { cluster: CLUSTER })).toBe(t1 / 1000);
+    m.recordClusterSuccess(new Date(t1 - 60_000)); // an older one seen later (the catalog after a slot result)
+    m.recordClusterSuccess(new Date(Date.now() + 3600_000)); // a skewed clock or a planted manifest
+    expect(value((await scrape(m)).samples, name, { cluster: CLUSTER })).toBe(t1 / 1000);
+    const t2 = Date.now() - 60_000;
+    m.recordClusterSuccess(new Date(t2));
+    expect(value((await scrape(m)).samples, name, { cluster: CLUSTER })).toBe(t2 / 1000);
+  });
+
+  it('last_slot names the node that took the last slot, one series at a time', async () => {
+    const m = new BackupMetrics({ cluster: CLUSTER, node: NODE });
+    m.recordSlotWinner(new Date(T0), 'master-1');
+    m.recordSlotWinner(new Date(T0 + 3600_000), 'master-2');
+    const s = series((await scrape(m)).samples, 'etcd_backup_last_slot_timestamp_seconds');
+    expect(s).toEqual([{ name: 'etcd_backup_last_slot_timestamp_seconds', labels: { winner: 'master-2' }, value: sec(T0 + 3600_000) }]);
   });
 });
