@@ -146,10 +146,10 @@ export class BackupRunner {
           return false;
         }
         log.warn({ slot: at, err: d.error }, 'etcd does not answer: backing up without a claim (label no-quorum)');
-        return (await this.trigger({ trigger, slot, label: 'no-quorum' })) !== undefined;
+        return (await this.trigger(noQuorumRequest(trigger, slot))) !== undefined;
       case 'alone':
         log.warn({ slot: at }, 'etcd has no quorum: backing up without a claim (label no-quorum)');
-        return (await this.trigger({ trigger, slot, label: 'no-quorum' })) !== undefined;
+        return (await this.trigger(noQuorumRequest(trigger, slot))) !== undefined;
       case 'won': {
         log.info({ slot: at, attempt: d.claim.attempt }, 'slot claimed: backing up');
         const p = this.trigger({ trigger, slot });
@@ -207,6 +207,17 @@ export class BackupRunner {
       if (!(await settled(ABORT_GRACE_MS))) log.warn('shutdown: the aborted run is still stuck in a store; exiting anyway');
     }
   }
+}
+
+/**
+ * A run without quorum (coordination.onNoQuorum: backup): the preflight's
+ * quorum checks fail by definition, and a degraded cluster is when a backup
+ * matters most, so it goes ahead as an operator's --force would. The manifest
+ * records it (label no-quorum, preflight forced with the failed checks) and
+ * cluster-backup.sh marks its files possibly dirty.
+ */
+function noQuorumRequest(trigger: 'schedule' | 'catch-up', slot: Date): BackupRequest {
+  return { trigger, slot, label: 'no-quorum', force: true };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -185,4 +185,25 @@ describe('three daemons, one per member, coordination mode etcd', () => {
     expect(m).toHaveLength(1);
     expect(m[0]!.slot).toBeUndefined();
   }, 60_000);
+  // Last: it stops two members (and starts them again for nothing after it).
+  it('quorum lost: onNoQuorum backup takes a no-quorum backup on the node whose member is up; skip takes none', async () => {
+    const store = join(root, 'noquorum', 'store');
+    const skipStore = join(root, 'noquorum-skip', 'store');
+    const daemons: DaemonProcess[] = [];
+    await Promise.all([cluster.stopMember(1), cluster.stopMember(2)]);
+    try {
+      // Node 0's member is up but has no leader: no claim is possible.
+      daemons.push(await startDaemonProcess(config('noquorum', 0, store, { cluster: 'cnq', schedule: '*/4 * * * * *' })));
+      daemons.push(await startDaemonProcess(config('noquorum-skip', 0, skipStore, { cluster: 'cnqskip', schedule: '*/4 * * * * *', coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '2s', onNoQuorum: 'skip' } })));
+      await waitUntil(() => committed(store, 'cnq').length >= 1, 60_000, 'a no-quorum backup');
+      await daemons[1]!.waitFor((l) => String(l.msg).startsWith('slot given up'), 30_000, 'the skip daemon gives a slot up');
+    } finally {
+      expect(await Promise.all(daemons.map((d) => d.stop()))).toEqual([0, 0]);
+      await Promise.all([cluster.startMember(1), cluster.startMember(2)]);
+    }
+    const [m] = committed(store, 'cnq') as (Committed & { preflight: { forced: boolean; failedChecks: { name: string }[] } })[];
+    expect(m).toMatchObject({ node: 'master-0', label: 'no-quorum', preflight: { forced: true } });
+    expect(m!.preflight.failedChecks.map((c) => c.name)).toContain('quorum');
+    expect(committed(skipStore, 'cnqskip')).toEqual([]);
+  }, 150_000);
 });
