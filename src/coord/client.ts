@@ -4,8 +4,8 @@
  * client (src/etcd/) once that is on etcd3 too: everything in src/coord/
  * takes an `Etcd3` instance and closes only what it opened.
  */
-import { readFileSync } from 'node:fs';
 import { Etcd3, type IOptions } from 'etcd3';
+import { credentialsOf } from '../etcd/client.js';
 
 export interface EtcdConnection {
   /** http:// or https:// client URLs; all of one scheme. */
@@ -36,11 +36,7 @@ export function makeEtcdClient(conn: EtcdConnection, opts: ClientOptions = {}): 
   };
   if (tls[0]) {
     if (!conn.caFile || !conn.certFile || !conn.keyFile) throw new Error('etcd: https:// endpoints need caFile, certFile and keyFile');
-    options.credentials = {
-      rootCertificate: readFileSync(conn.caFile),
-      certChain: readFileSync(conn.certFile),
-      privateKey: readFileSync(conn.keyFile),
-    };
+    options.credentials = credentialsOf(conn);
   }
   return new Etcd3(options);
 }

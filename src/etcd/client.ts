@@ -318,8 +318,8 @@ export function describeEtcdError(endpoint: string, what: string, timeoutMs: num
   return `${at}: ${raw.slice(0, 300)}`;
 }
 
-/** Reads the TLS files (errors name the file and the key). */
-function credentialsOf(tls: EtcdTls): IOptions['credentials'] {
+/** Reads the TLS files (errors name the file and the key). Also coordination's client (src/coord/client.ts). */
+export function credentialsOf(tls: EtcdTls): IOptions['credentials'] {
   const read = (key: keyof EtcdTls): Buffer | undefined => {
     const f = tls[key];
     if (!f) return undefined;

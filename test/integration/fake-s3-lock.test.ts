@@ -14,6 +14,7 @@ import {
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeS3, type FakeS3 } from '../support/fake-s3.js';
 import { sdkRejectionOf } from '../support/rejections.js';
+import { fakeS3Client } from '../support/fake-s3-client.js';
 
 /**
  * The Object Lock of the fake S3 server (test/support/fake-s3-lock.ts)
@@ -26,18 +27,7 @@ const MiB = 1024 * 1024;
 let locked: FakeS3;
 let plain: FakeS3;
 
-function client(s3: FakeS3): S3Client {
-  return new S3Client({
-    endpoint: s3.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'anything', secretAccessKey: 'whatever' },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: 1,
-    requestHandler: { connectionTimeout: 2_000, requestTimeout: 10_000, throwOnRequestTimeout: true },
-  });
-}
+const client = (s3: FakeS3): S3Client => fakeS3Client(s3);
 
 const rejection = sdkRejectionOf;
 

@@ -20,6 +20,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startFakeS3, startThrottleProxy, type FakeS3 } from '../support/fake-s3.js';
 import { sdkRejectionOf } from '../support/rejections.js';
+import { fakeS3Client } from '../support/fake-s3-client.js';
 
 /**
  * The fake S3 server of test/support/fake-s3.ts against the real SDK
@@ -30,18 +31,7 @@ import { sdkRejectionOf } from '../support/rejections.js';
 const MiB = 1024 * 1024;
 let s3: FakeS3;
 
-function client(over: { maxAttempts?: number; requestTimeout?: number } = {}): S3Client {
-  return new S3Client({
-    endpoint: s3.endpoint,
-    region: 'us-east-1',
-    forcePathStyle: true,
-    credentials: { accessKeyId: 'anything', secretAccessKey: 'whatever' },
-    requestChecksumCalculation: 'WHEN_REQUIRED',
-    responseChecksumValidation: 'WHEN_REQUIRED',
-    maxAttempts: over.maxAttempts ?? 1,
-    requestHandler: { connectionTimeout: 2_000, requestTimeout: over.requestTimeout ?? 10_000, throwOnRequestTimeout: true },
-  });
-}
+const client = (over: { maxAttempts?: number; requestTimeout?: number } = {}): S3Client => fakeS3Client(s3, over);
 let c: S3Client;
 const B = () => s3.bucket;
 
