@@ -6,7 +6,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type { Config } from '../config/load.js';
-import { acquireSlot, CoordKeys, makeEtcdClient, makeHealthProbe, policyFromConfig, pruneOldSlots, type AcquireOutcome, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim } from '../coord/index.js';
+import { acquireSlot, CoordKeys, makeEtcdClient, makeHealthProbe, policyFromConfig, pruneOldSlots, type AcquireOutcome, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim, type SlotKind } from '../coord/index.js';
 import { messageOf, reasonOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RunResult } from '../run/backup.js';
@@ -49,10 +49,10 @@ export class SlotCoordinator {
     return this.policy.onNoQuorum;
   }
 
-  /** Approaches a backup slot until won / done / alone / give-up; never throws (etcd not answering at all is `unavailable`). */
-  async approach(slot: Date, deadline: Date, signal: AbortSignal): Promise<SlotDecision> {
+  /** Approaches a backup (or drill) slot until won / done / alone / give-up; never throws (etcd not answering at all is `unavailable`). */
+  async approach(slot: Date, deadline: Date, signal: AbortSignal, kind: SlotKind = 'backup'): Promise<SlotDecision> {
     try {
-      const r = await acquireSlot(this.ctx, { kind: 'backup', slot, deadline, policy: this.policy, probe: () => this.health.probe(), signal });
+      const r = await acquireSlot(this.ctx, { kind, slot, deadline, policy: this.policy, probe: () => this.health.probe(), signal });
       if (r.outcome === 'won') {
         if (this.closed) {
           // Won after shutdown closed the client: let the claim lapse, nobody will run it.
@@ -62,7 +62,7 @@ export class SlotCoordinator {
         this.held.add(r.claim);
         r.claim.lost.addEventListener(
           'abort',
-          () => this.log.warn({ slot: slot.toISOString(), attempt: r.claim.attempt }, 'slot claim may have lapsed (keepalives failed): another node may take this slot too; the run in progress goes on (a committed backup is never lost)'),
+          () => this.log.warn({ kind, slot: slot.toISOString(), attempt: r.claim.attempt }, 'slot claim may have lapsed (keepalives failed): another node may take this slot too; the run in progress goes on (a committed backup is never lost)'),
           { once: true },
         );
       }
@@ -76,14 +76,14 @@ export class SlotCoordinator {
   finishSlot(claim: SlotClaim, r: { result: 'success' | 'failed'; backupId?: string; reason?: string }): Promise<void> {
     return this.track(
       (async () => {
-        const slot = claim.slot.toISOString();
+        const at = { kind: claim.kind, slot: claim.slot.toISOString() };
         try {
           const out = await claim.release(r);
-          if (out.recorded) this.log.info({ slot, result: r.result, backupId: r.backupId }, 'slot result recorded');
-          else this.log.warn({ slot, result: r.result, backupId: r.backupId }, 'slot result not recorded: another node claimed the slot after this claim lapsed');
+          if (out.recorded) this.log.info({ ...at, result: r.result, backupId: r.backupId }, 'slot result recorded');
+          else this.log.warn({ ...at, result: r.result, backupId: r.backupId }, 'slot result not recorded: another node claimed the slot after this claim lapsed');
         } catch (e) {
           claim.abandon();
-          this.log.warn({ slot, reason: reasonOf(e), err: messageOf(e) }, 'could not record the slot result; the claim lapses after its lease TTL');
+          this.log.warn({ ...at, reason: reasonOf(e), err: messageOf(e) }, 'could not record the slot result; the claim lapses after its lease TTL');
         } finally {
           this.held.delete(claim);
         }

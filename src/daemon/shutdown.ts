@@ -29,9 +29,9 @@ export async function shutDown(s: RunningServices): Promise<void> {
   s.drills.stop();
   s.retries.stop();
   await s.runner.finish();
-  // After the run: its claim is released (or abandoned) before the etcd client closes.
-  await s.coord?.close().catch(() => undefined);
   await s.drills.idle();
+  // After the run and the drill: their claims are released (or abandoned) before the etcd client closes.
+  await s.coord?.close().catch(() => undefined);
   await s.control.close().catch(() => undefined);
   await s.metricsServer.close().catch(() => undefined);
   await Promise.all(s.stores.map((st) => st.close?.().catch(() => undefined)));

@@ -2,11 +2,12 @@ import { loadIdentities } from '../bundle/encrypt.js';
 import type { Config } from '../config/load.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { findBackup, loadCatalogFor } from '../catalog/catalog.js';
+import { findBackup, loadCatalogFor, type Catalog } from '../catalog/catalog.js';
 import { catalogCacheDir } from '../layout.js';
 import { loadTrust } from '../catalog/trust.js';
 import { createCronSchedule, type CronSchedule } from '../schedule/cron.js';
 import type { Store } from '../storage/store.js';
+import type { SlotCoordinator, SlotDecision } from '../daemon/coordinator.js';
 import { runRestoreDrill, type DrillResult } from './drill.js';
 import type { DrillMetrics } from './metrics.js';
 import { drillNodeFor } from './turn.js';
@@ -19,6 +20,8 @@ export interface DrillScheduleDeps {
   metrics: DrillMetrics;
   /** Remembers the drill's result across restarts (the daemon state). */
   record(r: DrillResult): Promise<void>;
+  /** Coordination (mode etcd): each drill slot is claimed, and only its winner drills. Without it, nodes take turns (drillNodeFor). */
+  coord?: SlotCoordinator | undefined;
 }
 
 export interface DrillSchedule {
@@ -29,9 +32,12 @@ export interface DrillSchedule {
 }
 
 /**
- * Restore drills on `drill.schedule`: one node per slot (drillNodeFor), at low
- * priority, never on the node's etcd ports. One drill at a time: a slot that
- * comes while one runs is left out. Without `drill.schedule`, nothing runs.
+ * Restore drills on `drill.schedule`: one node per slot, at low priority,
+ * never on the node's etcd ports. With coordination the slot is claimed like
+ * a backup slot (kind `drill`, docs/coordination.md); with `mode: none` the
+ * nodes take turns (drillNodeFor). One drill at a time on a node: a slot that
+ * comes while one runs is left out here (another node may claim it).
+ * Without `drill.schedule`, nothing runs.
  */
 export function startDrillSchedule(deps: DrillScheduleDeps): DrillSchedule {
   const { cfg, log } = deps;
@@ -63,23 +69,71 @@ export function startDrillSchedule(deps: DrillScheduleDeps): DrillSchedule {
   };
 }
 
-async function runDrillSlot({ cfg, stores, log, metrics, record }: DrillScheduleDeps, schedule: CronSchedule, slot: Date, signal: AbortSignal): Promise<void> {
+async function runDrillSlot(deps: DrillScheduleDeps, schedule: CronSchedule, slot: Date, signal: AbortSignal): Promise<void> {
+  const { cfg, stores, log } = deps;
   const store = stores.find((s) => s.name === (cfg.drill.store ?? stores[0]?.name))!;
   const cat = await loadCatalogFor(store, cfg.cluster, 'latest', await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
-  const turn = drillNodeFor(
-    cat.listed.flatMap((b) => (b.manifest && b.node ? [b.node] : [])),
-    slot,
-    schedule.intervalSeconds(),
-  );
-  if (turn !== cfg.node) {
-    log.info({ slot: slot.toISOString(), node: turn ?? 'none' }, 'restore drill: another node has this slot');
+  if (!cat.backups.length) {
+    log.info({ slot: slot.toISOString(), store: store.name }, 'restore drill: no committed backup to drill yet');
     return;
   }
-  if (!cat.backups.length) return;
+  if (!deps.coord) {
+    const turn = drillNodeFor(
+      cat.listed.flatMap((b) => (b.manifest && b.node ? [b.node] : [])),
+      slot,
+      schedule.intervalSeconds(),
+    );
+    if (turn !== cfg.node) {
+      log.info({ slot: slot.toISOString(), node: turn ?? 'none' }, 'restore drill: another node has this slot');
+      return;
+    }
+    await drillLatest(deps, store, cat, slot, signal);
+    return;
+  }
+  const deadline = schedule.nextRuns(2).find((t) => t.getTime() > slot.getTime()) ?? new Date(slot.getTime() + schedule.intervalSeconds() * 1000);
+  const d = await deps.coord.approach(slot, deadline, signal, 'drill');
+  if (d.outcome !== 'won') {
+    log.info({ slot: slot.toISOString(), ...drillSkipped(d) }, 'restore drill: not this node\'s slot');
+    return;
+  }
+  let r: DrillResult | undefined;
+  try {
+    r = await drillLatest(deps, store, cat, slot, signal);
+  } finally {
+    await deps.coord.finishSlot(
+      d.claim,
+      r === undefined
+        ? { result: 'failed', reason: 'the drill crashed' }
+        : r.result === 'success'
+          ? { result: 'success', backupId: r.id }
+          : { result: 'failed', backupId: r.id, reason: r.reason ?? 'failed' },
+    );
+  }
+}
+
+/**
+ * Why a node does not drill a slot it approached. Without quorum or without
+ * etcd nobody drills: a drill proves an old backup, and a degraded cluster
+ * needs its masters' CPU and disks for itself.
+ */
+function drillSkipped(d: Exclude<SlotDecision, { outcome: 'won' }>): Record<string, string | undefined> {
+  switch (d.outcome) {
+    case 'done':
+      return { node: d.node, why: 'done' };
+    case 'give-up':
+      return { why: d.why, lastHolder: d.lastHolder };
+    case 'alone':
+      return { why: 'no-quorum' };
+    case 'unavailable':
+      return { why: 'etcd-unavailable', err: d.error };
+  }
+}
+
+async function drillLatest({ cfg, log, metrics, record }: DrillScheduleDeps, store: Store, cat: Catalog, slot: Date, signal: AbortSignal): Promise<DrillResult> {
   // The backup a restore would take: with trusted keys, never one someone else planted.
   const m = findBackup(cat, 'latest', store.name);
   const identities = m.object?.encrypted && cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
-  log.info({ id: m.id, store: store.name }, 'restore drill started');
+  log.info({ id: m.id, store: store.name, slot: slot.toISOString() }, 'restore drill: this node drills the slot');
   const r = await runRestoreDrill({
     store,
     manifest: m,
@@ -92,4 +146,5 @@ async function runDrillSlot({ cfg, stores, log, metrics, record }: DrillSchedule
   await record(r);
   if (r.result === 'success') log.info({ id: r.id, steps: r.steps, revision: r.revision }, 'restore drill passed');
   else log.error({ id: r.id, reason: r.reason, err: r.error, steps: r.steps }, 'restore drill FAILED');
+  return r;
 }

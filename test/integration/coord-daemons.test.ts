@@ -185,6 +185,45 @@ describe('three daemons, one per member, coordination mode etcd', () => {
     expect(m).toHaveLength(1);
     expect(m[0]!.slot).toBeUndefined();
   }, 60_000);
+  it('restore drills: one node drills each drill slot, claimed like a backup slot, and the result is recorded in etcd', async () => {
+    const store = join(root, 'drills', 'store');
+    // Something to drill: one manual backup (no catch-up backups, the schedule is daily).
+    const seed = await runCli(['backup', '--config', config('drills', 0, store, { cluster: 'cdrill' }), '--json']);
+    expect(seed.code, seed.stderr).toBe(0);
+    const daemons: DaemonProcess[] = [];
+    const drillKeys = async () => [...(await cluster.getAll('/etcd-backupd/cdrill/results/drill/'))].map(([k, v]) => ({ slot: k.split('/').pop()!, ...(JSON.parse(v.toString()) as { node: string; result: string; attempt: number }) }));
+    try {
+      for (let i = 0; i < 3; i++) {
+        const file = config('drills', i, store, { cluster: 'cdrill', schedule: '0 3 * * *', drill: { schedule: '*/8 * * * * *', timeout: '60s', sampleKeys: 5 } });
+        mkdirSync(join(root, 'drills', NODES[i]!, 'work'), { recursive: true, mode: 0o700 });
+        writeFileSync(join(root, 'drills', NODES[i]!, 'work', 'state.json'), JSON.stringify({ lastSuccess: new Date().toISOString(), consecutiveFailures: 0, stores: {} }));
+        daemons.push(await startDaemonProcess(file));
+      }
+      const done = async () => (await drillKeys()).filter((r) => r.result === 'success').length;
+      const end = Date.now() + 90_000;
+      while ((await done()) < 3) {
+        if (Date.now() > end) throw new Error(`timed out waiting for 3 drilled slots: ${JSON.stringify(await drillKeys())}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    } finally {
+      expect(await Promise.all(daemons.map((d) => d.stop()))).toEqual([0, 0, 0]);
+    }
+    const started = daemons.flatMap((d, i) => d.lines.filter((l) => l.msg === 'restore drill: this node drills the slot').map((l) => ({ node: NODES[i]!, slot: String(l.slot) })));
+    const perSlot = new Map<string, string[]>();
+    for (const s of started) perSlot.set(s.slot, [...(perSlot.get(s.slot) ?? []), s.node]);
+    // One node per drill slot: never two drills of the same slot, and every drilled slot is claimed in etcd.
+    for (const [slot, nodes] of perSlot) expect(nodes, `drill slot ${slot}`).toHaveLength(1);
+    const results = await drillKeys();
+    for (const r of results.filter((x) => x.result === 'success')) {
+      expect(perSlot.get(new Date(r.slot).toISOString()), `slot ${r.slot}`).toEqual([r.node]);
+      expect(r.attempt).toBe(1);
+    }
+    // No rotation is involved: the others said the slot was not theirs.
+    const notMine = daemons.flatMap((d) => d.lines.filter((l) => l.msg === "restore drill: not this node's slot"));
+    expect(notMine.length).toBeGreaterThan(0);
+    expect(daemons.flatMap((d) => d.lines).some((l) => l.msg === 'restore drill: another node has this slot')).toBe(false);
+  }, 150_000);
+
   // Last: it stops two members (and starts them again for nothing after it).
   it('quorum lost: onNoQuorum backup takes a no-quorum backup on the node whose member is up; skip takes none', async () => {
     const store = join(root, 'noquorum', 'store');
