@@ -33,7 +33,11 @@ export type AcquireOutcome =
   | { outcome: 'done'; node: string; backupId?: string }
   /** No quorum, onNoQuorum backup: back up without a claim, labelled no-quorum. */
   | { outcome: 'alone' }
-  | { outcome: 'give-up'; why: 'deadline' | 'attempts' | 'no-quorum' | 'aborted'; lastHolder?: string };
+  /**
+   * Stop trying. `held`: a node held the slot at the last read (its run may
+   * still be going on: the slot is late, not missed).
+   */
+  | { outcome: 'give-up'; why: 'deadline' | 'attempts' | 'no-quorum' | 'aborted'; lastHolder?: string; held?: boolean };
 
 /** Far more steps than a slot can take honestly; a guard against a loop, never reached in practice. */
 const MAX_STEPS = 10_000;
@@ -43,14 +47,22 @@ export async function acquireSlot(ctx: CoordContext, req: AcquireRequest): Promi
   let leaderDelayDone = false;
   let noQuorumSeen = false;
   let lastHolder: string | undefined;
+  let lastRead: SlotRead | undefined;
+  const giveUp = (why: 'deadline' | 'attempts' | 'no-quorum' | 'aborted'): AcquireOutcome => ({
+    outcome: 'give-up',
+    why,
+    ...(lastHolder !== undefined ? { lastHolder } : {}),
+    ...(lastRead?.claim ? { held: true } : {}),
+  });
   for (let step = 0; step < MAX_STEPS; step++) {
-    if (req.signal?.aborted) return giveUp('aborted', lastHolder);
+    if (req.signal?.aborted) return giveUp('aborted');
     const health = await req.probe();
     const quorum = health.quorum && !noQuorumSeen;
     let seen: SlotRead | undefined;
     if (quorum && Date.now() < req.deadline.getTime()) {
       try {
         seen = await readSlot(ctx, req.kind, req.slot);
+        lastRead = seen;
       } catch (err) {
         noQuorumSeen = rethrowUnlessNoQuorum(err);
         continue;
@@ -63,7 +75,7 @@ export async function acquireSlot(ctx: CoordContext, req: AcquireRequest): Promi
       case 'alone':
         return { outcome: 'alone' };
       case 'give-up':
-        return giveUp(action.why, lastHolder);
+        return giveUp(action.why);
       case 'wait':
         await sleep(action.ms, req.signal);
         if (action.why === 'leader-delay') leaderDelayDone = true;
@@ -86,11 +98,7 @@ export async function acquireSlot(ctx: CoordContext, req: AcquireRequest): Promi
       }
     }
   }
-  return giveUp('deadline', lastHolder);
-}
-
-function giveUp(why: 'deadline' | 'attempts' | 'no-quorum' | 'aborted', lastHolder: string | undefined): AcquireOutcome {
-  return lastHolder !== undefined ? { outcome: 'give-up', why, lastHolder } : { outcome: 'give-up', why };
+  return giveUp('deadline');
 }
 
 /** A no-quorum failure turns the rest of the approach into the no-quorum path; anything else is the caller's. */

@@ -9,7 +9,7 @@
  * - `recordManual(ctx, value)`                record a CLI backup for the cluster view
  * - `pruneOldSlots(ctx, keep)`                keep the keys under /etcd-backupd/<cluster>/ bounded
  * - `readSlot`, `readRaw`                     what etcd holds (status, tests)
- * - `decide`, `slotsToPrune`                  the pure core
+ * - `decide`, `slotsToPrune`, `missedWhy`     the pure core
  * - `policyFromConfig(cfg.coordination)`      config -> policy + lease TTL
  * - `makeHealthProbe(cfg.etcd)`               the probe acquireSlot asks (local member role, quorum)
  */
@@ -20,4 +20,5 @@ export { decide, DEFAULT_POLICY, manualToPrune, slotsToPrune, type Action, type 
 export { CoordKeys, SLOT_KINDS, slotName, type ClaimValue, type ManualValue, type ResultValue, type SlotKind, type SlotResult } from './keys.js';
 export { policyFromConfig, type CoordinationConfig } from './policy.js';
 export { pruneOldSlots, recordManual, type PruneKeep } from './records.js';
+export { missedWhy, MISSED_WHYS, type MissedWhy, type SlotDecision } from './missed.js';
 export { healthFrom, makeHealthProbe, type Health, type HealthProbe, type LocalStatus } from './probe.js';

@@ -6,14 +6,14 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type { Config } from '../config/load.js';
-import { acquireSlot, CoordKeys, makeEtcdClient, makeHealthProbe, policyFromConfig, pruneOldSlots, type AcquireOutcome, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim, type SlotKind } from '../coord/index.js';
+import type { SlotDecision } from '../coord/missed.js';
+import { acquireSlot, CoordKeys, makeEtcdClient, makeHealthProbe, policyFromConfig, pruneOldSlots, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim, type SlotKind } from '../coord/index.js';
 import { messageOf, reasonOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RunResult } from '../run/backup.js';
 import { recordManualRun } from '../run/manual-record.js';
 
-/** acquireSlot's outcomes, plus `unavailable`: etcd did not answer at all (acquireSlot threw coord-unavailable). */
-export type SlotDecision = AcquireOutcome | { outcome: 'unavailable'; error: string };
+export { missedWhy, MISSED_WHYS, type MissedWhy, type SlotDecision } from '../coord/missed.js';
 
 /** How long close() waits for releases in flight before it abandons what is still held. */
 const CLOSE_WAIT_MS = 10_000;

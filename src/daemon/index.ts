@@ -94,7 +94,7 @@ async function startServices(
   const retries = startOutboxRetries(ctx, () => !runner.running && !runner.isStopping);
   const drillMetrics = new DrillMetrics(metrics.registry);
   if (state.current.drill) drillMetrics.restoreState(state.current.drill);
-  const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord });
+  const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord, onMissedSlot: (slot, why) => metrics.recordMissedSlot('drill', slot, why) });
 
   // Start-up: deliver what a previous life left behind, then catch up a missed slot.
   await refreshOutbox(ctx).catch(() => undefined);

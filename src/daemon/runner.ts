@@ -6,7 +6,7 @@ import type { BackupRequest } from '../run/backup.js';
 import { runCycle, type CycleResult } from '../run/cycle.js';
 import type { Source } from '../source/source.js';
 import type { DaemonContext } from './context.js';
-import type { SlotCoordinator } from './coordinator.js';
+import { missedWhy, type SlotCoordinator } from './coordinator.js';
 import { refreshInventory } from './inventory.js';
 import { recordRetries } from './outbox-retry.js';
 
@@ -134,14 +134,20 @@ export class BackupRunner {
         if (taken) metrics.recordClusterSuccess(taken);
         return false;
       }
-      case 'give-up':
+      case 'give-up': {
         if (d.why === 'aborted' && this.stopping) return false;
         metrics.recordSkippedTick('slot-given-up');
-        log.warn({ slot: at, why: d.why === 'aborted' ? 'deadline' : d.why, lastHolder: d.lastHolder }, 'slot given up: this node does not back it up');
+        const missed = missedWhy('backup', d, coord.onNoQuorum);
+        if (missed) metrics.recordMissedSlot('backup', slot, missed);
+        const why = d.why === 'aborted' ? 'deadline' : d.why;
+        if (missed) log.warn({ slot: at, why, lastHolder: d.lastHolder }, 'slot given up: no node backs it up (missed slot)');
+        else log.info({ slot: at, why, lastHolder: d.lastHolder }, 'slot given up at its deadline: the node holding it is still running');
         return false;
+      }
       case 'unavailable':
         if (coord.onNoQuorum === 'skip') {
           metrics.recordSkippedTick('slot-given-up');
+          metrics.recordMissedSlot('backup', slot, 'etcd-unavailable');
           log.warn({ slot: at, err: d.error }, 'slot given up: etcd does not answer (coordination.onNoQuorum: skip)');
           return false;
         }

@@ -7,7 +7,7 @@ import { catalogCacheDir } from '../layout.js';
 import { loadTrust } from '../catalog/trust.js';
 import { createCronSchedule, type CronSchedule } from '../schedule/cron.js';
 import type { Store } from '../storage/store.js';
-import type { SlotCoordinator, SlotDecision } from '../daemon/coordinator.js';
+import { missedWhy, type MissedWhy, type SlotCoordinator, type SlotDecision } from '../daemon/coordinator.js';
 import { runRestoreDrill, type DrillResult } from './drill.js';
 import type { DrillMetrics } from './metrics.js';
 import { drillNodeFor } from './turn.js';
@@ -22,6 +22,8 @@ export interface DrillScheduleDeps {
   record(r: DrillResult): Promise<void>;
   /** Coordination (mode etcd): each drill slot is claimed, and only its winner drills. Without it, nodes take turns (drillNodeFor). */
   coord?: SlotCoordinator | undefined;
+  /** A drill slot nobody drills (with coordination): counted for the cluster view. */
+  onMissedSlot?: (slot: Date, why: MissedWhy) => void;
 }
 
 export interface DrillSchedule {
@@ -93,6 +95,9 @@ async function runDrillSlot(deps: DrillScheduleDeps, schedule: CronSchedule, slo
   const deadline = schedule.nextRuns(2).find((t) => t.getTime() > slot.getTime()) ?? new Date(slot.getTime() + schedule.intervalSeconds() * 1000);
   const d = await deps.coord.approach(slot, deadline, signal, 'drill');
   if (d.outcome !== 'won') {
+    if (d.outcome === 'give-up' && d.why === 'aborted') return; // shutdown
+    const missed = missedWhy('drill', d, deps.coord.onNoQuorum);
+    if (missed) deps.onMissedSlot?.(slot, missed);
     log.info({ slot: slot.toISOString(), ...drillSkipped(d) }, 'restore drill: not this node\'s slot');
     return;
   }

@@ -3,6 +3,8 @@ import type { PreflightCheck } from '../etcd/health.js';
 import type { Reason } from '../errors.js';
 import type { RunResult, Trigger } from '../run/backup.js';
 import { VERSION } from '../version.js';
+import { SLOT_KINDS, type SlotKind } from '../coord/keys.js';
+import { MISSED_WHYS, type MissedWhy } from '../coord/missed.js';
 
 /**
  * Every series the daemon exposes, on a registry of its own (never the
@@ -156,14 +158,14 @@ export class BackupMetrics {
   private readonly membersUnreachable: Gauge;
   private readonly pruned: Counter<'store'>;
   private readonly waitingForLock: Gauge<'store'>;
-  private readonly clusterLastSuccess: Gauge<'cluster'>;
+  private readonly clusterLastSuccess: Gauge;
+  private readonly missedSlots: Counter<'kind' | 'why'>;
+  private readonly lastMissedSlot: Gauge<'kind' | 'why'>;
   private readonly lastSlot: Gauge<'winner'>;
   private clusterSuccessSeconds = 0;
-  private readonly cluster: string;
   // Restore drills (later): etcd_backup_drill_* families go here, registered on this.registry.
 
   constructor(opts: BackupMetricsOptions) {
-    this.cluster = opts.cluster;
     const registers = [(this.registry = new Registry())];
     const gauge = <L extends string = never>(name: string, help: string, labelNames: readonly L[] = [], known = false): Gauge<L> => {
       const g = new Gauge<L>({ name: P + name, help, labelNames, registers });
@@ -221,8 +223,13 @@ export class BackupMetrics {
     this.clusterLastSuccess = gauge(
       'cluster_last_success_timestamp_seconds',
       "Unix time of the newest committed backup of the cluster known to this node, whichever node took it: its own runs, slot results in etcd, the stores' catalog. Absent until one is known.",
-      ['cluster'] as const,
     );
+    this.missedSlots = counter(
+      'missed_slots_total',
+      'With coordination: slots (kind backup or drill) this node saw end with no node doing them. why: nobody-claimed (no node held the slot by its deadline), no-quorum / etcd-unavailable (no claim possible and no run without one), attempts (every attempt failed). Every node counts the same slot: aggregate with max.',
+      ['kind', 'why'] as const,
+    );
+    this.lastMissedSlot = gauge('last_missed_slot_timestamp_seconds', 'With coordination: the time of the newest slot this node saw missed, by kind and why (see missed_slots_total). Absent until one is.', ['kind', 'why'] as const);
     this.lastSlot = gauge('last_slot_timestamp_seconds', 'With coordination: the time of the last slot this node saw backed up, labelled with the node that took it.', ['winner'] as const);
     this.waitingForLock = gauge('prune_waiting_for_lock', 'Backups the last prune would have deleted but left for their S3 Object Lock to expire.', ['store'] as const);
 
@@ -231,6 +238,7 @@ export class BackupMetrics {
     for (const result of RESULTS) for (const trigger of TRIGGERS) this.runs.inc({ result, trigger }, 0);
     for (const reason of RUN_FAILURE_REASONS) this.failures.inc({ reason }, 0);
     for (const reason of SKIP_REASONS) this.skippedTicks.inc({ reason }, 0);
+    for (const kind of SLOT_KINDS) for (const why of MISSED_WHYS) this.missedSlots.inc({ kind, why }, 0);
   }
 
   get contentType(): string {
@@ -266,7 +274,11 @@ export class BackupMetrics {
     const attempt = isoSeconds(s.lastAttempt);
     if (attempt !== undefined) this.lastAttempt.set(attempt);
     const success = isoSeconds(s.lastSuccess);
-    if (success !== undefined) this.lastRunSuccess.set(success);
+    if (success !== undefined) {
+      this.lastRunSuccess.set(success);
+      // This node's own success is one of the cluster's, known before any store or etcd answers.
+      this.recordClusterSuccess(new Date(success * 1000));
+    }
     if (s.consecutiveFailures !== undefined) this.consecutiveFailures.set(s.consecutiveFailures);
     for (const [store, st] of Object.entries(s.stores ?? {})) {
       const ok = isoSeconds(st.lastSuccess);
@@ -360,7 +372,13 @@ export class BackupMetrics {
     // A time ahead of this clock (a skewed node, a planted manifest) would hold the gauge up for ever and hide a missed backup.
     if (!Number.isFinite(t) || t <= this.clusterSuccessSeconds || t > Date.now() / 1000 + 300) return;
     this.clusterSuccessSeconds = t;
-    this.clusterLastSuccess.set({ cluster: this.cluster }, t);
+    this.clusterLastSuccess.set(t);
+  }
+
+  /** With coordination: a slot nobody does (missedWhy in src/daemon/coordinator.ts). */
+  recordMissedSlot(kind: SlotKind, slot: Date, why: MissedWhy): void {
+    this.missedSlots.inc({ kind, why });
+    this.lastMissedSlot.set({ kind, why }, seconds(slot));
   }
 
   /** With coordination: `winner` backed up the slot at `slot` (one series at a time: the last slot's winner). */

@@ -18,7 +18,7 @@ const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
 const PROMETHEUS_RULE = join(ROOT, 'packaging/kubernetes/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
-const ALERTS = ['EtcdBackupMissing', 'EtcdBackupDaemonDown', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups'];
+const ALERTS = ['EtcdBackupMissing', 'EtcdBackupDaemonDown', 'EtcdBackupSlotUnclaimed', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups'];
 
 interface Rule {
   alert?: string;
@@ -99,6 +99,7 @@ describe('the rules themselves', () => {
     expect(severity('EtcdBackupRemoteVerificationFailed')).toEqual(['critical']);
     expect(severity('EtcdBackupFailing')).toEqual(['warning']);
     expect(severity('EtcdBackupDaemonDown')).toEqual(['warning']);
+    expect(severity('EtcdBackupSlotUnclaimed')).toEqual(['warning']);
     expect(severity('EtcdBackupOutboxBacklog')).toEqual(['warning']);
     expect(severity('EtcdBackupSizeAnomaly')).toEqual(['warning']);
     expect(severity('EtcdBackupDrillMissing')).toEqual(['warning']);

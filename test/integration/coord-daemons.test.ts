@@ -103,7 +103,7 @@ describe('three daemons, one per member, coordination mode etcd', () => {
       const newest = Math.max(...committed(store).map((m) => Date.parse(m.createdAt))) / 1000;
       for (const d of daemons) {
         const text = await d.metrics();
-        const cls = Number(/^etcd_backup_cluster_last_success_timestamp_seconds\{cluster="[^"]+"\} (\S+)$/m.exec(text)?.[1]);
+        const cls = Number(/^etcd_backup_cluster_last_success_timestamp_seconds (\S+)$/m.exec(text)?.[1]);
         expect(cls, text).toBeGreaterThan(newest - 15);
         expect(text).toMatch(/^etcd_backup_last_slot_timestamp_seconds\{winner="master-[012]"\} \d+/m);
       }
@@ -236,6 +236,12 @@ describe('three daemons, one per member, coordination mode etcd', () => {
       daemons.push(await startDaemonProcess(config('noquorum-skip', 0, skipStore, { cluster: 'cnqskip', schedule: '*/4 * * * * *', coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '2s', onNoQuorum: 'skip' } })));
       await waitUntil(() => committed(store, 'cnq').length >= 1, 60_000, 'a no-quorum backup');
       await daemons[1]!.waitFor((l) => String(l.msg).startsWith('slot given up'), 30_000, 'the skip daemon gives a slot up');
+      // The skip daemon counts the slot as missed (nobody backs it up); the backup daemon missed none.
+      const skipText = await daemons[1]!.metrics();
+      expect(Number(/^etcd_backup_missed_slots_total\{kind="backup",why="no-quorum"\} (\S+)$/m.exec(skipText)?.[1]), skipText).toBeGreaterThanOrEqual(1);
+      expect(skipText).toMatch(/^etcd_backup_last_missed_slot_timestamp_seconds\{kind="backup",why="no-quorum"\} \d+/m);
+      const backupText = await daemons[0]!.metrics();
+      expect(backupText).toMatch(/^etcd_backup_missed_slots_total\{kind="backup",why="no-quorum"\} 0$/m);
     } finally {
       expect(await Promise.all(daemons.map((d) => d.stop()))).toEqual([0, 0]);
       await Promise.all([cluster.startMember(1), cluster.startMember(2)]);

@@ -168,7 +168,7 @@ function newMetrics(): BackupMetrics {
   return m;
 }
 
-const ALLOWED_LABELS = new Set(['store', 'result', 'reason', 'phase', 'trigger', 'check', 'le']);
+const ALLOWED_LABELS = new Set(['store', 'result', 'reason', 'phase', 'trigger', 'check', 'le', 'kind', 'why']);
 
 describe('BackupMetrics before any run', () => {
   it('exposes the info series, start time and zeroed counters, and leaves unknown values absent', async () => {
@@ -397,14 +397,13 @@ describe('label cardinality', () => {
     for (const s of samples) {
       for (const k of Object.keys(s.labels)) {
         if (s.name === 'etcd_backup_info') expect(['cluster', 'node', 'version']).toContain(k);
-        // One series each, bounded by the cluster's name and its masters' names.
-        else if (s.name === 'etcd_backup_cluster_last_success_timestamp_seconds') expect(k).toBe('cluster');
+        // One series, bounded by the masters' names.
         else if (s.name === 'etcd_backup_last_slot_timestamp_seconds') expect(k).toBe('winner');
         else expect(ALLOWED_LABELS.has(k), `${s.name} has label ${k}`).toBe(true);
       }
     }
-    // cluster and node appear on the info series only, and cluster on the cluster's own gauge (max by (cluster) without a join).
-    expect(samples.filter((s) => s.labels.cluster !== undefined || s.labels.node !== undefined).map((s) => s.name).sort()).toEqual(['etcd_backup_cluster_last_success_timestamp_seconds', 'etcd_backup_info']);
+    // cluster and node appear on the info series only: the cluster's own gauge has none either, so the rules' `max by (cluster)` is the same for every family.
+    expect(samples.filter((s) => s.labels.cluster !== undefined || s.labels.node !== undefined).map((s) => s.name).sort()).toEqual(['etcd_backup_info']);
   });
 
   it('keeps odd phase names out of the labels', async () => {
@@ -523,13 +522,13 @@ describe('the cluster view', () => {
     expect(series((await scrape(m)).samples, name)).toEqual([]);
     const t1 = Date.now() - 3600_000;
     m.recordClusterSuccess(new Date(t1));
-    expect(value((await scrape(m)).samples, name, { cluster: CLUSTER })).toBe(t1 / 1000);
+    expect(value((await scrape(m)).samples, name)).toBe(t1 / 1000);
     m.recordClusterSuccess(new Date(t1 - 60_000)); // an older one seen later (the catalog after a slot result)
     m.recordClusterSuccess(new Date(Date.now() + 3600_000)); // a skewed clock or a planted manifest
-    expect(value((await scrape(m)).samples, name, { cluster: CLUSTER })).toBe(t1 / 1000);
+    expect(value((await scrape(m)).samples, name)).toBe(t1 / 1000);
     const t2 = Date.now() - 60_000;
     m.recordClusterSuccess(new Date(t2));
-    expect(value((await scrape(m)).samples, name, { cluster: CLUSTER })).toBe(t2 / 1000);
+    expect(value((await scrape(m)).samples, name)).toBe(t2 / 1000);
   });
 
   it('last_slot names the node that took the last slot, one series at a time', async () => {
@@ -538,5 +537,24 @@ describe('the cluster view', () => {
     m.recordSlotWinner(new Date(T0 + 3600_000), 'master-2');
     const s = series((await scrape(m)).samples, 'etcd_backup_last_slot_timestamp_seconds');
     expect(s).toEqual([{ name: 'etcd_backup_last_slot_timestamp_seconds', labels: { winner: 'master-2' }, value: sec(T0 + 3600_000) }]);
+  });
+
+  it('missed slots: counters at 0 for every kind and why from the start, the newest missed slot per kind and why', async () => {
+    const m = new BackupMetrics({ cluster: CLUSTER, node: NODE });
+    const before = series((await scrape(m)).samples, 'etcd_backup_missed_slots_total');
+    expect(before).toHaveLength(8);
+    expect(before.every((x) => x.value === 0)).toBe(true);
+    expect(series((await scrape(m)).samples, 'etcd_backup_last_missed_slot_timestamp_seconds')).toEqual([]);
+    m.recordMissedSlot('backup', new Date(T0), 'no-quorum');
+    m.recordMissedSlot('backup', new Date(T0 + 3600_000), 'no-quorum');
+    m.recordMissedSlot('drill', new Date(T0), 'nobody-claimed');
+    const { samples } = await scrape(m);
+    expect(value(samples, 'etcd_backup_missed_slots_total', { kind: 'backup', why: 'no-quorum' })).toBe(2);
+    expect(value(samples, 'etcd_backup_missed_slots_total', { kind: 'drill', why: 'nobody-claimed' })).toBe(1);
+    expect(value(samples, 'etcd_backup_missed_slots_total', { kind: 'backup', why: 'attempts' })).toBe(0);
+    expect(series(samples, 'etcd_backup_last_missed_slot_timestamp_seconds')).toEqual([
+      { name: 'etcd_backup_last_missed_slot_timestamp_seconds', labels: { kind: 'backup', why: 'no-quorum' }, value: sec(T0 + 3600_000) },
+      { name: 'etcd_backup_last_missed_slot_timestamp_seconds', labels: { kind: 'drill', why: 'nobody-claimed' }, value: sec(T0) },
+    ]);
   });
 });
