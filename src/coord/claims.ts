@@ -6,14 +6,14 @@
  */
 import type { Etcd3, IKeyValue, IRangeResponse, ITxnResponse } from 'etcd3';
 import { classifyFailure, deadlineOf, keyBuf } from './etcd-calls.js';
-import type { EtcdConnection } from './client.js';
+import type { Members } from '../etcd/client.js';
 import { SlotLease } from './lease.js';
 import { CoordKeys, encodeValue, parseClaim, parseResult, type ClaimValue, type ResultValue, type SlotKind } from './keys.js';
 
 export interface CoordContext {
   client: Etcd3;
-  /** The endpoints and TLS files the client was made from: lets a failure be told apart (no quorum or unreachable) by asking each member. */
-  conn?: EtcdConnection;
+  /** The members, each with its own client: lets a failure be told apart (no quorum or unreachable) by asking each member. */
+  members?: Members | undefined;
   keys: CoordKeys;
   /** This node's name (config `node`). */
   node: string;

@@ -4,7 +4,7 @@
  */
 import { EtcdLeaseInvalidError, type Etcd3 } from 'etcd3';
 import { BackupError, messageOf } from '../errors.js';
-import { makeEtcdClient, type EtcdConnection } from './client.js';
+import type { Members } from '../etcd/client.js';
 
 export const keyBuf = (k: string): Buffer => Buffer.from(k);
 
@@ -13,10 +13,10 @@ export const deadlineOf = (ms: number): Date => new Date(Date.now() + ms);
 const HINT_NO_QUORUM = 'Most etcd members are down or cut off: no node can claim a slot until quorum is back (coordination.onNoQuorum decides what happens meanwhile).';
 const HINT_UNAVAILABLE = 'Check that etcd answers on the configured endpoints (etcd.endpoints, TLS files) from this node.';
 
-/** How a failed call is explained: the client, and when known the endpoints to ask one by one. */
+/** How a failed call is explained: the client, and when known the members to ask one by one. */
 export interface FailureProbe {
   client: Etcd3;
-  conn?: EtcdConnection;
+  members?: Members | undefined;
 }
 
 /**
@@ -30,7 +30,8 @@ export async function classifyFailure(probe: FailureProbe, err: unknown, what: s
   if (err instanceof EtcdLeaseInvalidError) {
     return new BackupError('coord-lost', `coordination: could not ${what}: the claim's lease is gone (${messageOf(err)})`, { cause: err });
   }
-  const leader = await leaderOfCluster(probe, Math.min(2_000, timeoutMs));
+  const askMs = Math.min(2_000, timeoutMs);
+  const leader = probe.members ? await leaderOfCluster(probe.members, askMs) : await leaderSeen(probe.client, askMs);
   if (leader === '0') {
     return new BackupError('coord-no-quorum', `coordination: could not ${what}: etcd has no leader (no quorum): ${messageOf(err)}`, { cause: err, hint: HINT_NO_QUORUM });
   }
@@ -41,23 +42,16 @@ export async function classifyFailure(probe: FailureProbe, err: unknown, what: s
 /**
  * The leader as the members see it: a leader id when any member names one,
  * '0' when members answer but none knows a leader, undefined when none
- * answers. With `conn`, every endpoint is asked on its own (a pooled client
- * may spend its deadline on dead members).
+ * answers. Every member is asked on its own, at once.
  */
-export async function leaderOfCluster(probe: FailureProbe, timeoutMs: number): Promise<string | undefined> {
-  if (!probe.conn) return leaderSeen(probe.client, timeoutMs);
+export async function leaderOfCluster(members: Members, timeoutMs: number): Promise<string | undefined> {
   const seen = await Promise.all(
-    probe.conn.endpoints.map(async (e) => {
-      let one: Etcd3 | undefined;
-      try {
-        one = makeEtcdClient({ ...probe.conn!, endpoints: [e] }, { callTimeoutMs: timeoutMs, dialTimeoutMs: timeoutMs });
-        return await leaderSeen(one, timeoutMs);
-      } catch {
-        return undefined;
-      } finally {
-        one?.close();
-      }
-    }),
+    members.endpoints.map((e) =>
+      members.clients
+        .endpoint(e)
+        .status({ timeoutMs })
+        .then((s) => s.leader, () => undefined),
+    ),
   );
   const answered = seen.filter((l): l is string => l !== undefined);
   if (answered.length === 0) return undefined;

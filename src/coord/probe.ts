@@ -5,10 +5,9 @@
  * `etcd.endpoints` lists the node's own member first). Every call has its own
  * deadline; the probe never throws.
  */
-import type { Etcd3 } from 'etcd3';
-import { makeEtcdClient, type EtcdConnection } from './client.js';
+import type { Members } from '../etcd/client.js';
 import type { LocalRole } from './decide.js';
-import { deadlineOf, leaderOfCluster } from './etcd-calls.js';
+import { leaderOfCluster } from './etcd-calls.js';
 
 /** What the local member's Status call said (ids as decimal strings), or undefined when it did not answer. */
 export interface LocalStatus {
@@ -40,37 +39,29 @@ export function healthFrom(local: LocalStatus | undefined, clusterLeader: string
 
 export interface HealthProbe {
   probe(): Promise<Health>;
-  close(): void;
 }
 
-/** A probe with a client bound to the first endpoint (the local member); `timeoutMs` bounds each call (default 3 s). */
-export function makeHealthProbe(conn: EtcdConnection, opts: { timeoutMs?: number } = {}): HealthProbe {
+/**
+ * A probe that asks the first of `members.endpoints` (the local member), and
+ * the others only when it names no leader. `timeoutMs` bounds each call
+ * (default 3 s). The clients are the caller's (it closes them).
+ */
+export function makeHealthProbe(members: Members, opts: { timeoutMs?: number } = {}): HealthProbe {
   const timeoutMs = opts.timeoutMs ?? 3_000;
-  let local: Etcd3 | undefined;
-  const localClient = (): Etcd3 => (local ??= makeEtcdClient({ ...conn, endpoints: [conn.endpoints[0]!] }, { callTimeoutMs: timeoutMs, dialTimeoutMs: timeoutMs }));
+  const [local, ...others] = members.endpoints;
+  if (local === undefined) throw new Error('etcd: no endpoints');
   return {
     async probe() {
       let status: LocalStatus | undefined;
       try {
-        const s = await localClient().maintenance.status({ deadline: deadlineOf(timeoutMs) });
-        status = { leader: String(s.leader), memberId: String(s.header.member_id) };
+        const s = await members.clients.endpoint(local).status({ timeoutMs });
+        status = { leader: s.leader, memberId: s.memberId };
       } catch {
         status = undefined;
       }
       if (status && status.leader !== '0') return healthFrom(status, undefined);
-      let clusterLeader: string | undefined;
-      if (conn.endpoints.length > 1) {
-        try {
-          clusterLeader = await leaderOfCluster({ client: localClient(), conn: { ...conn, endpoints: conn.endpoints.slice(1) } }, timeoutMs);
-        } catch {
-          clusterLeader = undefined;
-        }
-      }
+      const clusterLeader = others.length > 0 ? await leaderOfCluster({ clients: members.clients, endpoints: others }, timeoutMs) : undefined;
       return healthFrom(status, clusterLeader);
-    },
-    close() {
-      local?.close();
-      local = undefined;
     },
   };
 }

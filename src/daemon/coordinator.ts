@@ -1,19 +1,23 @@
 /**
- * The daemon's side of coordination (docs/coordination.md): one etcd3 client
- * and one health probe for the daemon's life, slot approaches, the releases
+ * The daemon's side of coordination (docs/coordination.md): one pooled etcd3
+ * client and one client per member for the daemon's life, slot approaches, the releases
  * of the claims it won, the prune after them, and the records of manual
  * backups. `coordination.mode: none` makes none of this (no etcd client).
  */
 import type { Etcd3 } from 'etcd3';
 import type { Config } from '../config/load.js';
 import type { SlotDecision } from '../coord/missed.js';
-import { acquireSlot, CoordKeys, makeEtcdClient, makeHealthProbe, policyFromConfig, pruneOldSlots, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim, type SlotKind } from '../coord/index.js';
+import { EtcdClients, makePooledClient } from '../etcd/client.js';
+import { acquireSlot, CoordKeys, makeHealthProbe, policyFromConfig, pruneOldSlots, type CoordContext, type CoordPolicy, type HealthProbe, type SlotClaim, type SlotKind } from '../coord/index.js';
 import { messageOf, reasonOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RunResult } from '../run/backup.js';
 import { recordManualRun } from '../run/manual-record.js';
 
 export { missedWhy, MISSED_WHYS, type MissedWhy, type SlotDecision } from '../coord/missed.js';
+
+/** Deadline of each per-member call (health probe, status when a call failed). */
+const PROBE_CALL_MS = 3_000;
 
 /** How long close() waits for releases in flight before it abandons what is still held. */
 const CLOSE_WAIT_MS = 10_000;
@@ -32,17 +36,20 @@ export class SlotCoordinator {
     private readonly cfg: Config,
     private readonly log: Logger,
     private readonly client: Etcd3,
+    /** One client per member: the health probe, and telling no quorum from unreachable. */
+    private readonly members: EtcdClients,
   ) {
     const { policy, leaseTtlSec } = policyFromConfig(cfg.coordination);
     this.policy = policy;
-    this.ctx = { client, conn: cfg.etcd, keys: new CoordKeys(cfg.cluster), node: cfg.node, leaseTtlSec };
-    this.health = makeHealthProbe(cfg.etcd);
+    const asked = { clients: members, endpoints: cfg.etcd.endpoints };
+    this.ctx = { client, members: asked, keys: new CoordKeys(cfg.cluster), node: cfg.node, leaseTtlSec };
+    this.health = makeHealthProbe(asked);
   }
 
   /** The coordinator for `cfg`, or undefined with `coordination.mode: none`. */
   static fromConfig(cfg: Config, log: Logger): SlotCoordinator | undefined {
     if (cfg.coordination.mode !== 'etcd') return undefined;
-    return new SlotCoordinator(cfg, log, makeEtcdClient(cfg.etcd));
+    return new SlotCoordinator(cfg, log, makePooledClient(cfg.etcd), new EtcdClients(cfg.etcd, PROBE_CALL_MS));
   }
 
   get onNoQuorum(): 'backup' | 'skip' {
@@ -99,10 +106,10 @@ export class SlotCoordinator {
 
   /** Records a successful manual backup for the cluster view (best effort). */
   recordManual(run: RunResult): Promise<void> {
-    return this.track(recordManualRun(this.cfg, run, this.log, this.client));
+    return this.track(recordManualRun(this.cfg, run, this.log, { client: this.client, members: { clients: this.members, endpoints: this.cfg.etcd.endpoints } }));
   }
 
-  /** Waits (bounded) for releases in flight, abandons claims still held, closes the probe and the client. */
+  /** Waits (bounded) for releases in flight, abandons claims still held, closes the clients. */
   async close(): Promise<void> {
     this.closed = true;
     if (this.pending.size > 0) {
@@ -112,7 +119,7 @@ export class SlotCoordinator {
     }
     for (const c of this.held) c.abandon();
     this.held.clear();
-    this.health.close();
+    this.members.close();
     this.client.close();
   }
 

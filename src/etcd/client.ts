@@ -36,6 +36,17 @@ export interface EtcdTls {
   keyFile?: string;
 }
 
+/** The config's `etcd` section, as far as a connection goes: client URLs (all of one scheme) and the TLS files. */
+export interface EtcdConnection extends EtcdTls {
+  endpoints: string[];
+}
+
+/** The members to ask one by one (status, leader), each through its own client: a pooled client may spend its deadline on a dead member. */
+export interface Members {
+  clients: Pick<EtcdClients, 'endpoint'>;
+  endpoints: readonly string[];
+}
+
 /**
  * grpc-js sends the endpoint's host as TLS SNI even when it is an IP
  * address (etcd endpoints usually are), and Node warns about that once per
@@ -318,7 +329,7 @@ export function describeEtcdError(endpoint: string, what: string, timeoutMs: num
   return `${at}: ${raw.slice(0, 300)}`;
 }
 
-/** Reads the TLS files (errors name the file and the key). Also coordination's client (src/coord/client.ts). */
+/** Reads the TLS files (errors name the file and the key). */
 export function credentialsOf(tls: EtcdTls): IOptions['credentials'] {
   const read = (key: keyof EtcdTls): Buffer | undefined => {
     const f = tls[key];
@@ -366,4 +377,36 @@ export class EtcdClients {
     for (const c of this.open.values()) c.close();
     this.open.clear();
   }
+}
+
+export interface PooledClientOptions {
+  /** Backstop deadline for every unary call that does not set its own (default 10 s). */
+  callTimeoutMs?: number;
+  /** How long to wait for a connection (default 5 s). */
+  dialTimeoutMs?: number;
+}
+
+/**
+ * One etcd3 client over all of `conn.endpoints`, for the calls that need the
+ * cluster rather than one member: coordination's transactions, leases and
+ * watches (src/coord/). etcd3 balances the calls over the hosts and fails
+ * over between them. Every unary call gets a deadline. The caller closes it.
+ * Throws on unreadable TLS files or mixed schemes.
+ */
+export function makePooledClient(conn: EtcdConnection, opts: PooledClientOptions = {}): Etcd3 {
+  if (conn.endpoints.length === 0) throw new Error('etcd: no endpoints');
+  const tls = conn.endpoints.map((e) => e.startsWith('https://'));
+  if (tls.some((t) => t !== tls[0])) throw new Error('etcd: endpoints mix http:// and https://');
+  const callTimeoutMs = opts.callTimeoutMs ?? 10_000;
+  const options: IOptions = {
+    hosts: conn.endpoints,
+    dialTimeout: opts.dialTimeoutMs ?? 5_000,
+    defaultCallOptions: (c) => (c.isStream ? {} : { deadline: new Date(Date.now() + callTimeoutMs) }),
+    grpcOptions: { 'grpc.max_receive_message_length': MAX_ANSWER_BYTES },
+  };
+  if (tls[0]) {
+    if (!conn.caFile || !conn.certFile || !conn.keyFile) throw new Error('etcd: https:// endpoints need caFile, certFile and keyFile');
+    options.credentials = credentialsOf(conn);
+  }
+  return new Etcd3(options);
 }

@@ -6,7 +6,8 @@
  */
 import type { Etcd3 } from 'etcd3';
 import type { Config } from '../config/load.js';
-import { CoordKeys, makeEtcdClient, recordManual, type CoordContext } from '../coord/index.js';
+import { CoordKeys, recordManual, type CoordContext } from '../coord/index.js';
+import { makePooledClient, type Members } from '../etcd/client.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RunResult } from './backup.js';
@@ -15,14 +16,15 @@ import type { RunResult } from './backup.js';
 const RECORD_BUDGET_MS = 8_000;
 const CALL_MS = 3_000;
 
-/** Records a successful manual run when coordination is on; `client` is the daemon's (otherwise one is made and closed here). Never throws. */
-export async function recordManualRun(cfg: Config, run: RunResult, log: Logger, client?: Etcd3): Promise<void> {
+/** Records a successful manual run when coordination is on; `daemon` holds the daemon's clients (otherwise a client is made and closed here). Never throws. */
+export async function recordManualRun(cfg: Config, run: RunResult, log: Logger, daemon?: { client: Etcd3; members: Members }): Promise<void> {
   if (cfg.coordination.mode !== 'etcd' || run.result !== 'success') return;
   let own: Etcd3 | undefined;
   let timer: NodeJS.Timeout | undefined;
   try {
-    const c = client ?? (own = makeEtcdClient(cfg.etcd, { callTimeoutMs: CALL_MS, dialTimeoutMs: CALL_MS }));
-    const ctx: CoordContext = { client: c, conn: cfg.etcd, keys: new CoordKeys(cfg.cluster), node: cfg.node, callTimeoutMs: CALL_MS };
+    // The CLI's own record asks no member one by one when it fails: it is only a warning then.
+    const c = daemon?.client ?? (own = makePooledClient(cfg.etcd, { callTimeoutMs: CALL_MS, dialTimeoutMs: CALL_MS }));
+    const ctx: CoordContext = { client: c, members: daemon?.members, keys: new CoordKeys(cfg.cluster), node: cfg.node, callTimeoutMs: CALL_MS };
     const record = recordManual(ctx, {
       node: cfg.node,
       result: 'success',

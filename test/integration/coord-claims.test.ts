@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { acquireSlot, type AcquireOutcome, type AcquireRequest } from '../../src/coord/acquire.js';
 import { claimSlot, readRaw, readSlot, type CoordContext } from '../../src/coord/claims.js';
-import { makeEtcdClient } from '../../src/coord/client.js';
+import { EtcdClients, makePooledClient } from '../../src/etcd/client.js';
 import { DEFAULT_POLICY, type CoordPolicy } from '../../src/coord/decide.js';
 import { CoordKeys, parseManual, parseResult } from '../../src/coord/keys.js';
 import { pruneOldSlots, recordManual } from '../../src/coord/records.js';
@@ -17,7 +17,7 @@ import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
  * recorded results, bounded keys after many slots, and no hang without quorum.
  */
 let etcd: EtcdCluster;
-const clients: Etcd3[] = [];
+const clients: (Etcd3 | EtcdClients)[] = [];
 const children: ChildClaimer[] = [];
 const TTL = 2;
 const policy: CoordPolicy = { ...DEFAULT_POLICY, leaderDelayMs: 0, maxAttempts: 3, recheckMs: 200 };
@@ -35,9 +35,10 @@ afterAll(async () => {
 
 function node(name: string, cluster: string, over: Partial<CoordContext> = {}, endpoints = etcd.endpoints): CoordContext {
   const conn = { endpoints, ...etcd.tls };
-  const client = makeEtcdClient(conn, { callTimeoutMs: 5000 });
-  clients.push(client);
-  return { client, conn, keys: new CoordKeys(cluster), node: name, leaseTtlSec: TTL, callTimeoutMs: 3000, ...over };
+  const client = makePooledClient(conn, { callTimeoutMs: 5000 });
+  const members = new EtcdClients(conn, 2000);
+  clients.push(client, members);
+  return { client, members: { clients: members, endpoints }, keys: new CoordKeys(cluster), node: name, leaseTtlSec: TTL, callTimeoutMs: 3000, ...over };
 }
 
 const follower = async () => ({ role: 'follower' as const, quorum: true });

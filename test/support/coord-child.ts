@@ -5,7 +5,7 @@
  * COORD_CHILD environment variable (JSON). Bundled by test/support/coord.ts.
  */
 import { acquireSlot } from '../../src/coord/acquire.js';
-import { makeEtcdClient } from '../../src/coord/client.js';
+import { makePooledClient } from '../../src/etcd/client.js';
 import { DEFAULT_POLICY } from '../../src/coord/decide.js';
 import { CoordKeys } from '../../src/coord/keys.js';
 
@@ -22,7 +22,7 @@ interface ChildConfig {
 }
 
 const cfg = JSON.parse(process.env.COORD_CHILD ?? '{}') as ChildConfig;
-const client = makeEtcdClient(cfg);
+const client = makePooledClient(cfg);
 const ctx = { client, keys: new CoordKeys(cfg.cluster), node: cfg.node, leaseTtlSec: cfg.leaseTtlSec, callTimeoutMs: 3000 };
 const r = await acquireSlot(ctx, {
   kind: 'backup',
