@@ -224,6 +224,35 @@ describe('three daemons, one per member, coordination mode etcd', () => {
     expect(daemons.flatMap((d) => d.lines).some((l) => l.msg === 'restore drill: another node has this slot')).toBe(false);
   }, 150_000);
 
+  it("the etcd leader's daemon stops, then the leader member itself (a new election): backups go on, one per slot", async () => {
+    const store = join(root, 'leader-gone', 'store');
+    const leader = await leaderIndex();
+    const daemons: DaemonProcess[] = [];
+    let stoppedMember = false;
+    try {
+      for (let i = 0; i < 3; i++) daemons.push(await startDaemonProcess(config('leader-gone', i, store, { cluster: 'cleader' })));
+      await waitUntil(() => bySlot(committed(store, 'cleader')).size >= 2, 60_000, 'two slots committed');
+      expect(await daemons[leader]!.stop()).toBe(0);
+      const afterDaemon = bySlot(committed(store, 'cleader')).size;
+      await waitUntil(() => bySlot(committed(store, 'cleader')).size >= afterDaemon + 2, 60_000, "two more slots without the leader's daemon");
+      // The leader member goes too: the two others elect a new leader and keep claiming slots.
+      await cluster.stopMember(leader);
+      stoppedMember = true;
+      const afterMember = bySlot(committed(store, 'cleader')).size;
+      await waitUntil(() => bySlot(committed(store, 'cleader')).size >= afterMember + 2, 90_000, 'two more slots after a new leader election');
+    } finally {
+      const codes = await Promise.all(daemons.map((d, i) => (i === leader ? Promise.resolve(0) : d.stop())));
+      if (stoppedMember) await cluster.startMember(leader);
+      expect(codes).toEqual([0, 0, 0]);
+    }
+    const slots = bySlot(committed(store, 'cleader'));
+    const detail = JSON.stringify([...slots].map(([sl, ms]) => [sl, ms.map((m) => `${m.node}:${m.label ?? ''}`)]));
+    for (const [slot, ms] of slots) {
+      expect(ms.length, `slot ${slot}: ${detail}`).toBe(1);
+      expect(ms[0]!.label, detail).toBeUndefined(); // quorum all along: every slot claimed, none no-quorum
+    }
+  }, 240_000);
+
   // Last: it stops two members (and starts them again for nothing after it).
   it('quorum lost: onNoQuorum backup takes a no-quorum backup on the node whose member is up; skip takes none', async () => {
     const store = join(root, 'noquorum', 'store');
