@@ -4,7 +4,7 @@
  * whatever happens. The decisions are in plan.ts.
  */
 import { existsSync } from 'node:fs';
-import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Manifest } from '../bundle/manifest.js';
 import { checkSnapshot, fetchBackup } from '../catalog/fetch.js';
@@ -59,10 +59,14 @@ export async function runRestore(r: RestoreRun): Promise<RestoreOutcome> {
     // Checked again just before writing: the fetch can take minutes.
     const before = await dataDirState(plan.dataDir);
     checkDataDir(plan.dataDir, before);
+    // etcdctl 3.4 refuses an existing data dir, even an empty one (etcdutl takes an empty one):
+    // the empty dir goes, and comes back with its mode if the restore fails.
+    const emptyMode = before === 'empty' && plan.tool === 'etcdctl' ? (await stat(plan.dataDir)).mode & 0o7777 : undefined;
+    if (emptyMode !== undefined) await rmdir(plan.dataDir);
     try {
       await runTool(r, fetched.snapshot, tmp);
     } catch (e) {
-      await undoRestore(plan.dataDir, before);
+      await undoRestore(plan.dataDir, before, emptyMode);
       throw e;
     }
     return { revision: snap.revision, totalKey: snap.totalKey };
@@ -93,11 +97,15 @@ async function runTool(r: RestoreRun, snapshot: string, cwd: string): Promise<vo
   }
 }
 
-/** Puts the target back as it was: removed when it was missing, emptied when it was empty. */
-async function undoRestore(dataDir: string, before: DataDirState): Promise<void> {
+/** Puts the target back as it was: removed when it was missing, emptied (or made again, same mode) when it was empty. */
+async function undoRestore(dataDir: string, before: DataDirState, emptyMode: number | undefined): Promise<void> {
   if (before === 'missing') {
     await rm(dataDir, { recursive: true, force: true });
   } else if (before === 'empty') {
     for (const n of await readdir(dataDir).catch(() => [])) await rm(join(dataDir, n), { recursive: true, force: true });
+    if (emptyMode !== undefined) {
+      await mkdir(dataDir, { recursive: true });
+      await chmod(dataDir, emptyMode);
+    }
   }
 }
