@@ -8,6 +8,7 @@ import { loadIdentities } from '../bundle/encrypt.js';
 import type { Manifest } from '../bundle/manifest.js';
 import { fmtAge, parseAt, pickAt } from '../catalog/at.js';
 import { findBackup, loadCatalog, loadCatalogFor } from '../catalog/catalog.js';
+import { needIdentity } from '../catalog/fetch.js';
 import { counts, loadTrust } from '../catalog/trust.js';
 import { BackupError, messageOf, reasonOf } from '../errors.js';
 import { catalogCacheDir } from '../layout.js';
@@ -154,6 +155,8 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
     const chosen = await chooseBackup(cfg, store, positionals[0]!, values);
     const m = chosen.manifest;
     if (chosen.at && !json) err(`--at ${chosen.at.time}: backup ${m.id} taken ${m.createdAt}, ${fmtAge(chosen.at.beforeMs)} before it`);
+    // Before anything is created beside the data dir.
+    if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
     const r = await runRestore({ store, manifest: m, identities, plan, signal: interruptSignal(), log });
     const next = nextSteps(plan);
     if (json) {

@@ -6,7 +6,7 @@
  * non-empty target refused and left alone, --at, and the etcdutl path
  * (3.5/3.6) through a shim that records its argv and restores with etcdctl.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -262,4 +262,69 @@ exit 3
     expect(statSync(target).mode & 0o777).toBe(0o750);
     expect(readdirSync(join(dir, 'fail-target'))).toEqual(['data']);
   });
+});
+
+describe('encrypted and signed backups', () => {
+  let encCfg: string;
+  let otherTrustCfg: string;
+  let identity: string;
+  let encId: string;
+  const peer = 'http://127.0.0.1:2380';
+
+  beforeAll(async () => {
+    const d = join(dir, 'enc');
+    mkdirSync(d, { mode: 0o700 });
+    identity = join(d, 'identity.txt');
+    execFileSync(ensureTool('age-keygen'), ['-o', identity], { stdio: 'pipe' });
+    const recipient = execFileSync(ensureTool('age-keygen'), ['-y', identity]).toString().trim();
+    for (const k of ['sign', 'other']) expect((await runCli(['keygen', '--out', join(d, k)])).code).toBe(0);
+    const base = {
+      cluster: 'enc-cluster',
+      node: 'master-0',
+      workDir: join(d, 'work'),
+      source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: { ETCDCTL_ENDPOINTS: cluster.endpoints[0]! } },
+      etcd: { endpoints: cluster.endpoints },
+      stores: [{ name: 'nfs', type: 'local', path: join(d, 'store') }],
+      encryption: { recipients: [recipient] },
+    };
+    encCfg = writeConfig(d, { ...base, signing: { keyFile: join(d, 'sign'), trustedKeys: [join(d, 'sign.pub')] } });
+    // Where restore runs with another key trusted: the backup looks planted.
+    otherTrustCfg = writeConfig(d, { ...base, signing: { trustedKeys: [join(d, 'other.pub')] } }, 'other.yaml');
+    const r = await runCli(['backup', '--config', encCfg, '--json'], { env: { ETCD_BACKUPD_NO_DAEMON: '1' } });
+    expect(r.code, r.stderr).toBe(0);
+    encId = (JSON.parse(r.stdout) as { id: string }).id;
+  }, 60_000);
+
+  const args = (config: string, dataDir: string, extra: string[]) =>
+    ['restore', '--config', config, encId, '--data-dir', dataDir, '--name', 'e1', '--initial-cluster', `e1=${peer}`, '--initial-advertise-peer-urls', peer, '--json', ...extra];
+
+  it('needs --identity, and restores with it', async () => {
+    const target = join(dir, 'enc-target', 'data');
+    const no = await runCli(args(encCfg, target, []));
+    expect(no.code).toBe(2);
+    expect((JSON.parse(no.stdout) as { error: string }).error).toMatch(/encrypted for age1.*pass --identity FILE/);
+    expect(existsSync(join(dir, 'enc-target'))).toBe(false);
+
+    const r = await runCli(args(encCfg, target, ['--identity', identity]));
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ id: encId, tool: 'etcdctl' });
+    const etcd = await startEtcdFromDataDir(target, { name: 'e1', peerUrl: `http://127.0.0.1:${await freePort()}` });
+    try {
+      const got = await etcd.getAll('/kubernetes.io/');
+      expect(got.size).toBe([...sourceKeys.keys()].filter((k) => k.startsWith('/kubernetes.io/')).length);
+    } finally {
+      await etcd.stop();
+    }
+  }, 60_000);
+
+  it('refuses a backup no trusted key signed, unless --allow-untrusted', async () => {
+    const target = join(dir, 'untrusted-target', 'data');
+    const r = await runCli(args(otherTrustCfg, target, ['--identity', identity]));
+    expect(r.code).toBe(1);
+    expect((JSON.parse(r.stdout) as { reason: string }).reason).toBe('signature-untrusted');
+    expect(existsSync(target)).toBe(false);
+    const ok = await runCli(args(otherTrustCfg, target, ['--identity', identity, '--allow-untrusted']));
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(existsSync(join(target, 'member', 'snap', 'db'))).toBe(true);
+  }, 60_000);
 });
