@@ -166,7 +166,7 @@ export function nextSteps(plan: RestorePlan): string[] {
     ...(others.length
       ? [`run this same restore (same backup, same --initial-cluster and --initial-cluster-token) on the other members: ${others.join(', ')}, each with its own --name and --initial-advertise-peer-urls`]
       : []),
-    `start etcd on every member with --data-dir ${plan.dataDir} (on each its own), --name ${plan.name}, --initial-cluster ${plan.initialCluster}, --initial-cluster-token ${plan.clusterToken}, --initial-advertise-peer-urls ${plan.advertisePeerUrls.join(',')} and --initial-cluster-state new (ignored once the data dir exists)`,
+    `start etcd on this member with --name ${plan.name} --data-dir ${plan.dataDir} --initial-advertise-peer-urls ${plan.advertisePeerUrls.join(',')} --initial-cluster ${plan.initialCluster} --initial-cluster-token ${plan.clusterToken}${others.length ? ', and every other member likewise with its own name, data dir and peer URL' : ''}`,
     'check the members: ETCDCTL_API=3 etcdctl --endpoints <every member> endpoint status -w table (one leader, the same revision and raft index)',
     'then start kube-apiserver and the rest of the control plane',
     'OpenShift: do NOT use restore; use `etcd-backupd fetch` and cluster-restore.sh on one host (docs/restore.md)',

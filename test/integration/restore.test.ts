@@ -173,6 +173,19 @@ describe('restore refuses and explains', () => {
     expect(existsSync(join(dir, 'u2'))).toBe(false);
   });
 
+  it('says in plain text what it restored and what to do next', async () => {
+    const peer = `http://127.0.0.1:${await freePort()}`;
+    const m = { name: 'h1', dataDir: join(dir, 'human', 'data'), peer };
+    const r = await runCli(restoreArgs(m, `h1=${peer},h2=http://127.0.0.1:1`, ['--at', 'now']).filter((a) => a !== '--json'));
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^restored backup ${backupId} \\(.*revision ${backupRevision}, \\d+ keys\\) from store nfs into ${m.dataDir} as member h1 with etcdctl\n`));
+    expect(r.stdout).toMatch(/next:\n  1\. run this same restore .* on the other members: h2/);
+    expect(r.stdout).toMatch(/start etcd on this member with --name h1 --data-dir \S+ --initial-advertise-peer-urls \S+ --initial-cluster \S+ --initial-cluster-token restored-1/);
+    expect(r.stdout).toMatch(/OpenShift: do NOT use restore/);
+    expect(r.stderr).toMatch(new RegExp(`--at .*: backup ${backupId} taken .*, \\d+[smhd].* before it`));
+    expect(r.stderr).toMatch(/warning: etcdctl \(etcd 3\.4\) cannot bump the revision/);
+  });
+
   it('answers --help with the full usage, and the top-level help names restore', async () => {
     const h = await runCli(['restore', '--help']);
     expect(h.code).toBe(0);
