@@ -208,6 +208,7 @@ describe('the etcdutl path (3.5/3.6), through a shim', () => {
       shim,
       `#!/bin/bash
 printf '%s\\n' "$@" > ${JSON.stringify(argvFile)}
+stat -c '%a' "$(dirname "$3")/.." "$(dirname "$3")" "$3" > ${JSON.stringify(argvFile + '.modes')}
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -234,6 +235,8 @@ ETCDCTL_API=3 exec ${JSON.stringify(ensureTool('etcdctl'))} "\${args[@]}"
     // The snapshot came from the private fetch dir beside the data dir, which is gone now.
     expect(argv[2]).toMatch(new RegExp(`^${join(dir, 'shim-target')}/\\.etcd-backupd-restore-[^/]+/backup/snapshot_[^/]+\\.db$`));
     expect(readdirSync(join(dir, 'shim-target'))).toEqual(['data']);
+    // The private temp dir, the fetch dir in it and the snapshot, while the tool ran.
+    expect(readFileSync(argvFile + '.modes', 'utf8').split('\n').filter(Boolean)).toEqual(['700', '700', '600']);
     const etcd = await startEtcdFromDataDir(m.dataDir, { name: 's1', peerUrl: m.peer });
     try {
       const got = new Map([...(await etcd.getAll(''))].map(([k, v]) => [k, v.toString()]));
