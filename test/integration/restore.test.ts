@@ -171,6 +171,9 @@ describe('restore refuses and explains', () => {
     expect(early.code).toBe(1);
     expect((JSON.parse(early.stdout) as { reason: string }).reason).toBe('not-found');
     expect(existsSync(join(dir, 'u2'))).toBe(false);
+    const idAt = await runCli(restoreArgs({ name: 'x1', dataDir: join(dir, 'u3'), peer }, `x1=${peer}`, ['--at', 'now']).map((a) => (a === 'latest' ? backupId : a)));
+    expect(idAt.code).toBe(2);
+    expect((JSON.parse(idAt.stdout) as { error: string }).error).toMatch(/give `latest` as the backup, not an id/);
   });
 
   it('says in plain text what it restored and what to do next', async () => {
