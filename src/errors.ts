@@ -13,6 +13,14 @@ export type Reason =
   | 'preflight-member-unreachable'
   | 'preflight-disk-space'
   | 'source-failed'
+  // cluster-backup.sh refused: an operator is progressing (a rollout, an
+  // upgrade), or it could not ask the API server; both pass, so runs retry
+  // within their slot and they do not count as consecutive failures.
+  | 'source-rollout-in-progress'
+  | 'source-apiserver-unavailable'
+  // The source's snapshot file stopped growing for source.stallTimeout
+  // (etcd not answering: the real script then waits forever).
+  | 'source-stalled'
   | 'source-timeout'
   | 'source-missing-artifact'
   | 'source-empty-artifact'

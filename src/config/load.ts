@@ -16,7 +16,7 @@ export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 're
   node: string;
   stores: StoreConfig[];
   configPath?: string;
-  source: SourceConfig & { timeoutSeconds: number };
+  source: SourceConfig & { timeoutSeconds: number; stallSeconds: number };
   etcd: RawConfig['etcd'] & { timeoutSeconds: number };
   retention: RawConfig['retention'] & { keepWithinSeconds: number };
 }
@@ -71,8 +71,8 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
     workDir: abs(raw.workDir),
     source:
       raw.source.type === 'cluster-backup'
-        ? { ...raw.source, script: abs(raw.source.script), timeoutSeconds: parseDurationSeconds(raw.source.timeout) }
-        : { ...raw.source, staticPodDir: abs(raw.source.staticPodDir), timeoutSeconds: parseDurationSeconds(raw.source.timeout) },
+        ? { ...raw.source, script: abs(raw.source.script), timeoutSeconds: parseDurationSeconds(raw.source.timeout), stallSeconds: parseDurationSeconds(raw.source.stallTimeout) }
+        : { ...raw.source, staticPodDir: abs(raw.source.staticPodDir), timeoutSeconds: parseDurationSeconds(raw.source.timeout), stallSeconds: parseDurationSeconds(raw.source.stallTimeout) },
     etcd: {
       ...raw.etcd,
       caFile: raw.etcd.caFile && abs(raw.etcd.caFile),

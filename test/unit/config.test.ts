@@ -40,7 +40,7 @@ describe('parseConfig', () => {
     expect(c.encryption.recipients).toEqual([]);
     expect(c.metrics.listen).toBe('127.0.0.1:9979');
     expect(c.control.socket).toBe('/run/etcd-backupd/control.sock');
-    expect(c.source).toMatchObject({ type: 'cluster-backup', timeout: '30m', timeoutSeconds: 1800 });
+    expect(c.source).toMatchObject({ type: 'cluster-backup', timeout: '30m', timeoutSeconds: 1800, stallTimeout: '2m', stallSeconds: 120 });
     expect(c.stores[0]).toMatchObject({ verify: 'readback' });
     expect(c.node).toMatch(/^[A-Za-z0-9]/);
   });
@@ -60,6 +60,9 @@ describe('parseConfig', () => {
     expect(problems({ ...minimal(), retention: { daily: 'seven' } })).toEqual(['retention.daily: expected number, got string']);
     expect(problems({ ...minimal(), retention: { daily: -1 } })[0]).toMatch(/^retention\.daily: /);
     expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, timeout: '10 minutes' } })[0]).toMatch(/^source\.timeout: .*not a duration/);
+    expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, stallTimeout: '2 minutes' } })[0]).toMatch(/^source\.stallTimeout: .*not a duration/);
+    expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, stallTimeout: '0s' } })).toEqual(['source.stallTimeout: expected at least 1s']);
+    expect(problems({ ...minimal(), source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), stallTimeout: '500ms' } })[0]).toMatch(/^source\.stallTimeout: /);
     expect(problems({ ...minimal(), schedule: '0 25 * * *' })[0]).toMatch(/^schedule: .*not a valid cron expression/);
     expect(problems({ ...minimal(), retention: { keepWithin: '6m' } })[0]).toMatch(/^retention\.keepWithin: /);
     expect(problems({ ...minimal(), timezone: 'Mars/Olympus' })[0]).toMatch(/^timezone: expected an IANA time zone/);
