@@ -63,6 +63,18 @@ export type Reason =
   | 'coord-lost'
   | 'internal';
 
+/**
+ * Failed runs that do not count in etcd_backup_consecutive_failures (and the
+ * state file's count), so EtcdBackupFailing does not page for them:
+ * lock-busy (no backup was attempted; the other run speaks for the node), and
+ * cluster-backup.sh's refusals during a control-plane rollout or while the API
+ * server is away: every upgrade causes them, they retry within the slot, and
+ * they say nothing about etcd or the backups. A cluster that stays in that
+ * state still pages: EtcdBackupMissing fires when no backup was taken for
+ * its window, whatever the reason.
+ */
+export const UNCOUNTED_FAILURE_REASONS: readonly Reason[] = ['lock-busy', 'source-rollout-in-progress', 'source-apiserver-unavailable'];
+
 export class BackupError extends Error {
   readonly reason: Reason;
   /** What the operator should do about it; printed by the CLI under the message. */
