@@ -1,0 +1,162 @@
+/**
+ * The cluster-backup source against the faithful stand-in of the real
+ * script (a fake master root, the `oc` stand-in, real etcd 3.4): a rollout,
+ * the API server away and a stalled etcd each end with their own reason and
+ * hint; `backup --force` goes through a rollout and its backup shows as
+ * possibly dirty; a scheduled run retries a rollout within its slot.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pino from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
+import { runBackupWithRetry } from '../../src/run/retry.js';
+import { createSource } from '../../src/source/index.js';
+import { createStores } from '../../src/storage/index.js';
+import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
+import { freePort, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { makeFakeMaster, type FakeMaster } from '../support/fake-master.js';
+
+let cluster: EtcdCluster;
+let dir: string;
+
+beforeAll(async () => {
+  dir = tempDir('cb-source');
+  cluster = await startEtcdCluster({ members: 1, tls: true });
+  await cluster.putMany([['/kubernetes.io/configmaps/a', 'b']]);
+});
+
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+function setup(name: string, source: Record<string, unknown> = {}, endpoint = cluster.endpoints[0]!): { m: FakeMaster; file: string; cfg: Record<string, unknown>; d: string } {
+  const d = join(dir, name);
+  const m = makeFakeMaster(join(d, 'root'), endpoint, cluster.tls);
+  const cfg = {
+    cluster: 'test-cluster',
+    node: 'master-0',
+    workDir: join(d, 'work'),
+    source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: m.env, ...source },
+    etcd: { endpoints: [cluster.endpoints[0]!], caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile },
+    stores: [{ name: 'nfs', type: 'local', path: join(d, 'store') }],
+  };
+  return { m, file: writeConfig(d, cfg), cfg, d };
+}
+
+async function backup(file: string, ...extra: string[]) {
+  const r = await runCli(['backup', '--config', file, '--json', ...extra]);
+  return { r, json: JSON.parse(r.stdout) as Record<string, unknown> };
+}
+
+const entries = (p: string): string[] => (existsSync(p) ? readdirSync(p) : []);
+
+describe('cluster-backup.sh refusals name their cause', () => {
+  it('a rollout: source-rollout-in-progress, a hint about retries and --force, no retry for a manual run', async () => {
+    const { m, file, d } = setup('rollout');
+    m.setProgressing('kube-controller-manager', 'True');
+    const { r, json } = await backup(file);
+    expect(r.code).toBe(1);
+    expect(json).toMatchObject({ result: 'failed', reason: 'source-rollout-in-progress' });
+    expect(json.error).toMatch(/kube-controller-manager operator is progressing/);
+    expect(json.hint).toMatch(/kube-controller-manager operator is rolling out[\s\S]*backup --force/);
+    expect(json.hint).not.toMatch(/code 5/);
+    expect(json.attempts).toBeUndefined();
+    expect(r.stderr).not.toMatch(/retrying within the slot/);
+    expect(entries(join(d, 'store'))).toEqual([]);
+  });
+
+  it('the API server down: source-apiserver-unavailable', async () => {
+    const { m, file } = setup('api-down');
+    m.setApiDown(true);
+    const { r, json } = await backup(file);
+    expect(r.code).toBe(1);
+    expect(json).toMatchObject({ result: 'failed', reason: 'source-apiserver-unavailable' });
+    expect(json.hint).toMatch(/oc get co/);
+  });
+
+  it('backup --force goes through a rollout; list shows the backup as possibly dirty', async () => {
+    const { m, file } = setup('force');
+    m.setProgressing('etcd', 'True');
+    const { r, json } = await backup(file, '--force');
+    expect(r.code, r.stderr).toBe(0);
+    expect(json).toMatchObject({ result: 'success' });
+    const listed = await runCli(['list', '--config', file, '--json']);
+    const backups = (JSON.parse(listed.stdout) as { backups: { id: string; possiblyDirty: boolean }[] }).backups;
+    expect(backups).toEqual([expect.objectContaining({ id: json.id, possiblyDirty: true })]);
+    const human = await runCli(['list', '--config', file]);
+    expect(human.stdout).toMatch(/Dirty/);
+    expect(human.stdout).toMatch(/POSSIBLY/);
+    expect(human.stdout).toMatch(/1 backup\(s\) were taken with --force/);
+    // A clean one is not marked.
+    m.setProgressing('etcd', 'False');
+    expect((await backup(file)).json).toMatchObject({ result: 'success' });
+    const again = (JSON.parse((await runCli(['list', '--config', file, '--json'])).stdout) as { backups: { possiblyDirty: boolean }[] }).backups;
+    expect(again.map((b) => b.possiblyDirty).sort()).toEqual([false, true]);
+  });
+});
+
+describe('a stalled etcd', () => {
+  it('etcd unreachable: the script waits on an empty .part; the watchdog kills it with source-stalled and removes the .part', async () => {
+    const port = await freePort(); // nothing listens there
+    const { file, d } = setup('stall', { stallTimeout: '2s', timeout: '10m' }, `https://127.0.0.1:${port}`);
+    const { r, json } = await backup(file);
+    expect(r.code).toBe(1);
+    expect(json).toMatchObject({ result: 'failed', reason: 'source-stalled' });
+    expect(json.hint).toMatch(/etcdctl endpoint health/);
+    expect(r.stderr).toMatch(/the snapshot file stopped growing/);
+    expect(entries(join(d, 'work', 'runs'))).toEqual([]);
+    expect(entries(join(d, 'store'))).toEqual([]);
+  });
+});
+
+describe('retry within the slot', () => {
+  const quiet = pino({ level: 'silent' });
+
+  it('a rollout that ends while the run waits: the next attempt succeeds', async () => {
+    const { m, cfg, d } = setup('retry');
+    m.setProgressing('kube-apiserver', 'True');
+    const config = parseConfig(cfg, join(d, 'config.yaml'));
+    const stores = await createStores(config.stores);
+    const lines: Record<string, unknown>[] = [];
+    const log = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as Record<string, unknown>) });
+    // The rollout ends once the first refusal is logged.
+    const logged = new Promise<void>((resolve) => {
+      const t = setInterval(() => {
+        if (lines.some((l) => l.msg === 'backup failed for a transient reason; retrying within the slot')) {
+          clearInterval(t);
+          m.setProgressing('kube-apiserver', 'False');
+          resolve();
+        }
+      }, 20);
+    });
+    const run = await runBackupWithRetry(
+      config,
+      { source: createSource(config), stores, log, retryDelays: { firstMs: 500, maxMs: 1000 } },
+      { trigger: 'schedule', retryUntil: new Date(Date.now() + 60_000) },
+    );
+    await logged;
+    expect(run).toMatchObject({ result: 'success', attempts: 2 });
+    const retry = lines.find((l) => l.msg === 'backup failed for a transient reason; retrying within the slot')!;
+    expect(retry).toMatchObject({ reason: 'source-rollout-in-progress', attempt: 1 });
+    expect(typeof retry.nextAttempt).toBe('string');
+    expect(entries(join(d, 'store')).length).toBeGreaterThan(0);
+  });
+
+  it('gives up at the deadline, and shutdown ends the wait at once', async () => {
+    const { m, cfg, d } = setup('retry-stop');
+    m.setApiDown(true);
+    const config = parseConfig(cfg, join(d, 'config.yaml'));
+    const stores = await createStores(config.stores);
+    const deps = { source: createSource(config), stores, log: quiet, retryDelays: { firstMs: 300, maxMs: 300 } };
+    // A deadline shorter than the first delay: one attempt only.
+    const once = await runBackupWithRetry(config, deps, { trigger: 'schedule', retryUntil: new Date(Date.now() + 100) });
+    expect(once).toMatchObject({ result: 'failed', reason: 'source-apiserver-unavailable' });
+    expect(once.attempts).toBeUndefined();
+    // A long wait (1 h) ended by shutdown: the run returns its last failure.
+    const stop = new AbortController();
+    const pending = runBackupWithRetry(config, { ...deps, retryDelays: { firstMs: 3600_000, maxMs: 3600_000 }, stopRetries: stop.signal }, { trigger: 'schedule', retryUntil: new Date(Date.now() + 7200_000) });
+    setTimeout(() => stop.abort(), 1500);
+    expect(await pending).toMatchObject({ result: 'failed', reason: 'source-apiserver-unavailable' });
+  });
+});
