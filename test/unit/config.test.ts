@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseConfig, redactConfig } from '../../src/config/load.js';
 import { parseDurationSeconds } from '../../src/units/duration.js';
+import { caBundleInstead } from '../../src/config/ca-paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ebd-config-'));
 const script = join(dir, 'cluster-backup.sh');
@@ -129,5 +130,26 @@ describe('parseDurationSeconds', () => {
   });
   it('rejects anything else', () => {
     for (const bad of ['', 'm', '10', '1x', '1h 30m', '-5s', 'forever']) expect(() => parseDurationSeconds(bad)).toThrow(/not a duration/);
+  });
+});
+
+describe('etcd.caFile missing: the CA bundle that exists is named', () => {
+  const spr = join(dir, 'static-pod-resources');
+  const newer = join(spr, 'etcd-certs/configmaps/etcd-all-bundles/server-ca-bundle.crt');
+  const older = join(spr, 'etcd-certs/configmaps/etcd-serving-ca/ca-bundle.crt');
+  mkdirSync(join(newer, '..'), { recursive: true });
+  writeFileSync(newer, 'x');
+
+  it('a 4.16 path on a 4.17+ node points at etcd-all-bundles/server-ca-bundle.crt', () => {
+    expect(problems({ ...minimal(), etcd: { endpoints: ['https://127.0.0.1:2379'], caFile: older, certFile: join(dir, 'client.crt'), keyFile: join(dir, 'client.key') } })).toEqual([
+      `etcd.caFile: file ${older} does not exist; this node has ${newer} (OpenShift 4.17+ moved the CA bundle): use it`,
+    ]);
+  });
+
+  it('no advice when neither known path exists', () => {
+    expect(caBundleInstead('/nowhere/ca.crt', () => false)).toBeUndefined();
+    expect(caBundleInstead('/etc/kubernetes/static-pod-resources/etcd-certs/configmaps/etcd-all-bundles/server-ca-bundle.crt', (p) => p.endsWith('etcd-serving-ca/ca-bundle.crt'))).toBe(
+      '/etc/kubernetes/static-pod-resources/etcd-certs/configmaps/etcd-serving-ca/ca-bundle.crt',
+    );
   });
 });
