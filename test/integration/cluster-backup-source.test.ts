@@ -16,6 +16,7 @@ import { createStores } from '../../src/storage/index.js';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
 import { freePort, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { makeFakeMaster, type FakeMaster } from '../support/fake-master.js';
+import { metricValue, startDaemonProcess } from '../support/daemon.js';
 
 let cluster: EtcdCluster;
 let dir: string;
@@ -158,5 +159,42 @@ describe('retry within the slot', () => {
     const pending = runBackupWithRetry(config, { ...deps, retryDelays: { firstMs: 3600_000, maxMs: 3600_000 }, stopRetries: stop.signal }, { trigger: 'schedule', retryUntil: new Date(Date.now() + 7200_000) });
     setTimeout(() => stop.abort(), 1500);
     expect(await pending).toMatchObject({ result: 'failed', reason: 'source-apiserver-unavailable' });
+  });
+});
+
+/** The daemon's metrics once `ok` holds (they are recorded after the cycle's upkeep), or the last ones after 10 s. */
+async function metricsWhen(daemon: { metrics(): Promise<string> }, ok: (text: string) => boolean): Promise<string> {
+  let text = await daemon.metrics();
+  for (let i = 0; i < 100 && !ok(text); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    text = await daemon.metrics();
+  }
+  return text;
+}
+
+describe('the daemon through a rollout', () => {
+  it('scheduled runs get the next tick as their deadline, do not count as failures in a row, and succeed once the rollout ends', async () => {
+    const { m, cfg, d } = setup('daemon');
+    m.setProgressing('etcd', 'True');
+    const file = writeConfig(d, { ...cfg, schedule: '*/3 * * * * *', metrics: { listen: '127.0.0.1:0' }, control: { socket: join(d, 'ctl.sock') }, shutdownTimeout: '20s' }, 'daemon.yaml');
+    const daemon = await startDaemonProcess(file);
+    try {
+      // The first retry (30 s) would start after the next tick (3 s later): the slot ends first.
+      const line = await daemon.waitFor((l) => l.msg === 'backup not retried: the slot ends before the next attempt', 30_000, 'a refused run');
+      expect(line).toMatchObject({ reason: 'source-rollout-in-progress', attempts: 1 });
+      const until = new Date(String(line.retryUntil));
+      expect(until.getUTCSeconds() % 3).toBe(0);
+      expect(until.getUTCMilliseconds()).toBe(0);
+      // Recorded once the cycle (the run and its upkeep) is over: shortly after the log line.
+      const text = await metricsWhen(daemon, (t) => metricValue(t, 'etcd_backup_failures_total', { reason: 'source-rollout-in-progress' })! >= 1);
+      expect(metricValue(text, 'etcd_backup_consecutive_failures')).toBe(0);
+      m.setProgressing('etcd', 'False');
+      await daemon.waitFor((l) => l.msg === 'backup run finished', 30_000, 'a success after the rollout');
+      const after = await metricsWhen(daemon, (t) => metricValue(t, 'etcd_backup_last_possibly_dirty') !== undefined);
+      expect(metricValue(after, 'etcd_backup_last_possibly_dirty')).toBe(0);
+      expect(metricValue(after, 'etcd_backup_consecutive_failures')).toBe(0);
+    } finally {
+      expect(await daemon.stop()).toBe(0);
+    }
   });
 });
