@@ -70,19 +70,14 @@ describe('etcd test harness (real etcd 3.4)', () => {
     if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
   });
 
-  /** Env for the stand-in: one endpoint, TLS through ETCDCTL_* (read by etcdctl). */
+  /** Env for the stand-in: a fake master whose etcd.env names the first member and the TLS files. */
   function backupEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = { ...process.env };
-    for (const k of Object.keys(env)) if (k.startsWith('ETCDCTL_') || k.startsWith('FAKE_BACKUP_')) delete env[k];
-    return {
-      ...env,
-      ETCDCTL_ENDPOINTS: cluster.endpoints[0],
-      ETCDCTL_CACERT: cluster.tls!.caFile,
-      ETCDCTL_CERT: cluster.tls!.certFile,
-      ETCDCTL_KEY: cluster.tls!.keyFile,
-      ...extra,
-    };
+    for (const k of Object.keys(env)) if (k.startsWith('ETCDCTL_') || k.startsWith('FAKE_')) delete env[k];
+    defaultMaster ??= makeFakeMaster(path.join(tmp, 'root-default'), cluster.endpoints[0]!, cluster.tls);
+    return { ...env, ...defaultMaster.env, ...extra };
   }
+  let defaultMaster: FakeMaster | undefined;
 
   it('ensureTool finds installed tools and throws for missing ones', () => {
     expect(path.isAbsolute(ensureTool('etcd'))).toBe(true);
