@@ -3,9 +3,10 @@
  * script (a fake master root, the `oc` stand-in, real etcd 3.4): a rollout,
  * the API server away and a stalled etcd each end with their own reason and
  * hint; `backup --force` goes through a rollout and its backup shows as
- * possibly dirty; a scheduled run retries a rollout within its slot.
+ * possibly dirty; a scheduled run retries a rollout within its slot. The
+ * etcdctl source has the same stall watchdog.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -108,6 +109,29 @@ describe('a stalled etcd', () => {
     expect(r.stderr).toMatch(/the snapshot file stopped growing/);
     expect(entries(join(d, 'work', 'runs'))).toEqual([]);
     expect(entries(join(d, 'store'))).toEqual([]);
+  });
+});
+
+describe('a stalled etcd, etcdctl source', () => {
+  it('etcdctl snapshot save waiting on an unreachable member is killed by the same watchdog', async () => {
+    const port = await freePort(); // nothing listens there
+    const d = join(dir, 'stall-etcdctl');
+    mkdirSync(join(d, 'manifests'), { recursive: true });
+    writeFileSync(join(d, 'manifests', 'etcd-pod.yaml'), 'kind: Pod\n');
+    const file = writeConfig(d, {
+      cluster: 'test-cluster',
+      node: 'master-0',
+      workDir: join(d, 'work'),
+      source: { type: 'etcdctl', staticPodDir: join(d, 'manifests'), timeout: '10m', stallTimeout: '2s' },
+      etcd: { endpoints: [`http://127.0.0.1:${port}`], timeout: '1s' },
+      stores: [{ name: 'nfs', type: 'local', path: join(d, 'store') }],
+    });
+    // --force: the preflight cannot reach the member either.
+    const { r, json } = await backup(file, '--force');
+    expect(r.code).toBe(1);
+    expect(json).toMatchObject({ result: 'failed', reason: 'source-stalled' });
+    expect(json.error).toMatch(/etcdctl snapshot save: its snapshot file .* did not grow for 2s/);
+    expect(entries(join(d, 'work', 'runs'))).toEqual([]);
   });
 });
 
