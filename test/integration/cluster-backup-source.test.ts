@@ -13,6 +13,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { runBackupWithRetry } from '../../src/run/retry.js';
 import { createSource } from '../../src/source/index.js';
+import { ClusterBackupSource } from '../../src/source/cluster-backup.js';
+import { BackupError } from '../../src/errors.js';
 import { createStores } from '../../src/storage/index.js';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
 import { freePort, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
@@ -109,6 +111,20 @@ describe('a stalled etcd', () => {
     expect(r.stderr).toMatch(/the snapshot file stopped growing/);
     expect(entries(join(d, 'work', 'runs'))).toEqual([]);
     expect(entries(join(d, 'store'))).toEqual([]);
+  });
+});
+
+describe('the source alone', () => {
+  it('a stalled script leaves nothing in its run directory: neither the .part nor the static archive with its keys', async () => {
+    const port = await freePort();
+    const m = makeFakeMaster(join(dir, 'alone', 'root'), `https://127.0.0.1:${port}`, cluster.tls);
+    const runDir = join(dir, 'alone', 'run');
+    mkdirSync(runDir, { recursive: true });
+    const src = new ClusterBackupSource({ script: FAKE_CLUSTER_BACKUP, timeoutSeconds: 600, stallSeconds: 1, env: m.env });
+    const err = await src.produce({ runDir, log: pino({ level: 'silent' }), force: false }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(BackupError);
+    expect((err as BackupError).reason).toBe('source-stalled');
+    expect(readdirSync(runDir)).toEqual([]);
   });
 });
 
