@@ -13,6 +13,14 @@ export type Reason =
   | 'preflight-member-unreachable'
   | 'preflight-disk-space'
   | 'source-failed'
+  // cluster-backup.sh refused: an operator is progressing (a rollout, an
+  // upgrade), or it could not ask the API server; both pass, so runs retry
+  // within their slot and they do not count as consecutive failures.
+  | 'source-rollout-in-progress'
+  | 'source-apiserver-unavailable'
+  // The source's snapshot file stopped growing for source.stallTimeout
+  // (etcd not answering: the real script then waits forever).
+  | 'source-stalled'
   | 'source-timeout'
   | 'source-missing-artifact'
   | 'source-empty-artifact'
@@ -60,6 +68,18 @@ export type Reason =
   | 'coord-unavailable'
   | 'coord-lost'
   | 'internal';
+
+/**
+ * Failed runs that do not count in etcd_backup_consecutive_failures (and the
+ * state file's count), so EtcdBackupFailing does not page for them:
+ * lock-busy (no backup was attempted; the other run speaks for the node), and
+ * cluster-backup.sh's refusals during a control-plane rollout or while the API
+ * server is away: every upgrade causes them, they retry within the slot, and
+ * they say nothing about etcd or the backups. A cluster that stays in that
+ * state still pages: EtcdBackupMissing fires when no backup was taken for
+ * its window, whatever the reason.
+ */
+export const UNCOUNTED_FAILURE_REASONS: readonly Reason[] = ['lock-busy', 'source-rollout-in-progress', 'source-apiserver-unavailable'];
 
 export class BackupError extends Error {
   readonly reason: Reason;

@@ -44,18 +44,23 @@ export async function cmdList(argv: string[]): Promise<number> {
           encrypted: m.object?.encrypted ?? false,
           recipients: m.object?.recipients ?? [],
           forced: m.preflight.forced,
+          // cluster-backup.sh --force: taken without the operator check, maybe mid-rollout.
+          possiblyDirty: m.source.possiblyDirty,
         })),
         incomplete: cat.incomplete.map((i) => i.id),
         problems: cat.problems,
       });
       return EXIT_OK;
     }
-    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned', 'Signed']];
+    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned', 'Signed', 'Dirty']];
     for (const m of cat.backups) {
       const signed = cat.signed.get(m.id) ?? 'none';
-      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed]);
+      const mark = m.source.possiblyDirty ? 'POSSIBLY' : '';
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
     }
     out(table(rows));
+    const dirty = cat.backups.filter((m) => m.source.possiblyDirty).length;
+    if (dirty) out(`${dirty} backup(s) were taken with --force (files __POSSIBLY_DIRTY__): the operator check was skipped, a rollout may have been in progress; prefer a clean one to restore`);
     const untrusted = untrustedBackups(cat).length;
     if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
     out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);

@@ -7,6 +7,7 @@ import { BackupError } from '../errors.js';
 import { parseDurationSeconds } from '../units/duration.js';
 import { parseDuration as parseRetentionDuration } from '../retention/duration.js';
 import { storeType } from '../storage/stores.js';
+import { caBundleInstead } from './ca-paths.js';
 import { configSchema, type RawConfig, type SourceConfig, type StoreConfig } from './schema.js';
 
 export type { StoreConfig, SourceConfig };
@@ -16,7 +17,7 @@ export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 're
   node: string;
   stores: StoreConfig[];
   configPath?: string;
-  source: SourceConfig & { timeoutSeconds: number };
+  source: SourceConfig & { timeoutSeconds: number; stallSeconds: number };
   etcd: RawConfig['etcd'] & { timeoutSeconds: number };
   retention: RawConfig['retention'] & { keepWithinSeconds: number };
 }
@@ -71,8 +72,8 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
     workDir: abs(raw.workDir),
     source:
       raw.source.type === 'cluster-backup'
-        ? { ...raw.source, script: abs(raw.source.script), timeoutSeconds: parseDurationSeconds(raw.source.timeout) }
-        : { ...raw.source, staticPodDir: abs(raw.source.staticPodDir), timeoutSeconds: parseDurationSeconds(raw.source.timeout) },
+        ? { ...raw.source, script: abs(raw.source.script), timeoutSeconds: parseDurationSeconds(raw.source.timeout), stallSeconds: parseDurationSeconds(raw.source.stallTimeout) }
+        : { ...raw.source, staticPodDir: abs(raw.source.staticPodDir), timeoutSeconds: parseDurationSeconds(raw.source.timeout), stallSeconds: parseDurationSeconds(raw.source.stallTimeout) },
     etcd: {
       ...raw.etcd,
       caFile: raw.etcd.caFile && abs(raw.etcd.caFile),
@@ -119,7 +120,8 @@ function missingFiles(cfg: Config): string[] {
       if (kind === 'file' && !st.isFile()) problems.push(`${key}: ${path} is not a file`);
       if (kind === 'dir' && !st.isDirectory()) problems.push(`${key}: ${path} is not a directory`);
     } catch {
-      problems.push(`${key}: ${kind} ${path} does not exist`);
+      const instead = key === 'etcd.caFile' ? caBundleInstead(path) : undefined;
+      problems.push(`${key}: ${kind} ${path} does not exist` + (instead ? `; this node has ${instead} (OpenShift 4.17+ moved the CA bundle): use it` : ''));
     }
   }
   return problems;

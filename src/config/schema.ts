@@ -26,12 +26,28 @@ export const storeSchema = z.discriminatedUnion(
   storeTypes().map((t) => t.schema) as [ZodDiscriminatedUnionOption<'type'>, ...ZodDiscriminatedUnionOption<'type'>[]],
 ) as unknown as z.ZodType<StoreConfig, z.ZodTypeDef, unknown>;
 
+/**
+ * No growth of the snapshot file for this long ends the run (source-stalled):
+ * with etcd not answering, cluster-backup.sh waits instead of failing. At least 1s.
+ */
+const stallTimeout = duration.default('2m').refine((v) => {
+  try {
+    return parseDurationSeconds(v) >= 1;
+  } catch {
+    return true; // not a duration: said once already, by `duration`
+  }
+}, 'expected at least 1s');
+
 const clusterBackupSource = z
   .object({
     type: z.literal('cluster-backup'),
     script: z.string().min(1).default('/usr/local/bin/cluster-backup.sh'),
     timeout: duration.default('30m'),
-    /** Extra environment for the script, e.g. KUBECONFIG. Values are not secrets. */
+    stallTimeout,
+    /**
+     * Extra environment for the script (ETCDCTL_BIN, proxies). Values are not secrets. It cannot set
+     * KUBECONFIG or etcdctl's endpoint and TLS: the real script takes them from the node's files.
+     */
     env: z.record(z.string()).default({}),
   })
   .strict();
@@ -42,6 +58,7 @@ const etcdctlSource = z
     etcdctl: z.string().min(1).default('etcdctl'),
     staticPodDir: z.string().min(1).default('/etc/kubernetes/manifests'),
     timeout: duration.default('30m'),
+    stallTimeout,
   })
   .strict();
 

@@ -26,6 +26,8 @@ export class BackupRunner {
   private stopping = false;
   /** Aborts the run in progress: only once shutdown has waited shutdownTimeout for it. */
   private readonly abort = new AbortController();
+  /** Ends the wait between attempts of a run retrying in its slot: at once when shutdown begins. */
+  private readonly stopRetries = new AbortController();
   private readonly jitterSeconds: number;
   /** Ends the approach to a slot in progress (a newer tick, or shutdown). */
   private approaching: AbortController | undefined;
@@ -59,7 +61,8 @@ export class BackupRunner {
     const { cfg, stores, metrics, state } = this.ctx;
     this.current = (async () => {
       metrics.setNextRun(this.nextRun());
-      const cyc = await runCycle(cfg, { source: this.source, stores, log: runLog, signal: this.abort.signal }, req, { onRunDone: () => (this.inUpkeep = true) });
+      const deps = { source: this.source, stores, log: runLog, signal: this.abort.signal, stopRetries: this.stopRetries.signal };
+      const cyc = await runCycle(cfg, deps, req, { onRunDone: () => (this.inUpkeep = true) });
       await state.recordRun(cyc.run);
       metrics.recordRun(cyc.run);
       for (const p of cyc.pruned) metrics.recordPrune(p.store, p.deleted.length, p.waitingForLock.length);
@@ -97,7 +100,8 @@ export class BackupRunner {
       return;
     }
     const delay = this.jitterSeconds > 0 ? Math.random() * this.jitterSeconds * 1000 : 0;
-    setTimeout(() => void this.trigger({ trigger: 'schedule' })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed')), delay).unref();
+    const retryUntil = this.deadlineOf(slot);
+    setTimeout(() => void this.trigger({ trigger: 'schedule', retryUntil })?.catch((e) => log.error({ err: messageOf(e) }, 'run crashed')), delay).unref();
   }
 
   /** The catch-up run at start; with coordination it is claimed for `slot`, the missed tick. */
@@ -105,7 +109,11 @@ export class BackupRunner {
     const { log } = this.ctx;
     const crashed = (e: unknown) => log.error({ err: messageOf(e) }, 'run crashed');
     if (this.coord && slot) void this.trackSlot(this.runSlot('catch-up', slot)).then((ran) => ran || this.stopping || noRun(), crashed);
-    else void this.trigger({ trigger: 'catch-up' })?.catch(crashed);
+    else {
+      // The missed slot has no deadline of its own: retry until the next tick at most.
+      const next = this.nextRun();
+      void this.trigger({ trigger: 'catch-up', ...(next ? { retryUntil: next } : {}) })?.catch(crashed);
+    }
   }
 
   /**
@@ -158,7 +166,7 @@ export class BackupRunner {
         return (await this.trigger(noQuorumRequest(trigger, slot))) !== undefined;
       case 'won': {
         log.info({ slot: at, attempt: d.claim.attempt }, 'slot claimed: backing up');
-        const p = this.trigger({ trigger, slot });
+        const p = this.trigger({ trigger, slot, retryUntil: this.deadlineOf(slot) });
         if (!p) {
           if (!this.stopping) metrics.recordSkippedTick('busy');
           await coord.finishSlot(d.claim, { result: 'failed', reason: this.stopping ? 'the daemon is shutting down' : 'a run was already in progress on this node' });
@@ -189,6 +197,7 @@ export class BackupRunner {
   beginStop(): void {
     this.stopping = true;
     this.approaching?.abort();
+    this.stopRetries.abort();
   }
 
   /** Waits up to shutdownTimeout for the run in progress, then aborts it. */

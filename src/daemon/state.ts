@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { DrillResult } from '../drill/drill.js';
 import type { DrillState } from '../drill/metrics.js';
-import { messageOf, reasonOf } from '../errors.js';
+import { UNCOUNTED_FAILURE_REASONS, messageOf, reasonOf } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { statePath } from '../layout.js';
 import type { Logger } from '../log.js';
@@ -41,7 +41,9 @@ function applyRun(state: DaemonState, r: RunResult): DaemonState {
     next.consecutiveFailures = 0;
     delete next.lastReason;
   } else {
-    next.consecutiveFailures = state.consecutiveFailures + 1;
+    // Same rule as the metric: refusals of a busy cluster (and lock-busy) are not failures in a row.
+    const counted = !r.reason || !UNCOUNTED_FAILURE_REASONS.includes(r.reason);
+    next.consecutiveFailures = state.consecutiveFailures + (counted ? 1 : 0);
     next.lastReason = r.reason;
   }
   for (const [name, o] of Object.entries(r.stores)) {

@@ -1,6 +1,6 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { PreflightCheck } from '../etcd/health.js';
-import type { Reason } from '../errors.js';
+import { UNCOUNTED_FAILURE_REASONS, type Reason } from '../errors.js';
 import type { RunResult, Trigger } from '../run/backup.js';
 import { VERSION } from '../version.js';
 import { SLOT_KINDS, type SlotKind } from '../coord/keys.js';
@@ -87,6 +87,9 @@ export const RUN_FAILURE_REASONS = [
   'preflight-member-unreachable',
   'preflight-disk-space',
   'source-failed',
+  'source-rollout-in-progress',
+  'source-apiserver-unavailable',
+  'source-stalled',
   'source-timeout',
   'source-missing-artifact',
   'source-empty-artifact',
@@ -139,6 +142,7 @@ export class BackupMetrics {
   private readonly lastPhaseDuration: Gauge<'phase'>;
   private readonly runDuration: Histogram;
   private readonly size: Gauge;
+  private readonly lastPossiblyDirty: Gauge;
   private readonly snapshotSize: Gauge;
   private readonly etcdRevision: Gauge;
   private readonly etcdKeys: Gauge;
@@ -198,6 +202,10 @@ export class BackupMetrics {
     this.lastPhaseDuration = gauge('last_phase_duration_seconds', 'Duration of the phase the last time it ran.', ['phase'] as const);
     this.runDuration = new Histogram({ name: P + 'run_duration_seconds', help: 'Duration of backup runs, start to end.', buckets: DURATION_BUCKETS, registers });
     this.size = gauge('size_bytes', 'Size of the backup object (bundle) of the last successful run.');
+    this.lastPossiblyDirty = gauge(
+      'last_possibly_dirty',
+      '1 when the last successful run was taken with the operator check skipped (cluster-backup.sh --force: files __POSSIBLY_DIRTY__, maybe mid-rollout), else 0.',
+    );
     this.snapshotSize = gauge('snapshot_size_bytes', 'Size of the etcd snapshot file in the last successful run.');
     this.etcdRevision = gauge('etcd_revision', 'etcd revision of the snapshot of the last successful run.');
     this.etcdKeys = gauge('etcd_keys', 'Keys in the snapshot of the last successful run.');
@@ -300,7 +308,9 @@ export class BackupMetrics {
       // Refused because another run holds the lock: no backup was attempted and
       // the other run speaks for this node. Counted above, nothing else.
       if (reason === 'lock-busy') return;
-      this.consecutiveFailures.inc();
+      // A refusal during a rollout is no sign of a broken backup: it must not page as EtcdBackupFailing
+      // through every upgrade (see UNCOUNTED_FAILURE_REASONS); EtcdBackupMissing still watches the age.
+      if (!UNCOUNTED_FAILURE_REASONS.includes(reason)) this.consecutiveFailures.inc();
     } else {
       this.consecutiveFailures.set(0);
       this.lastRunSuccess.set(finished);
@@ -333,6 +343,7 @@ export class BackupMetrics {
     if (r.result === 'success' && r.manifest) {
       const m = r.manifest;
       if (m.object) this.size.set(m.object.size);
+      this.lastPossiblyDirty.set(m.source.possiblyDirty ? 1 : 0);
       const snap = m.artifacts.find((a) => a.name.endsWith('.db')) ?? m.artifacts.find((a) => a.name.startsWith('snapshot'));
       if (snap) this.snapshotSize.set(snap.size);
       this.etcdRevision.set(m.etcd.revision);

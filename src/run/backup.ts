@@ -26,6 +26,8 @@ export interface BackupRequest {
   slot?: Date;
   pin?: boolean;
   force?: boolean;
+  /** Retry transient source failures (a rollout, the API server away) until then: the slot's deadline (src/run/retry.ts). */
+  retryUntil?: Date;
 }
 
 export interface RunResult {
@@ -35,6 +37,8 @@ export interface RunResult {
   error?: string;
   hint?: string;
   trigger: Trigger;
+  /** Attempts within the slot, when there was more than one (src/run/retry.ts). */
+  attempts?: number;
   startedAt: string;
   finishedAt: string;
   /** Seconds per phase: preflight, source, verify-local, bundle, upload, verify-remote. */

@@ -4,8 +4,9 @@ import { loadTrust } from '../catalog/trust.js';
 import type { Logger } from '../log.js';
 import { pruneStore, type PruneOutcome } from '../catalog/prune.js';
 import type { Store } from '../storage/store.js';
-import { runBackup, type BackupRequest, type RunDeps, type RunResult } from './backup.js';
+import type { BackupRequest, RunResult } from './backup.js';
 import { acquireRunLock } from './lock.js';
+import { runBackupWithRetry, type RetryDeps } from './retry.js';
 import { outboxStatus, retryOutbox, trimOutbox, type OutboxSummary, type RetryDelivery } from './outbox.js';
 
 export interface CycleResult {
@@ -21,8 +22,8 @@ export interface CycleResult {
  * then the outbox's debts, then retention. Retention runs only after a
  * successful run: a failing node keeps everything it has.
  */
-export async function runCycle(cfg: Config, deps: RunDeps, req: BackupRequest, hooks: { /** The backup itself is over; upkeep (outbox, retention) follows. */ onRunDone?: (run: RunResult) => void } = {}): Promise<CycleResult> {
-  const run = await runBackup(cfg, deps, req);
+export async function runCycle(cfg: Config, deps: RetryDeps, req: BackupRequest, hooks: { /** The backup itself is over; upkeep (outbox, retention) follows. */ onRunDone?: (run: RunResult) => void } = {}): Promise<CycleResult> {
+  const run = await runBackupWithRetry(cfg, deps, req);
   hooks.onRunDone?.(run);
   const delivered = await deliverOutbox(cfg, deps.stores, deps.log);
   const pruned: PruneOutcome[] = [];

@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupError } from '../errors.js';
 import type { SourceArtifacts } from './source.js';
@@ -35,4 +35,17 @@ export async function findArtifacts(dir: string, producer: string): Promise<Sour
     if (!st.isFile() || st.size === 0) throw new BackupError('source-empty-artifact', `${producer} left an empty or non-regular file: ${p}`);
   }
   return out;
+}
+
+const LEFTOVER_RE = /^(snapshot_.*\.db(\.part)?|static_kuberesources_.*\.tar\.gz)$/;
+
+/**
+ * Removes what a failed or killed source left in its run directory: the
+ * `.part` the real script's trap keeps, and any half-written file. Snapshots
+ * and the archive's private keys must not linger on the node.
+ */
+export async function removeLeftovers(dir: string): Promise<string[]> {
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => LEFTOVER_RE.test(n));
+  await Promise.all(names.map((n) => rm(join(dir, n), { force: true })));
+  return names;
 }

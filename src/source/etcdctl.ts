@@ -10,6 +10,8 @@ export interface EtcdctlSourceOptions {
   etcdctl: string;
   staticPodDir: string;
   timeoutSeconds: number;
+  /** No growth of the snapshot's .part for this long ends the run (source-stalled). */
+  stallSeconds?: number;
   endpoint: string;
   caFile?: string;
   certFile?: string;
@@ -45,6 +47,7 @@ export class EtcdctlSource implements Source {
       what: 'etcdctl snapshot save',
       env,
       signal: ctx.signal,
+      ...(this.o.stallSeconds ? { stall: { dir: ctx.runDir, seconds: this.o.stallSeconds } } : {}),
     });
     if (code !== 0) {
       throw new BackupError('source-failed', `etcdctl snapshot save exited with code ${code}: ${tail.slice(-3).join(' | ') || 'no output'}`, {

@@ -13,6 +13,7 @@ import { delimiter, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { BackupError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
+import { watchStall } from './stall.js';
 
 export interface ExecOptions {
   env?: NodeJS.ProcessEnv;
@@ -22,6 +23,8 @@ export interface ExecOptions {
   /** Labels the child's output lines in the log. */
   what: string;
   signal?: AbortSignal;
+  /** Kill the command when the snapshot file in `dir` stops growing for `seconds` (see stall.ts). */
+  stall?: { dir: string; seconds: number };
 }
 
 export interface ExecResult {
@@ -87,8 +90,17 @@ export function runCommand(cmd: string, args: string[], opts: ExecOptions): Prom
       stop();
     };
     opts.signal?.addEventListener('abort', onAbort, { once: true });
+    let stalled = false;
+    const stopWatch = opts.stall
+      ? watchStall(opts.stall.dir, opts.stall.seconds * 1000, () => {
+          stalled = true;
+          opts.log.warn({ source: opts.what, dir: opts.stall!.dir, stallSeconds: opts.stall!.seconds }, 'the snapshot file stopped growing: killing the source');
+          stop();
+        })
+      : () => undefined;
 
     child.on('error', (e: NodeJS.ErrnoException) => {
+      stopWatch();
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       reject(
@@ -98,9 +110,16 @@ export function runCommand(cmd: string, args: string[], opts: ExecOptions): Prom
       );
     });
     child.on('close', (code, sig) => {
+      stopWatch();
       clearTimeout(timer);
       opts.signal?.removeEventListener('abort', onAbort);
-      if (timedOut) {
+      if (stalled) {
+        reject(
+          new BackupError('source-stalled', `${opts.what}: its snapshot file in ${opts.stall!.dir} did not grow for ${opts.stall!.seconds}s; killed`, {
+            hint: 'etcd is not answering the snapshot (the script waits forever then): check `etcdctl endpoint health` and the etcd logs on this node; raise source.stallTimeout only if etcd is known to pause that long',
+          }),
+        );
+      } else if (timedOut) {
         reject(
           new BackupError('source-timeout', `${opts.what} did not finish within ${opts.timeoutSeconds}s and was killed`, {
             hint: 'check etcd health and the script log above; raise source.timeout if the cluster is just big',

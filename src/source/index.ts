@@ -7,11 +7,12 @@ export type { Source, SourceArtifacts, SourceContext } from './source.js';
 
 export function createSource(cfg: Config): Source {
   const s = cfg.source;
-  if (s.type === 'cluster-backup') return new ClusterBackupSource(s.script, s.timeoutSeconds, s.env);
+  if (s.type === 'cluster-backup') return new ClusterBackupSource({ script: s.script, timeoutSeconds: s.timeoutSeconds, stallSeconds: s.stallSeconds, env: s.env });
   return new EtcdctlSource({
     etcdctl: s.etcdctl,
     staticPodDir: s.staticPodDir,
     timeoutSeconds: s.timeoutSeconds,
+    stallSeconds: s.stallSeconds,
     endpoint: cfg.etcd.endpoints[0]!,
     caFile: cfg.etcd.caFile,
     certFile: cfg.etcd.certFile,

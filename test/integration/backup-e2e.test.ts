@@ -1,6 +1,7 @@
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeFakeMaster } from '../support/fake-master.js';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
 import { restoreSnapshot, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 
@@ -27,12 +28,8 @@ function baseConfig(name: string, extra: Record<string, unknown> = {}) {
         type: 'cluster-backup',
         script: FAKE_CLUSTER_BACKUP,
         timeout: '60s',
-        env: {
-          ETCDCTL_ENDPOINTS: cluster.endpoints[0]!,
-          ETCDCTL_CACERT: cluster.tls!.caFile,
-          ETCDCTL_CERT: cluster.tls!.certFile,
-          ETCDCTL_KEY: cluster.tls!.keyFile,
-        },
+        // A fake master: etcd.env names the endpoint and the TLS files (the script ignores ETCDCTL_*).
+        env: makeFakeMaster(join(d, 'master'), cluster.endpoints[0]!, cluster.tls).env,
       },
       etcd: { endpoints: [cluster.endpoints[0]!], caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile },
       stores: [{ name: 'nfs', type: 'local', path: join(d, 'store') }],
@@ -203,8 +200,9 @@ describe('backup with the etcdctl source', () => {
 });
 
 describe('failures name their cause', () => {
-  const failing = async (name: string, extra: Record<string, unknown>, envOverride: Record<string, string>) => {
+  const failing = async (name: string, extra: Record<string, unknown>, envOverride: Record<string, string>, prepare?: (dir: string) => void) => {
     const { dir: d, cfg } = baseConfig(name, extra);
+    prepare?.(d);
     (cfg.source as { env: Record<string, string> }).env = { ...(cfg.source as { env: Record<string, string> }).env, ...envOverride };
     const file = writeConfig(d, cfg);
     const r = await runCli(['backup', '--config', file, '--json']);
@@ -212,10 +210,11 @@ describe('failures name their cause', () => {
   };
 
   it('a failing script', async () => {
-    const { r, json, dir: d } = await failing('fail-script', {}, { ETCDCTL_CACERT: '/nonexistent/ca.crt' });
+    const { r, json, dir: d } = await failing('fail-script', {}, {}, (d) => rmSync(join(d, 'master', 'etc/kubernetes/manifests/etcd-pod.yaml')));
     expect(r.code).toBe(1);
     expect(json).toMatchObject({ result: 'failed', reason: 'source-failed' });
-    expect(json.error).toMatch(/cluster-backup.sh exited with code [1-9]/);
+    expect(json.error).toMatch(/cluster-backup.sh exited with code 1: .*error finding manifests for the etcd pod/);
+    expect(json.hint).toMatch(/etcd static pod manifest/);
     expect(entries(join(d, 'work', 'outbox'))).toEqual([]);
     expect(entries(join(d, 'work', 'runs'))).toEqual([]);
     expect(entries(join(d, 'store'))).toEqual([]);

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, tempDir, writeConfig, FAKE_CLUSTER_BACKUP } from '../support/cli.js';
 import { metricValue, startDaemonProcess } from '../support/daemon.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { makeFakeMaster } from '../support/fake-master.js';
 
 /**
  * The daemon as users run it: a real process on a seconds-level schedule
@@ -191,7 +192,7 @@ describe('etcd-backupd run', () => {
   it('skips and counts ticks while a run is in progress, and SIGTERM aborts a hung run within the shutdown timeout', async () => {
     const { file } = config('busy', {
       schedule: '* * * * * *',
-      source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: { FAKE_BACKUP_HANG: '1', ETCDCTL_ENDPOINTS: cluster.endpoints[0] } },
+      source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: { ...makeFakeMaster(join(root, 'busy-master'), cluster.endpoints[0]!).env, FAKE_BACKUP_HANG: '1' } },
       shutdownTimeout: '2s',
     });
     const d = await startDaemonProcess(file);

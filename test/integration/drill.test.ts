@@ -40,6 +40,7 @@ import { verifyBackup } from '../../src/catalog/fetch.js';
 import { LocalStore } from '../../src/storage/local/store.js';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { makeFakeMaster } from '../support/fake-master.js';
 
 const CLUSTER = 'drill-cluster';
 const TARGET_KEY = '/kubernetes.io/secrets/drill/tamper-target';
@@ -131,7 +132,7 @@ beforeAll(async () => {
     cluster: CLUSTER,
     node: 'master-0',
     workDir: join(d, 'work'),
-    source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: { ETCDCTL_ENDPOINTS: cluster.endpoints[0]! } },
+    source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: makeFakeMaster(join(d, 'master'), cluster.endpoints[0]!).env },
     etcd: { endpoints: [cluster.endpoints[0]!] },
     stores: [{ name: 'nfs', type: 'local', path: storeDir }],
   });

@@ -6,6 +6,7 @@ import { CLI, FAKE_CLUSTER_BACKUP, runCli, type CliResult } from '../support/cli
 import type { EtcdCluster } from '../support/etcd.js';
 import { makeEnv, startFilledEtcd, tempDir } from '../support/fault-env.js';
 import { faketimeEnv, listFiles, sleep } from '../support/faults.js';
+import { makeFakeMaster } from '../support/fake-master.js';
 
 /**
  * Time and concurrency: the wall clock stepping back (NTP fixing a bad RTC,
@@ -127,7 +128,7 @@ describe('two CLI backups at once (no daemon)', () => {
     // loaded machine) asks for it: its source takes a few seconds.
     const slow = join(root, 'slow-cluster-backup.sh');
     writeFileSync(slow, `#!/bin/bash\nsleep 8\nexec ${FAKE_CLUSTER_BACKUP} "$@"\n`, { mode: 0o755 });
-    const env = makeEnv(root, 'two-cli', etcd, { source: { type: 'cluster-backup', script: slow, timeout: '60s', env: { ETCDCTL_ENDPOINTS: etcd.endpoints[0]! } } });
+    const env = makeEnv(root, 'two-cli', etcd, { source: { type: 'cluster-backup', script: slow, timeout: '60s', env: makeFakeMaster(join(root, 'two-cli-master'), etcd.endpoints[0]!).env } });
     const a = startBackup(env.file);
     await until(() => existsSync(join(env.dir, 'work', 'run.lock')), 'the run lock');
     const b = await backup(env.file);

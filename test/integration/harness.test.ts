@@ -19,6 +19,7 @@ import {
   startEtcdFromDataDir,
   type EtcdCluster,
 } from '../support/etcd.js';
+import { CURRENT_REVISION, RESOURCES, makeFakeMaster, type FakeMaster } from '../support/fake-master.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BACKUP_SCRIPT = path.resolve(here, '../fixtures/cluster-backup.sh');
@@ -33,12 +34,19 @@ interface RunResult {
 
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    // Own process group: a kill reaches etcdctl too, which holds the output pipes open.
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    const t = setTimeout(() => {
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(t);
@@ -62,19 +70,14 @@ describe('etcd test harness (real etcd 3.4)', () => {
     if (tmp) await fsp.rm(tmp, { recursive: true, force: true });
   });
 
-  /** Env for the stand-in: one endpoint, TLS through ETCDCTL_* (read by etcdctl). */
+  /** Env for the stand-in: a fake master whose etcd.env names the first member and the TLS files. */
   function backupEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = { ...process.env };
-    for (const k of Object.keys(env)) if (k.startsWith('ETCDCTL_') || k.startsWith('FAKE_BACKUP_')) delete env[k];
-    return {
-      ...env,
-      ETCDCTL_ENDPOINTS: cluster.endpoints[0],
-      ETCDCTL_CACERT: cluster.tls!.caFile,
-      ETCDCTL_CERT: cluster.tls!.certFile,
-      ETCDCTL_KEY: cluster.tls!.keyFile,
-      ...extra,
-    };
+    for (const k of Object.keys(env)) if (k.startsWith('ETCDCTL_') || k.startsWith('FAKE_')) delete env[k];
+    defaultMaster ??= makeFakeMaster(path.join(tmp, 'root-default'), cluster.endpoints[0]!, cluster.tls);
+    return { ...env, ...defaultMaster.env, ...extra };
   }
+  let defaultMaster: FakeMaster | undefined;
 
   it('ensureTool finds installed tools and throws for missing ones', () => {
     expect(path.isAbsolute(ensureTool('etcd'))).toBe(true);
@@ -203,34 +206,75 @@ describe('etcd test harness (real etcd 3.4)', () => {
 
     const tar = await run('tar', ['-tzf', path.join(dir, stat)], process.env);
     expect(tar.code).toBe(0);
-    expect(tar.stdout).toMatch(/kube-apiserver-pod-\d+\/kube-apiserver-pod\.yaml/);
+    expect(tar.stdout).toMatch(/static-pod-resources\/kube-apiserver-pod-\d+\/kube-apiserver-pod\.yaml/);
     expect(tar.stdout).toMatch(/secrets\/serving-cert\/tls\.key/);
   });
 
-  it('cluster-backup.sh --force marks files __POSSIBLY_DIRTY__; STATIC_POD_RESOURCES is archived', async () => {
-    const src = path.join(tmp, 'spr');
-    await fsp.mkdir(path.join(src, 'etcd-pod-9'), { recursive: true });
-    await fsp.writeFile(path.join(src, 'etcd-pod-9', 'etcd-pod.yaml'), 'kind: Pod\n');
+  /** A fake master root for the faithful stand-in (FAKE_ROOT): etcd.env, manifests, `oc` state. */
+  function master(name: string, endpoint = cluster.endpoints[0]!): FakeMaster {
+    return makeFakeMaster(path.join(tmp, name), endpoint, cluster.tls);
+  }
+
+  it('cluster-backup.sh with a master root: the connection from etcd.env (not ETCDCTL_*), only the current revisions archived', async () => {
+    const m = master('root-ok');
+    const dir = path.join(tmp, 'backup-root-ok');
+    // The caller's ETCDCTL_* point nowhere: upstream ignores them.
+    const res = await run(BACKUP_SCRIPT, [dir], { ...backupEnv({ ETCDCTL_ENDPOINTS: 'https://127.0.0.1:1', ETCDCTL_CACERT: '/nonexistent' }), ...m.env });
+    expect(res.code, res.stdout + res.stderr).toBe(0);
+    const lines = res.stdout.split('\n');
+    const found = lines.filter((l) => l.startsWith('found latest '));
+    expect(found).toEqual(RESOURCES.map((r) => `found latest ${r}: /etc/kubernetes/static-pod-resources/${r}-pod-${CURRENT_REVISION[r]}`));
+    const files = (await fsp.readdir(dir)).sort();
+    const tar = await run('tar', ['-tzf', path.join(dir, files[1]!)], process.env);
+    const tops = new Set(tar.stdout.split('\n').filter(Boolean).map((l) => l.split('/').slice(0, 2).join('/')));
+    expect([...tops].sort()).toEqual(RESOURCES.map((r) => `static-pod-resources/${r}-pod-${CURRENT_REVISION[r]}`).sort());
+  });
+
+  it('cluster-backup.sh --force marks files __POSSIBLY_DIRTY__ and skips the operator check', async () => {
+    const m = master('root-force');
+    m.setProgressing('kube-apiserver', 'True');
     const dir = path.join(tmp, 'backup-force');
-    const res = await run(BACKUP_SCRIPT, ['--force', dir], backupEnv({ STATIC_POD_RESOURCES: src }));
+    const res = await run(BACKUP_SCRIPT, ['--force', dir], { ...backupEnv(), ...m.env });
     expect(res.code, res.stdout + res.stderr).toBe(0);
     const files = (await fsp.readdir(dir)).sort();
     expect(files[0]).toMatch(new RegExp(`^snapshot_${DATE_RE.source}__POSSIBLY_DIRTY__\\.db$`));
     expect(files[1]).toMatch(new RegExp(`^static_kuberesources_${DATE_RE.source}__POSSIBLY_DIRTY__\\.tar\\.gz$`));
-    const tar = await run('tar', ['-tzf', path.join(dir, files[1]!)], process.env);
-    expect(tar.stdout).toContain('spr/etcd-pod-9/etcd-pod.yaml');
   });
 
-  it('cluster-backup.sh fails (exit 5, no files left) when etcd is unreachable', async () => {
-    const dir = path.join(tmp, 'backup-unreachable');
-    const port = await freePort(); // nothing listens there
-    const res = await run(
-      BACKUP_SCRIPT,
-      [dir],
-      backupEnv({ ETCDCTL_ENDPOINTS: `https://127.0.0.1:${port}`, FAKE_BACKUP_PROBE_TIMEOUT: '2s' }),
-    );
-    expect(res.code, res.stdout + res.stderr).toBe(5);
+  it('cluster-backup.sh refuses during a rollout and with the API server down (exit 1, upstream messages, no files)', async () => {
+    const m = master('root-rollout');
+    m.setProgressing('kube-scheduler', 'True');
+    const dir = path.join(tmp, 'backup-rollout');
+    const res = await run(BACKUP_SCRIPT, [dir], { ...backupEnv(), ...m.env });
+    expect(res.code).toBe(1);
+    expect(res.stdout).toContain('Currently the kube-scheduler operator is progressing. A reliable backup requires that a rollout is not in progress.  Aborting!');
     expect(await fsp.readdir(dir)).toEqual([]);
+    m.setProgressing('kube-scheduler', 'False');
+    m.setApiDown(true);
+    const down = await run(BACKUP_SCRIPT, [dir], { ...backupEnv(), ...m.env });
+    expect(down.code).toBe(1);
+    expect(down.stdout).toContain('Could not find the status of the kube-apiserver. Check if the API server is running. Pass the --force flag to skip checks.');
+  });
+
+  it('cluster-backup.sh fails when a static pod manifest is missing', async () => {
+    const m = master('root-nomanifest');
+    await fsp.rm(path.join(m.root, 'etc/kubernetes/manifests/kube-scheduler-pod.yaml'));
+    const dir = path.join(tmp, 'backup-nomanifest');
+    const res = await run(BACKUP_SCRIPT, [dir], { ...backupEnv(), ...m.env });
+    expect(res.code).toBe(1);
+    expect(res.stdout).toContain('error finding manifests for the kube-scheduler pod. please check if it is running.');
+    expect(await fsp.readdir(dir)).toEqual([]);
+  });
+
+  it('cluster-backup.sh hangs when etcd is unreachable: an empty snapshot_*.db.part that does not grow', async () => {
+    const port = await freePort(); // nothing listens there
+    const m = master('root-unreachable', `https://127.0.0.1:${port}`);
+    const dir = path.join(tmp, 'backup-unreachable');
+    const res = await run(BACKUP_SCRIPT, [dir], { ...backupEnv(), ...m.env }, 4_000);
+    expect(res.signal).toBe('SIGKILL'); // still waiting when killed
+    const part = (await fsp.readdir(dir)).filter((f) => /^snapshot_.*\.db\.part$/.test(f));
+    expect(part).toHaveLength(1);
+    expect(fs.statSync(path.join(dir, part[0]!)).size).toBe(0);
     expect(res.stdout).not.toContain('successfully saved');
   });
 

@@ -36,6 +36,7 @@ import { VERSION } from '../../src/version.js';
 import { FAKE_CLUSTER_BACKUP, ROOT, tempDir } from '../support/cli.js';
 import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { followJsonLog } from '../support/logs.js';
+import { makeFakeMaster } from '../support/fake-master.js';
 
 const execFileP = promisify(execFile);
 const UNIT = join(ROOT, 'systemd', 'etcd-backupd.service');
@@ -254,8 +255,10 @@ describe('the README install followed by hand: the unit command line as a proces
     cfg.control.socket = inRoot(cfg.control.socket);
     cfg.source.script = FAKE_CLUSTER_BACKUP;
     cfg.source.timeout = '120s';
-    // ETCDCTL_BIN: the stand-in's etcdctl wherever the test machine has it (the unit's PATH is systemd's, below).
-    cfg.source.env = { ETCDCTL_ENDPOINTS: cluster.endpoints[0]!, ETCDCTL_CACERT: cluster.tls!.caFile, ETCDCTL_CERT: cluster.tls!.certFile, ETCDCTL_KEY: cluster.tls!.keyFile, ETCDCTL_BIN: ensureTool('etcdctl') };
+    // The temporary root is the master the stand-in sees (etcd.env, manifests, oc). ETCDCTL_BIN: the
+    // stand-in's etcdctl wherever the test machine has it; PATH: systemd's (below) after the `oc` stand-in.
+    const master = makeFakeMaster(root, cluster.endpoints[0]!, cluster.tls);
+    cfg.source.env = { FAKE_ROOT: master.root, PATH: `${join(ROOT, 'test', 'fixtures')}:${SYSTEMD_PATH}`, ETCDCTL_BIN: ensureTool('etcdctl') };
     cfg.etcd = { endpoints: [cluster.endpoints[0]!], caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile };
     cfg.stores = [{ name: 'nfs', type: 'local', path: storeDir }];
     cfg.metrics.listen = '127.0.0.1:0';

@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FAKE_CLUSTER_BACKUP, tempDir, writeConfig } from './cli.js';
+import { makeFakeMaster } from './fake-master.js';
 import { startEtcdCluster, type EtcdCluster } from './etcd.js';
 import type { S3rver } from './s3.js';
 import type { Sshd } from './sshd.js';
@@ -104,9 +105,13 @@ export function makeEnv(root: string, name: string, etcd: { endpoints: string[] 
   };
 }
 
-/** The cluster-backup.sh stand-in as source, pointed at `endpoint`, with extra environment (FAKE_BACKUP_HANG...). */
+/**
+ * The cluster-backup.sh stand-in as source on a fake master (its etcd.env
+ * names `endpoint`, plain http), with extra environment (FAKE_BACKUP_HANG...).
+ */
 export function clusterBackupSource(endpoint: string, env: Record<string, string> = {}, timeout = '60s'): Record<string, unknown> {
-  return { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout, env: { ETCDCTL_ENDPOINTS: endpoint, ...env } };
+  const master = makeFakeMaster(join(tempDir('master'), 'root'), endpoint);
+  return { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout, env: { ...master.env, ...env } };
 }
 
 export { tempDir };

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, parseConfig, redactConfig } from '../../src/config/load.js';
 import { parseDurationSeconds } from '../../src/units/duration.js';
+import { caBundleInstead } from '../../src/config/ca-paths.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ebd-config-'));
 const script = join(dir, 'cluster-backup.sh');
@@ -40,7 +41,7 @@ describe('parseConfig', () => {
     expect(c.encryption.recipients).toEqual([]);
     expect(c.metrics.listen).toBe('127.0.0.1:9979');
     expect(c.control.socket).toBe('/run/etcd-backupd/control.sock');
-    expect(c.source).toMatchObject({ type: 'cluster-backup', timeout: '30m', timeoutSeconds: 1800 });
+    expect(c.source).toMatchObject({ type: 'cluster-backup', timeout: '30m', timeoutSeconds: 1800, stallTimeout: '2m', stallSeconds: 120 });
     expect(c.stores[0]).toMatchObject({ verify: 'readback' });
     expect(c.node).toMatch(/^[A-Za-z0-9]/);
   });
@@ -60,6 +61,9 @@ describe('parseConfig', () => {
     expect(problems({ ...minimal(), retention: { daily: 'seven' } })).toEqual(['retention.daily: expected number, got string']);
     expect(problems({ ...minimal(), retention: { daily: -1 } })[0]).toMatch(/^retention\.daily: /);
     expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, timeout: '10 minutes' } })[0]).toMatch(/^source\.timeout: .*not a duration/);
+    expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, stallTimeout: '2 minutes' } })[0]).toMatch(/^source\.stallTimeout: .*not a duration/);
+    expect(problems({ ...minimal(), source: { type: 'cluster-backup', script, stallTimeout: '0s' } })).toEqual(['source.stallTimeout: expected at least 1s']);
+    expect(problems({ ...minimal(), source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), stallTimeout: '500ms' } })[0]).toMatch(/^source\.stallTimeout: /);
     expect(problems({ ...minimal(), schedule: '0 25 * * *' })[0]).toMatch(/^schedule: .*not a valid cron expression/);
     expect(problems({ ...minimal(), retention: { keepWithin: '6m' } })[0]).toMatch(/^retention\.keepWithin: /);
     expect(problems({ ...minimal(), timezone: 'Mars/Olympus' })[0]).toMatch(/^timezone: expected an IANA time zone/);
@@ -126,5 +130,26 @@ describe('parseDurationSeconds', () => {
   });
   it('rejects anything else', () => {
     for (const bad of ['', 'm', '10', '1x', '1h 30m', '-5s', 'forever']) expect(() => parseDurationSeconds(bad)).toThrow(/not a duration/);
+  });
+});
+
+describe('etcd.caFile missing: the CA bundle that exists is named', () => {
+  const spr = join(dir, 'static-pod-resources');
+  const newer = join(spr, 'etcd-certs/configmaps/etcd-all-bundles/server-ca-bundle.crt');
+  const older = join(spr, 'etcd-certs/configmaps/etcd-serving-ca/ca-bundle.crt');
+  mkdirSync(join(newer, '..'), { recursive: true });
+  writeFileSync(newer, 'x');
+
+  it('a 4.16 path on a 4.17+ node points at etcd-all-bundles/server-ca-bundle.crt', () => {
+    expect(problems({ ...minimal(), etcd: { endpoints: ['https://127.0.0.1:2379'], caFile: older, certFile: join(dir, 'client.crt'), keyFile: join(dir, 'client.key') } })).toEqual([
+      `etcd.caFile: file ${older} does not exist; this node has ${newer} (OpenShift 4.17+ moved the CA bundle): use it`,
+    ]);
+  });
+
+  it('no advice when neither known path exists', () => {
+    expect(caBundleInstead('/nowhere/ca.crt', () => false)).toBeUndefined();
+    expect(caBundleInstead('/etc/kubernetes/static-pod-resources/etcd-certs/configmaps/etcd-all-bundles/server-ca-bundle.crt', (p) => p.endsWith('etcd-serving-ca/ca-bundle.crt'))).toBe(
+      '/etc/kubernetes/static-pod-resources/etcd-certs/configmaps/etcd-serving-ca/ca-bundle.crt',
+    );
   });
 });

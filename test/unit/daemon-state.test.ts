@@ -33,6 +33,15 @@ describe('DaemonStateFile', () => {
     expect(s.current).toEqual({ consecutiveFailures: 0, stores: {} });
   });
 
+  it('refusals of a rollout and lock-busy are recorded but not counted as failures in a row (readiness, the restored metric)', async () => {
+    const s = await DaemonStateFile.load(workDir(), fakeLog());
+    await s.recordRun(run({ result: 'failed', reason: 'source-failed', stores: {} }));
+    for (const reason of ['source-rollout-in-progress', 'source-apiserver-unavailable', 'lock-busy'] as const) await s.recordRun(run({ result: 'failed', reason, stores: {} }));
+    expect(s.current).toMatchObject({ consecutiveFailures: 1, lastResult: 'failed', lastReason: 'lock-busy' });
+    await s.recordRun(run({ result: 'failed', reason: 'source-stalled', stores: {} }));
+    expect(s.current.consecutiveFailures).toBe(2);
+  });
+
   it('records runs: failures count up with their reason, a success resets them; every change is saved', async () => {
     const dir = workDir();
     const s = await DaemonStateFile.load(dir, fakeLog());

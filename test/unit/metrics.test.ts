@@ -197,6 +197,7 @@ describe('BackupMetrics before any run', () => {
       'etcd_backup_next_run_timestamp_seconds',
       'etcd_backup_schedule_interval_seconds',
       'etcd_backup_size_bytes',
+      'etcd_backup_last_possibly_dirty',
       'etcd_backup_snapshot_size_bytes',
       'etcd_backup_etcd_revision',
       'etcd_backup_etcd_keys',
@@ -246,6 +247,7 @@ describe('recordRun', () => {
     expect(value(samples, 'etcd_backup_consecutive_failures')).toBe(0);
 
     expect(value(samples, 'etcd_backup_size_bytes')).toBe(104_960_000);
+    expect(value(samples, 'etcd_backup_last_possibly_dirty')).toBe(0);
     expect(value(samples, 'etcd_backup_snapshot_size_bytes')).toBe(104_857_632);
     expect(value(samples, 'etcd_backup_etcd_revision')).toBe(987_654);
     expect(value(samples, 'etcd_backup_etcd_keys')).toBe(12_345);
@@ -358,6 +360,30 @@ describe('recordRun', () => {
     expect(value(samples, 'etcd_backup_consecutive_failures')).toBe(0);
     expect(value(samples, 'etcd_backup_last_attempt_timestamp_seconds')).toBe(sec(T0));
     expect(value(samples, 'etcd_backup_run_duration_seconds_count')).toBe(1);
+  });
+
+  it('a refusal during a rollout or with the API server away is a failure, not one in a row (no EtcdBackupFailing page through an upgrade)', async () => {
+    const m = newMetrics();
+    m.recordRun(successRun());
+    for (const [i, reason] of (['source-rollout-in-progress', 'source-apiserver-unavailable', 'source-rollout-in-progress'] as const).entries()) {
+      m.recordRun({ id: idAt(T0 + 10_000 * (i + 1)), result: 'failed', reason, error: 'refused', trigger: 'schedule', startedAt: iso(T0 + 10_000 * (i + 1)), finishedAt: iso(T0 + 10_000 * (i + 1) + 1), phases: {}, stores: {} });
+    }
+    m.recordRun({ id: idAt(T0 + 50_000), result: 'failed', reason: 'source-stalled', error: 'stalled', trigger: 'schedule', startedAt: iso(T0 + 50_000), finishedAt: iso(T0 + 50_001), phases: {}, stores: {} });
+    const { samples } = await scrape(m);
+    expect(value(samples, 'etcd_backup_failures_total', { reason: 'source-rollout-in-progress' })).toBe(2);
+    expect(value(samples, 'etcd_backup_failures_total', { reason: 'source-apiserver-unavailable' })).toBe(1);
+    expect(value(samples, 'etcd_backup_consecutive_failures')).toBe(1); // only the stall counts
+    expect(value(samples, 'etcd_backup_last_attempt_timestamp_seconds')).toBe(sec(T0 + 50_000));
+  });
+
+  it('a --force run marks the last success possibly dirty until a clean one', async () => {
+    const m = newMetrics();
+    const dirty = successRun();
+    dirty.manifest = { ...dirty.manifest!, source: { type: 'cluster-backup', possiblyDirty: true } };
+    m.recordRun(dirty);
+    expect(value((await scrape(m)).samples, 'etcd_backup_last_possibly_dirty')).toBe(1);
+    m.recordRun(successRun(T0 + 60_000));
+    expect(value((await scrape(m)).samples, 'etcd_backup_last_possibly_dirty')).toBe(0);
   });
 
   it('a failed run without a reason is counted as internal', async () => {
