@@ -8,8 +8,13 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 
-/** The snapshot being written (`.part`, etcdctl's temporary name) or written. */
-export const SNAPSHOT_FILE_RE = /^snapshot_.*\.db(\.part)?$/;
+/**
+ * The snapshot being written: etcdctl (3.4 to 3.6) saves into `<file>.part`
+ * and renames it when the save is done. Only that file is watched: after the
+ * rename the script runs `snapshot status`, which on a large database may
+ * take longer than stallTimeout without any file changing size.
+ */
+export const SNAPSHOT_PART_RE = /^snapshot_.*\.db\.part$/;
 
 export interface StallState {
   /** Bytes last seen. */
@@ -19,20 +24,22 @@ export interface StallState {
 }
 
 /**
- * One observation. `size` is undefined while there is no snapshot file: the
+ * One observation. `size` is undefined while there is no `.part`: the
  * watchdog arms only once etcdctl has created one, so the script's earlier
  * steps (operator check, archive, an etcdctl download) are bounded by
- * source.timeout alone.
+ * source.timeout alone, and disarms when it is gone (the save finished and
+ * renamed it; what follows is bounded by source.timeout too).
  */
 export function stallStep(prev: StallState | undefined, size: number | undefined, now: number, stallMs: number): { next: StallState | undefined; stalled: boolean } {
-  if (prev === undefined) return { next: size === undefined ? undefined : { size, since: now }, stalled: false };
-  if (size !== undefined && size !== prev.size) return { next: { size, since: now }, stalled: false };
+  if (size === undefined) return { next: undefined, stalled: false };
+  if (prev === undefined) return { next: { size, since: now }, stalled: false };
+  if (size !== prev.size) return { next: { size, since: now }, stalled: false };
   return { next: prev, stalled: now - prev.since >= stallMs };
 }
 
-/** Total size of the snapshot files in `dir`, or undefined when there is none. */
+/** Total size of the snapshot `.part` files in `dir`, or undefined when there is none. */
 export async function snapshotBytes(dir: string): Promise<number | undefined> {
-  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => SNAPSHOT_FILE_RE.test(n));
+  const names = (await readdir(dir).catch(() => [] as string[])).filter((n) => SNAPSHOT_PART_RE.test(n));
   if (names.length === 0) return undefined;
   let total = 0;
   for (const n of names) total += await stat(join(dir, n)).then((s) => s.size, () => 0);

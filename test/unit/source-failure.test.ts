@@ -30,7 +30,7 @@ describe('classifyScriptFailure: the real cluster-backup.sh messages', () => {
   });
 });
 
-describe('stallStep: no growth of the snapshot file for stallMs', () => {
+describe('stallStep: no growth of the snapshot .part for stallMs', () => {
   const S = (size: number, since: number): StallState => ({ size, since });
   const cases: [string, StallState | undefined, number | undefined, number, StallState | undefined, boolean][] = [
     ['no file yet: not armed', undefined, undefined, 10_000, undefined, false],
@@ -39,7 +39,8 @@ describe('stallStep: no growth of the snapshot file for stallMs', () => {
     ['same size, under the limit', S(100, 0), 100, 9_999, S(100, 0), false],
     ['same size, at the limit', S(100, 0), 100, 10_000, S(100, 0), true],
     ['empty .part never grows', S(0, 0), 0, 60_000, S(0, 0), true],
-    ['file gone (renamed) counts as no growth', S(100, 0), undefined, 10_000, S(100, 0), true],
+    ['.part gone (renamed: the save is done) disarms', S(100, 0), undefined, 10_000, undefined, false],
+    ['a new .part after that arms again', undefined, 0, 20_000, S(0, 20_000), false],
     ['shrinks: a change, clock restarts', S(100, 0), 50, 20_000, S(50, 20_000), false],
   ];
   it.each(cases)('%s', (_name, prev, size, now, next, stalled) => {
