@@ -1,5 +1,5 @@
 import type { Config } from '../config/load.js';
-import { messageOf, reasonOf } from '../errors.js';
+import { BackupError, messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { RecoveryKitMetrics } from './metrics.js';
 import { planKit } from './plan.js';
@@ -49,7 +49,10 @@ export async function refreshRecoveryKit(d: RefreshDeps): Promise<boolean> {
     return true;
   } catch (e) {
     d.metrics?.recordFailure();
-    d.log.warn({ dir, why: d.why, reason: reasonOf(e), err: messageOf(e) }, 'recovery kit refresh failed (the backup is not affected; the previous kit stays)');
+    // Anything unexpected here is still a kit problem, not the program's: one stable reason for it.
+    const reason = e instanceof BackupError ? e.reason : 'recovery-kit-failed';
+    const hint = e instanceof BackupError ? e.hint : 'recovery.dir and its parent must be directories the daemon can write (and not a mount point)';
+    d.log.warn({ dir, why: d.why, reason, err: messageOf(e), hint }, 'recovery kit refresh failed (the backup is not affected; the previous kit stays)');
     return false;
   }
 }
