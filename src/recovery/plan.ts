@@ -47,7 +47,10 @@ function configKeys(cfg: Config): Record<string, unknown> {
  * snapshots' producer, which is what encryption keeps it from).
  * Daemon-only parts are kept harmless: metrics on an ephemeral loopback port,
  * the control socket and workDir inside the kit, no drills, no kit of its own.
- * The source is kept as it is: the kit is used on this host, where it exists.
+ * The source is replaced by a stand-in that names no outside path: backups
+ * are not taken from a kit, and the source's paths are often the pod's (the
+ * DaemonSet's script is in a ConfigMap volume), which would fail the kit
+ * config's load on the host.
  */
 export function planKit(cfg: Config): KitPlan {
   const files: KitFile[] = [];
@@ -84,6 +87,8 @@ export function planKit(cfg: Config): KitPlan {
   if (identityFile) dropped.push({ key: 'drill.identityFile', why: 'an age identity decrypts every backup: it never goes into the kit, bring it with --identity' });
   if (schedule) dropped.push({ key: 'drill.schedule', why: 'drills are the daemon\'s job, not a recovery host\'s' });
   doc.drill = drill;
+  dropped.push({ key: 'source', why: 'backups are not taken from a kit; a stand-in (etcdctl, staticPodDir: the kit) keeps the config loadable anywhere' });
+  doc.source = { type: 'etcdctl', staticPodDir: '.', etcdctl: 'etcdctl', timeout: cfg.source.timeout };
   doc.metrics = { listen: '127.0.0.1:0' };
   doc.control = { socket: 'control.sock' };
   doc.recovery = { dir: '' };

@@ -52,7 +52,7 @@ async function buildKit(tmp: string, c: KitContent): Promise<void> {
   await mkdir(tmp, { mode: 0o700 });
   await chmod(tmp, 0o700); // ours: a umask never widens it, but a narrower one would lock us out
   await mkdir(join(tmp, KIT_FILES_DIR), { mode: 0o700 });
-  await writePrivate(join(tmp, KIT_CONFIG), `# etcd-backupd recovery kit: paths are relative to this file (${KIT_RESTORE_TEXT} says how to use it)\n${stringify(c.plan.config)}`);
+  await writePrivate(join(tmp, KIT_CONFIG), `# etcd-backupd recovery kit: paths are relative to this file (${KIT_RESTORE_TEXT} says how to use it).\n# For list, fetch, verify and restore; \`source\` is a stand-in: backups are taken by the daemon, not from here.\n${stringify(c.plan.config)}`);
   await writePrivate(join(tmp, KIT_RESTORE_TEXT), c.restoreText);
   for (const f of c.plan.files) {
     let body: Buffer;

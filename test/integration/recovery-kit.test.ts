@@ -124,6 +124,8 @@ describe('recovery kit', () => {
 
   it('the kit config passes check-config and lists every store after the original credentials are gone', async () => {
     for (const f of creds) rmSync(join(dir, f));
+    // The source's paths are not needed either (on OpenShift the script is the pod's).
+    rmSync(join(dir, 'manifests'), { recursive: true });
     const kitConfig = join(kit, 'config.yaml');
     const c = await runCli(['check-config', '--config', kitConfig]);
     expect(c.code, c.stderr).toBe(0);
@@ -138,6 +140,7 @@ describe('recovery kit', () => {
     // And the original config no longer loads: the kit really did without those files.
     expect((await runCli(['check-config', '--config', file])).code).not.toBe(0);
     writeCreds();
+    mkdirSync(join(dir, 'manifests'));
   });
 
   it('the next refresh replaces the kit whole: nothing of the old one stays, no temp siblings', async () => {

@@ -48,7 +48,7 @@ function strings(v: unknown, at = ''): [string, string][] {
 
 describe('planKit', () => {
   const table: { name: string; doc: () => object; copied: Record<string, string>; dropped: string[]; ambient: string[] }[] = [
-    { name: 'local store, plain http etcd: nothing to copy', doc: base, copied: {}, dropped: [], ambient: [] },
+    { name: 'local store, plain http etcd: nothing to copy', doc: base, copied: {}, dropped: ['source'], ambient: [] },
     {
       name: 'every kind of file',
       doc: full,
@@ -65,14 +65,14 @@ describe('planKit', () => {
         'signing.trustedKeys[0]': 'files/trusted-key-0.pub',
         'signing.trustedKeys[1]': 'files/trusted-key-1.pub',
       },
-      dropped: ['signing.keyFile', 'drill.identityFile', 'drill.schedule'],
+      dropped: ['signing.keyFile', 'drill.identityFile', 'drill.schedule', 'source'],
       ambient: [],
     },
     {
       name: 'S3 from the default credential chain',
       doc: () => ({ ...base(), stores: [{ name: 'aws', type: 's3', bucket: 'b-1' }] }),
       copied: {},
-      dropped: [],
+      dropped: ['source'],
       ambient: ['aws'],
     },
   ];
@@ -90,10 +90,10 @@ describe('planKit', () => {
         const path = key.replace(/^stores\[(\d+)\]/, 'stores[$1]');
         expect(at[path], key).toBe(name);
       }
-      // No path into the original config's directory is left, except the source script (it is used on this host).
-      const leftover = strings(plan.config).filter(([k, v]) => v.startsWith(dir) && k !== 'source.script');
+      // No path into the original config's directory is left (the source script, a pod path on OpenShift, included).
+      const leftover = strings(plan.config).filter(([, v]) => v.startsWith(dir));
       expect(leftover).toEqual([]);
-      expect(plan.config).toMatchObject({ workDir: 'work', metrics: { listen: '127.0.0.1:0' }, control: { socket: 'control.sock' }, recovery: { dir: '' } });
+      expect(plan.config).toMatchObject({ source: { type: 'etcdctl', staticPodDir: '.' }, workDir: 'work', metrics: { listen: '127.0.0.1:0' }, control: { socket: 'control.sock' }, recovery: { dir: '' } });
       expect(plan.config).not.toHaveProperty('configPath');
     });
   }
