@@ -37,6 +37,10 @@ Usage:
   etcd-backupd list      --config F [--store S] [--json]
   etcd-backupd verify    --config F [--store S] ID|latest [--restore] [--identity FILE] [--allow-untrusted] [--json]
   etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--identity FILE] [--allow-untrusted] [--json]
+  etcd-backupd restore   --config F [--store S] ID|latest [--at TIME|now] --data-dir DIR --name N
+                         --initial-cluster S --initial-advertise-peer-urls U [--initial-cluster-token T]
+                         [--bump-revision N] [--etcdutl PATH] [--etcdctl PATH] [--identity FILE]
+                         [--allow-untrusted] [--json]   # one member; not on OpenShift (docs/restore.md)
   etcd-backupd prune     --config F [--store S] [--dry-run] [--json]
   etcd-backupd retention --config F --simulate FILE [--now ISO] [--json]
   etcd-backupd pin|unpin --config F ID [--reason T]
@@ -163,6 +167,10 @@ export async function main(argv: string[]): Promise<number> {
         return await cmdVerify(rest, log);
       case 'fetch':
         return await cmdFetch(rest);
+      case 'restore': {
+        const { cmdRestore } = await import('./cli/restore-cmd.js');
+        return await cmdRestore(rest, log);
+      }
       case 'inspect':
         return await cmdInspect(rest);
       case 'check-config':

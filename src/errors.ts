@@ -46,6 +46,12 @@ export type Reason =
   | 'drill-mismatch'
   | 'drill-timeout'
   | 'drill-aborted'
+  // `restore` (src/restore/): the target data dir holds something (nothing
+  // was touched); neither etcdutl nor etcdctl was found; the restore tool
+  // failed or wrote no member dir (what it wrote was removed).
+  | 'restore-target-not-empty'
+  | 'restore-tool-missing'
+  | 'restore-failed'
   // Coordination (src/coord/): no slot claim is possible because the cluster
   // has no quorum (no leader a majority follows); etcd did not answer a
   // coordination call within its deadline; a holder's claim lease lapsed

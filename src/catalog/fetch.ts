@@ -54,6 +54,22 @@ export function needIdentity(m: Manifest): BackupError {
   });
 }
 
+/**
+ * The fetched snapshot's own trailer and bbolt structure, compared with what
+ * the manifest recorded when the backup was taken (verify and restore).
+ */
+export async function checkSnapshot(manifest: Manifest, snapshot: string): Promise<NonNullable<VerifyResult['snapshot']>> {
+  const snap = await inspectSnapshot(snapshot);
+  const e = manifest.etcd;
+  const diffs: string[] = [];
+  if (snap.trailer !== 'ok') diffs.push(`snapshot sha256 trailer ${snap.trailer}`);
+  for (const k of ['revision', 'totalKey', 'hash', 'totalSize'] as const) {
+    if (snap[k] !== e[k]) diffs.push(`${k} is ${snap[k]}, manifest says ${e[k]}`);
+  }
+  if (diffs.length) throw new BackupError('snapshot-corrupt', `backup ${manifest.id}: ${diffs.join('; ')}`);
+  return snap;
+}
+
 export async function verifyBackup(store: Store, manifest: Manifest, scratchDir: string, identities?: string[]): Promise<VerifyResult> {
   if (manifest.object?.encrypted && !identities?.length) {
     // Without the key only the ciphertext can be checked: its size and sha256 as the store holds it.
@@ -66,14 +82,7 @@ export async function verifyBackup(store: Store, manifest: Manifest, scratchDir:
   const tmp = await mkdtemp(join(scratchDir, `verify-${manifest.id}-`));
   try {
     const f = await fetchBackup(store, manifest, tmp, identities);
-    const snap = await inspectSnapshot(f.snapshot);
-    const e = manifest.etcd;
-    const diffs: string[] = [];
-    if (snap.trailer !== 'ok') diffs.push(`snapshot sha256 trailer ${snap.trailer}`);
-    for (const k of ['revision', 'totalKey', 'hash', 'totalSize'] as const) {
-      if (snap[k] !== e[k]) diffs.push(`${k} is ${snap[k]}, manifest says ${e[k]}`);
-    }
-    if (diffs.length) throw new BackupError('snapshot-corrupt', `backup ${manifest.id}: ${diffs.join('; ')}`);
+    const snap = await checkSnapshot(manifest, f.snapshot);
     return { id: manifest.id, objectSha256: manifest.object!.sha256, snapshot: snap };
   } finally {
     await rm(tmp, { recursive: true, force: true });
