@@ -13,5 +13,5 @@ export interface DaemonContext {
   metrics: BackupMetrics;
   state: DaemonStateFile;
   /** The recovery kit (off when recovery.dir is ""): refreshed after each successful run. */
-  kit?: { refresh(why: 'start' | 'run'): Promise<void> };
+  kit?: { refresh(trigger: 'start' | 'run'): Promise<void> };
 }

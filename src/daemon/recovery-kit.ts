@@ -17,10 +17,10 @@ export class KitRefresher {
   }
 
   /** Best effort: resolves when this refresh is over, never rejects. */
-  refresh(why: 'start' | 'run'): Promise<void> {
+  refresh(trigger: 'start' | 'run'): Promise<void> {
     const { cfg, log, state } = this.ctx;
     const next = this.chain.then(() =>
-      refreshRecoveryKit({ cfg, log, metrics: this.metrics, members: state.current.members, membersSeenAt: state.current.membersSeenAt, why }),
+      refreshRecoveryKit({ cfg, log, metrics: this.metrics, members: state.current.members, membersSeenAt: state.current.membersSeenAt, trigger }),
     );
     this.chain = next.catch(() => undefined);
     return next.then(() => undefined, () => undefined);

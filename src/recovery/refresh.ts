@@ -25,7 +25,8 @@ export interface RefreshDeps {
   membersSeenAt?: string;
   /** The executable to put in the kit; default: process.execPath when running as the SEA. */
   executable?: string;
-  why: 'start' | 'run';
+  /** What led to this refresh: the daemon's start (config loaded) or a successful run. */
+  trigger: 'start' | 'run';
 }
 
 /**
@@ -43,7 +44,7 @@ export async function refreshRecoveryKit(d: RefreshDeps): Promise<boolean> {
     const text = restoreText({ cfg: d.cfg, plan, kitDir: dir, executable: executable !== undefined, members: d.members, membersSeenAt: d.membersSeenAt, now });
     await writeKit(dir, { plan, restoreText: text, executable });
     d.metrics?.recordRefresh(now, executable !== undefined);
-    const fields = { dir, why: d.why, files: plan.files.length, members: d.members?.length ?? 0, executable: executable !== undefined };
+    const fields = { dir, trigger: d.trigger, files: plan.files.length, members: d.members?.length ?? 0, executable: executable !== undefined };
     d.log.info(fields, 'recovery kit refreshed');
     if (!executable) d.log.warn({ dir }, 'recovery kit has no executable: the daemon does not run as the single executable (RESTORE.txt says so)');
     return true;
@@ -52,7 +53,7 @@ export async function refreshRecoveryKit(d: RefreshDeps): Promise<boolean> {
     // Anything unexpected here is still a kit problem, not the program's: one stable reason for it.
     const reason = e instanceof BackupError ? e.reason : 'recovery-kit-failed';
     const hint = e instanceof BackupError ? e.hint : 'recovery.dir and its parent must be directories the daemon can write (and not a mount point)';
-    d.log.warn({ dir, why: d.why, reason, err: messageOf(e), hint }, 'recovery kit refresh failed (the backup is not affected; the previous kit stays)');
+    d.log.warn({ dir, trigger: d.trigger, reason, err: messageOf(e), hint }, 'recovery kit refresh failed (the backup is not affected; the previous kit stays)');
     return false;
   }
 }

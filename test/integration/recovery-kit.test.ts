@@ -92,7 +92,7 @@ describe('recovery kit', () => {
     const run = await d.waitFor((l) => l.msg === 'backup run finished', 90_000, 'catch-up run');
     expect(run.result).toBe('success');
     backupId = run.runId as string;
-    await d.waitFor((l) => l.msg === 'recovery kit refreshed' && l.why === 'run', 30_000, 'kit refresh after the run');
+    await d.waitFor((l) => l.msg === 'recovery kit refreshed' && l.trigger === 'run', 30_000, 'kit refresh after the run');
     const m = await d.metrics();
     expect(metricValue(m, 'etcd_backup_recovery_kit_refresh_failures_total')).toBe(0);
     expect(metricValue(m, 'etcd_backup_recovery_kit_last_refresh_timestamp_seconds')).toBeGreaterThan(Date.now() / 1000 - 120);
@@ -146,7 +146,7 @@ describe('recovery kit', () => {
   it('the next refresh replaces the kit whole: nothing of the old one stays, no temp siblings', async () => {
     writeFileSync(join(kit, 'stale-marker'), 'old kit\n');
     const d = await daemon(file);
-    await d.waitFor((l) => l.msg === 'recovery kit refreshed' && l.why === 'start', 30_000, 'kit refresh at start');
+    await d.waitFor((l) => l.msg === 'recovery kit refreshed' && l.trigger === 'start', 30_000, 'kit refresh at start');
     expect(await d.stop()).toBe(0);
     expect(existsSync(join(kit, 'stale-marker'))).toBe(false);
     expect(readdirSync(dirname(kit))).toEqual(['recovery']);
@@ -159,7 +159,7 @@ describe('recovery kit', () => {
     writeFileSync(join(dir, 'not-a-dir'), '');
     const bad = config('bad', join(dir, 'not-a-dir', 'recovery'));
     const d = await daemon(bad);
-    await d.waitFor((l) => String(l.msg).startsWith('recovery kit refresh failed') && l.why === 'start' && l.reason === 'recovery-kit-failed', 30_000, 'failed refresh at start');
+    await d.waitFor((l) => String(l.msg).startsWith('recovery kit refresh failed') && l.trigger === 'start' && l.reason === 'recovery-kit-failed', 30_000, 'failed refresh at start');
     const before = metricValue(await d.metrics(), 'etcd_backup_recovery_kit_refresh_failures_total')!;
     expect(before).toBeGreaterThanOrEqual(1);
     const b = await runCli(['backup', '--config', bad, '--json']);
