@@ -145,12 +145,19 @@ describe('recovery kit', () => {
 
   it('the next refresh replaces the kit whole: nothing of the old one stays, no temp siblings', async () => {
     writeFileSync(join(kit, 'stale-marker'), 'old kit\n');
+    // Forget the members the run saw: the daemon asks etcd at start (a node that never wins a slot still names them).
+    const statePath = join(dir, 'work', 'state.json');
+    const state = JSON.parse(readFileSync(statePath, 'utf8'));
+    expect(state.members).toEqual([{ name: cluster.members[0]!.name, peerURLs: [cluster.members[0]!.peerUrl] }]);
+    delete state.members;
+    delete state.membersSeenAt;
+    writeFileSync(statePath, JSON.stringify(state));
     const d = await daemon(file);
     await d.waitFor((l) => l.msg === 'recovery kit refreshed' && l.trigger === 'start', 30_000, 'kit refresh at start');
     expect(await d.stop()).toBe(0);
     expect(existsSync(join(kit, 'stale-marker'))).toBe(false);
     expect(readdirSync(dirname(kit))).toEqual(['recovery']);
-    // The member list survived the restart (state file): still named without a new run.
+    // Named without a new run, from etcd's answer at start.
     expect(readFileSync(join(kit, 'RESTORE.txt'), 'utf8')).toContain(`--name ${cluster.members[0]!.name} `);
   });
 
