@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { chmod, copyFile, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, copyFile, link, mkdir, open, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { BackupError, messageOf } from '../errors.js';
@@ -14,6 +14,8 @@ export interface KitContent {
 }
 
 const TMP = '.tmp-';
+/** Which executable the kit's copy came from (device, inode, size, mtime): an unchanged one is hard-linked, not copied again. */
+const EXECUTABLE_STAMP = '.executable-stamp';
 const OLD = '.old-';
 
 /**
@@ -40,7 +42,7 @@ export async function writeKit(dir: string, content: KitContent): Promise<void> 
   await recoverLeftovers(dir);
   const tmp = `${dir}${TMP}${randomBytes(6).toString('hex')}`;
   try {
-    await buildKit(tmp, content);
+    await buildKit(tmp, content, dir);
     await swapIn(tmp, dir);
   } catch (e) {
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
@@ -48,7 +50,7 @@ export async function writeKit(dir: string, content: KitContent): Promise<void> 
   }
 }
 
-async function buildKit(tmp: string, c: KitContent): Promise<void> {
+async function buildKit(tmp: string, c: KitContent, oldKit: string): Promise<void> {
   await mkdir(tmp, { mode: 0o700 });
   await chmod(tmp, 0o700); // ours: a umask never widens it, but a narrower one would lock us out
   await mkdir(join(tmp, KIT_FILES_DIR), { mode: 0o700 });
@@ -63,15 +65,30 @@ async function buildKit(tmp: string, c: KitContent): Promise<void> {
     }
     await writePrivate(join(tmp, f.name), body);
   }
-  if (c.executable) {
-    const to = join(tmp, KIT_EXECUTABLE);
-    await copyFile(c.executable, to);
+  if (c.executable) await placeExecutable(c.executable, tmp, oldKit);
+  await fsyncPath(join(tmp, KIT_FILES_DIR));
+  await fsyncPath(tmp);
+}
+
+/**
+ * The executable is ~125 MiB and a refresh follows every run: copying it each
+ * time would write that much to a master's disk (etcd's disk) per run. When
+ * the running executable is the one the current kit was made from, the new
+ * kit hard-links the current kit's copy (same filesystem: siblings).
+ */
+async function placeExecutable(from: string, tmp: string, oldKit: string): Promise<void> {
+  const to = join(tmp, KIT_EXECUTABLE);
+  const st = await stat(from);
+  const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}\n`;
+  const before = await readFile(join(oldKit, EXECUTABLE_STAMP), 'utf8').catch(() => undefined);
+  const linked = before === stamp && (await link(join(oldKit, KIT_EXECUTABLE), to).then(() => true, () => false));
+  if (!linked) {
+    await copyFile(from, to);
     // Owner only, like every file of the kit, but it must run.
     await chmod(to, 0o700);
     await fsyncPath(to);
   }
-  await fsyncPath(join(tmp, KIT_FILES_DIR));
-  await fsyncPath(tmp);
+  await writePrivate(join(tmp, EXECUTABLE_STAMP), stamp);
 }
 
 async function writePrivate(path: string, body: string | Buffer): Promise<void> {

@@ -27,6 +27,23 @@ describe('writeKit', () => {
     expect(readFileSync(join(kit, 'files', 'etcd-client.key'), 'utf8')).toBe('key material\n');
   });
 
+  it('links an unchanged executable from the current kit instead of copying it again; a changed one is copied', async () => {
+    const { root, plan, kit } = setup();
+    const exe = join(root, 'exe');
+    writeFileSync(exe, 'first build\n', { mode: 0o755 });
+    await writeKit(kit, { plan, restoreText: '', executable: exe });
+    const first = statSync(join(kit, 'etcd-backupd'));
+    await writeKit(kit, { plan, restoreText: '', executable: exe });
+    const second = statSync(join(kit, 'etcd-backupd'));
+    expect(second.ino).toBe(first.ino);
+    expect(second.mode & 0o777).toBe(0o700);
+    const exe2 = join(root, 'exe2');
+    writeFileSync(exe2, 'second build\n', { mode: 0o755 });
+    await writeKit(kit, { plan, restoreText: '', executable: exe2 });
+    expect(statSync(join(kit, 'etcd-backupd')).ino).not.toBe(first.ino);
+    expect(readFileSync(join(kit, 'etcd-backupd'), 'utf8')).toBe('second build\n');
+  });
+
   it('creates a missing parent 0700 and leaves an existing one as it is', async () => {
     const { root, plan, kit } = setup();
     await writeKit(kit, { plan, restoreText: '' });
