@@ -50,6 +50,7 @@ export function restoreText(i: RestoreTextInput): string {
     'Everything a restore needs when the API server is down: the executable, a config whose',
     'files point into this directory, the store credentials and trusted keys. Copy the whole',
     'directory if you restore elsewhere (its config uses paths relative to itself).',
+    'Run the commands as root (`sudo -i`): the kit is root\'s own (0700, files 0600).',
     '',
   ];
   if (!i.executable) {

@@ -156,6 +156,7 @@ describe('restoreText', () => {
     expect(t).toContain('member list is not known yet');
     expect(t).toContain('--name <member>');
     expect(t).toContain('the executable is NOT in this kit');
+    expect(t).toContain('as root (`sudo -i`)');
     expect(t).toContain('etcd-backupd list --config');
     expect(t).toContain('--identity FILE');
     expect(t).toContain('Store aws takes its credentials from the environment');
