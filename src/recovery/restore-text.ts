@@ -91,7 +91,8 @@ function openshiftSection(bin: string, config: string): string[] {
 }
 
 function membersSection(i: RestoreTextInput, bin: string, config: string): string[] {
-  const head = i.cfg.source.type === 'cluster-backup' ? 'Without cluster-restore.sh (plain etcd)' : 'Restore';
+  // On OpenShift cluster-restore.sh is the supported way (docs/restore.md); these lines are the fallback.
+  const head = i.cfg.source.type === 'cluster-backup' ? 'Only if cluster-restore.sh cannot be used (plain etcd restore, not the OpenShift way)' : 'Restore';
   const members = i.members?.filter((m) => m.peerURLs.length > 0) ?? [];
   if (members.length === 0) {
     return [
