@@ -67,6 +67,8 @@ export type Reason =
   | 'coord-no-quorum'
   | 'coord-unavailable'
   | 'coord-lost'
+  /** The recovery kit could not be refreshed (best effort: never fails a backup). */
+  | 'recovery-kit-failed'
   | 'internal';
 
 /**

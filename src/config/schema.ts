@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path';
 import { z, type ZodDiscriminatedUnionOption } from 'zod';
 import { CODECS } from '../layout.js';
 import { duration, name } from '../units/fields.js';
@@ -222,6 +223,19 @@ export const configSchema = z
       .default({}),
     encryption: z
       .object({ recipients: z.array(z.string().regex(/^age1[02-9ac-hj-np-z]{58}$/, 'expected an age X25519 recipient (age1...)')).default([]) })
+      .strict()
+      .default({}),
+    /**
+     * The recovery kit (docs/recovery-kit.md): what a restore needs when the API server is
+     * down, kept on the host. Absolute (it is a host path the DaemonSet mounts); "" turns it off.
+     */
+    recovery: z
+      .object({
+        dir: z
+          .string()
+          .default('/var/lib/etcd-backupd/recovery')
+          .refine((v) => v === '' || isAbsolute(v), 'expected an absolute path, or "" to turn the kit off'),
+      })
       .strict()
       .default({}),
     metrics: z

@@ -12,4 +12,6 @@ export interface DaemonContext {
   storeNames: string[];
   metrics: BackupMetrics;
   state: DaemonStateFile;
+  /** The recovery kit (off when recovery.dir is ""): refreshed after each successful run. */
+  kit?: { refresh(trigger: 'start' | 'run'): Promise<void> };
 }

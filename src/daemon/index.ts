@@ -21,6 +21,7 @@ import { SlotCoordinator } from './coordinator.js';
 import { shutDown } from './shutdown.js';
 import { DaemonStateFile } from './state.js';
 import { lowerOwnPriority } from '../run/priority.js';
+import { KitRefresher } from './recovery-kit.js';
 
 export interface DaemonHandle {
   /** Resolves when the daemon has shut down. */
@@ -63,6 +64,7 @@ async function startServices(
   const state = await DaemonStateFile.load(cfg.workDir, log);
   metrics.restoreState(state.current);
   const ctx: DaemonContext = { cfg, log, stores, storeNames, metrics, state };
+  if (cfg.recovery.dir) ctx.kit = new KitRefresher(ctx);
 
   // Coordination (mode etcd): one etcd3 client for the daemon's life; mode none makes none.
   const coord = SlotCoordinator.fromConfig(cfg, log);
@@ -90,6 +92,8 @@ async function startServices(
   );
   for (const w of configWarnings(cfg)) log.warn(w);
   setControlHandler(controlHandler(ctx, runner, schedule, coord));
+  // The config loaded: the kit follows it now, not only after the next run (not awaited: the executable is ~125 MiB).
+  void ctx.kit?.refresh('start');
 
   const retries = startOutboxRetries(ctx, () => !runner.running && !runner.isStopping);
   const drillMetrics = new DrillMetrics(metrics.registry);

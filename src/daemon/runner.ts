@@ -70,6 +70,8 @@ export class BackupRunner {
       await recordRetries(this.ctx, cyc.retried);
       metrics.setOutbox(cyc.outbox);
       await refreshInventory(this.ctx);
+      // Best effort (it never throws): the kit follows the newest member list and config.
+      if (cyc.run.result === 'success') await this.ctx.kit?.refresh('run');
       return cyc;
     })().finally(() => {
       this.current = undefined;

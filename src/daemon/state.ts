@@ -19,6 +19,9 @@ export interface DaemonState {
   stores: Record<string, { lastAttempt?: string; lastSuccess?: string; lastFailure?: string; lastReason?: string }>;
   /** Restore drills run by this node. */
   drill?: DrillState & { lastId?: string };
+  /** The etcd members (name, peer URLs) the last preflight saw, and when: the recovery kit's restore commands. */
+  members?: { name: string; peerURLs: string[] }[];
+  membersSeenAt?: string;
 }
 
 async function loadState(workDir: string): Promise<DaemonState> {
@@ -36,6 +39,10 @@ function applyRun(state: DaemonState, r: RunResult): DaemonState {
   next.lastAttempt = r.startedAt;
   next.lastResult = r.result;
   next.lastId = r.id;
+  if (r.members?.length) {
+    next.members = r.members;
+    next.membersSeenAt = r.startedAt;
+  }
   if (r.result === 'success') {
     next.lastSuccess = r.finishedAt;
     next.consecutiveFailures = 0;

@@ -82,6 +82,8 @@ export interface MemberInfo {
   id: string;
   name: string;
   clientURLs: string[];
+  /** What a restored member advertises to its peers (--initial-advertise-peer-urls, --initial-cluster). */
+  peerURLs: string[];
   isLearner: boolean;
 }
 
@@ -155,7 +157,7 @@ export class EtcdEndpoint {
   async memberList(opts: CallOpts = {}): Promise<MemberInfo[]> {
     // This member's view of the membership (3.5 added an opt-in linearizable flag; off, the answer is the same as 3.4's).
     const r = await this.call('member list', opts, (o) => this.client.cluster.memberList({}, o));
-    return (r.members ?? []).map((m) => ({ id: m.ID, name: m.name, clientURLs: m.clientURLs ?? [], isLearner: m.isLearner === true }));
+    return (r.members ?? []).map((m) => ({ id: m.ID, name: m.name, clientURLs: m.clientURLs ?? [], peerURLs: m.peerURLs ?? [], isLearner: m.isLearner === true }));
   }
 
   /** Active alarms (NOSPACE, CORRUPT) of the cluster. */

@@ -16,7 +16,7 @@ export interface EtcdFacts {
   leader?: string;
   dbSize?: number;
   revision?: number;
-  members?: { id: string; name: string; reachable: boolean; isLearner: boolean }[];
+  members?: { id: string; name: string; reachable: boolean; isLearner: boolean; peerURLs?: string[] }[];
 }
 
 export interface PreflightReport {
@@ -116,7 +116,7 @@ export async function checkEtcdHealth(clients: Pick<EtcdClients, 'endpoint' | 't
       return undefined;
     }),
   );
-  facts.members = members.map((m, i) => ({ id: m.id || '?', name: m.name, reachable: statuses[i] !== undefined, isLearner: m.isLearner }));
+  facts.members = members.map((m, i) => ({ id: m.id || '?', name: m.name, reachable: statuses[i] !== undefined, isLearner: m.isLearner, peerURLs: m.peerURLs }));
   const unreachable = facts.members.filter((m) => !m.reachable);
   checks.push({
     name: 'members-reachable',

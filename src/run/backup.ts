@@ -45,6 +45,8 @@ export interface RunResult {
   phases: Record<string, number>;
   stores: Record<string, StoreOutcome>;
   preflight?: { checks: PreflightOutcome['checks']; forced: boolean };
+  /** The etcd members the preflight saw (name, peer URLs): the recovery kit's restore commands name them. */
+  members?: { name: string; peerURLs: string[] }[];
   manifest?: Manifest;
 }
 
@@ -178,6 +180,8 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     const checked = await preflight(cfg, req, log, phase);
     // Recorded before a refusal: the metrics and --json report which checks failed.
     result.preflight = { checks: checked.pre.checks, forced: checked.forced };
+    const seen = checked.pre.etcd.members?.filter((m) => m.name !== '' && (m.peerURLs?.length ?? 0) > 0);
+    if (seen?.length) result.members = seen.map((m) => ({ name: m.name, peerURLs: m.peerURLs! }));
     refuseUnlessForced(checked.pre, req, log);
     const taken: TakenSnapshot = { ...checked, ...(await takeVerifiedSnapshot(deps, req, runDir, log, phase)), signer };
     const base = manifestBase(cfg, req, deps.source.type, { id, at, startedAt }, taken);

@@ -21,6 +21,12 @@ export interface StoreType<C extends StoreConfig = StoreConfig> {
   paths: readonly string[];
   /** Keys (of `paths`) naming files that must exist when set: finding out at 2 a.m. on the first run is too late. */
   requiredFiles: readonly string[];
+  /**
+   * Credentials this store takes from the environment (not from a file the config names), said
+   * in one sentence; undefined when every credential is a file. The recovery kit copies files
+   * only, so its RESTORE.txt tells the operator what to supply.
+   */
+  ambientCredentials?(cfg: C): string | undefined;
   /** Others can write there: unsigned backups in it could be planted (config warnings). */
   remote: boolean;
   /** What the store can do beyond the basics; its Store reports the same in `caps`. */

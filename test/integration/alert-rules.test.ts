@@ -12,13 +12,14 @@ import { parse } from 'yaml';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 import { DrillMetrics } from '../../src/drill/metrics.js';
+import { RecoveryKitMetrics } from '../../src/recovery/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
 const PROMETHEUS_RULE = join(ROOT, 'packaging/kubernetes/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
-const ALERTS = ['EtcdBackupMissing', 'EtcdBackupDaemonDown', 'EtcdBackupSlotUnclaimed', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups'];
+const ALERTS = ['EtcdBackupMissing', 'EtcdBackupDaemonDown', 'EtcdBackupSlotUnclaimed', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups', 'EtcdBackupRecoveryKitStale'];
 
 interface Rule {
   alert?: string;
@@ -103,6 +104,7 @@ describe('the rules themselves', () => {
     expect(severity('EtcdBackupOutboxBacklog')).toEqual(['warning']);
     expect(severity('EtcdBackupSizeAnomaly')).toEqual(['warning']);
     expect(severity('EtcdBackupDrillMissing')).toEqual(['warning']);
+    expect(severity('EtcdBackupRecoveryKitStale')).toEqual(['warning']);
     expect(severity('EtcdBackupDrillFailing').sort()).toEqual(['critical', 'warning']);
   });
 
@@ -121,6 +123,8 @@ describe('the rules themselves', () => {
     const m = new BackupMetrics({ cluster: 'c', node: 'n' });
     // The restore drill series live on the same registry (src/drill/metrics.ts).
     new DrillMetrics(m.registry);
+    // And the recovery kit's (src/recovery/metrics.ts).
+    new RecoveryKitMetrics(m.registry);
     m.initStores(['s3']);
     const text = await m.render();
     const families = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((x) => x[1]!));

@@ -399,6 +399,13 @@ describe('the ConfigMap config.yaml', () => {
     // workDir on the host at the same path (cluster-backup.sh writes there from the host side).
     const work = container.volumeMounts.find((vm: { mountPath: string }) => vm.mountPath === cfg.workDir);
     expect(pod.volumes.find((v: { name: string }) => v.name === work.name).hostPath).toEqual({ path: cfg.workDir, type: 'DirectoryOrCreate' });
+    // The recovery kit on the host at the same path, inside workDir's hostPath: not a mount point
+    // of its own (the kit is swapped in with renames, and a mount point cannot be renamed).
+    expect(cfg.recovery.dir).toBe('/var/lib/etcd-backupd/recovery');
+    const kit = mounted(cfg.recovery.dir);
+    expect(kit.volume.hostPath).toEqual({ path: '/var/lib/etcd-backupd', type: 'DirectoryOrCreate' });
+    expect(posix.join(kit.volume.hostPath.path, kit.key)).toBe(cfg.recovery.dir);
+    expect(container.volumeMounts.map((vm: { mountPath: string }) => vm.mountPath)).not.toContain(cfg.recovery.dir);
     // The control socket on a volume of its own (the root filesystem is read-only).
     expect(container.securityContext.readOnlyRootFilesystem).toBe(true);
     expect(mounted(cfg.control.socket).volume.emptyDir).toEqual({ medium: 'Memory', sizeLimit: '1Mi' });

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, parse as parsePath } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { VERSION } from '../../src/version.js';
 import { ROOT, writeConfig } from '../support/cli.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
@@ -321,6 +322,35 @@ describe('dist-bundle/etcd-backupd, the single executable (SEA)', () => {
     expect(r.code, r.stderr).toBe(0);
     expect(JSON.parse(r.stdout)).toMatchObject({ result: 'success' });
   });
+
+  it('as a daemon, copies itself into the recovery kit, and the kit alone lists the backups', async () => {
+    const kit = join(seaDir, 'host', 'recovery');
+    const cfg = parseYaml(readFileSync(configFile, 'utf8'));
+    const kitCfgFile = join(dir, 'kit-daemon.yaml');
+    writeFileSync(kitCfgFile, stringifyYaml({ ...cfg, schedule: '0 0 1 1 *', control: { socket: join(dir, 'control', 'kit.sock') }, recovery: { dir: kit } }), { mode: 0o600 });
+    const child = spawn(join(seaDir, 'etcd-backupd'), ['run', '--config', kitCfgFile], { cwd: seaDir, env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    child.stderr!.on('data', (d) => (log += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const deadline = Date.now() + 90_000;
+      while (!/"msg":"recovery kit refreshed"/.test(log) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+      // isSea() is true here: the running executable is what the kit gets.
+      expect(log).toMatch(/"executable":true[^\n]*"msg":"recovery kit refreshed"/);
+    } finally {
+      child.kill('SIGTERM');
+      await exited;
+    }
+    const bin = join(kit, 'etcd-backupd');
+    expect(statSync(bin).mode & 0o777).toBe(0o700);
+    expect(statSync(bin).size).toBe(statSync(join(seaDir, 'etcd-backupd')).size);
+    expect(readFileSync(join(kit, 'RESTORE.txt'), 'utf8')).not.toContain('NOT in this kit');
+    const v = await run(bin, ['--version'], kit);
+    expect(v.stdout.trim()).toBe(`etcd-backupd ${VERSION} (node ${process.version})`);
+    const l = await run(bin, ['list', '--config', join(kit, 'config.yaml'), '--store', 'objstore', '--json'], kit);
+    expect(l.code, l.stderr).toBe(0);
+    expect(JSON.parse(l.stdout).backups.length).toBeGreaterThanOrEqual(1);
+  }, 180_000);
 
   it('asks etcd over gRPC with the protos it carries (no proto/ beside it): a backup passes every preflight check', async () => {
     const r = await sea(['backup', '--config', configFile, '--json'], 180_000);

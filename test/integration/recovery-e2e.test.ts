@@ -126,7 +126,7 @@ beforeAll(async () => {
   daemon.stdout.on('data', (d) => (log += d));
   daemon.stderr.on('data', (d) => (log += d));
   const deadline = Date.now() + 120_000;
-  while (!/"msg":"backup run finished"/.test(log) || !/"msg":"recovery kit refreshed"[^\n]*"trigger":"run"/.test(log)) {
+  while (!/"msg":"backup run finished"/.test(log) || !/"trigger":"run"[^\n]*"msg":"recovery kit refreshed"/.test(log)) {
     if (daemon.exitCode !== null || Date.now() > deadline) throw new Error(`no backup and kit refresh from the SEA daemon:\n${log.slice(-4000)}`);
     await new Promise((r) => setTimeout(r, 250));
   }

@@ -52,6 +52,8 @@ export function tempDir(prefix: string): string {
 export function writeConfig(dir: string, cfg: Record<string, unknown>, name = 'config.yaml'): string {
   const p = join(dir, name);
   const withCoord = 'cluster' in cfg && !('coordination' in cfg) ? { ...cfg, coordination: { mode: 'none' } } : cfg;
-  writeFileSync(p, stringify(withCoord), { mode: 0o600 });
+  // The recovery kit defaults to a host path (/var/lib/etcd-backupd/recovery): tests that do not test it keep it off.
+  const withKit = 'cluster' in withCoord && !('recovery' in withCoord) ? { ...withCoord, recovery: { dir: '' } } : withCoord;
+  writeFileSync(p, stringify(withKit), { mode: 0o600 });
   return p;
 }

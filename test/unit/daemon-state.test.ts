@@ -55,6 +55,16 @@ describe('DaemonStateFile', () => {
     expect((await DaemonStateFile.load(dir, fakeLog())).current).toEqual(s.current);
   });
 
+  it('keeps the member list the last run saw (for the recovery kit), also across a failed run that saw none', async () => {
+    const dir = workDir();
+    const st = await DaemonStateFile.load(dir, fakeLog());
+    const members = [{ name: 'm0', peerURLs: ['https://10.0.0.1:2380'] }];
+    await st.recordRun(run({ members }));
+    await st.recordRun(run({ id: 'b2', result: 'failed', reason: 'preflight-no-quorum', startedAt: '2024-06-11T02:00:00.000Z' }));
+    expect(saved(dir)).toMatchObject({ members, membersSeenAt: '2024-06-10T02:00:00.000Z' });
+    expect((await DaemonStateFile.load(dir, fakeLog())).current.members).toEqual(members);
+  });
+
   it('records late deliveries as a store success, and saves nothing when none succeeded', async () => {
     const dir = workDir();
     const s = await DaemonStateFile.load(dir, fakeLog());

@@ -83,6 +83,10 @@ registerStoreType<S3StoreConfig>({
   },
   paths: FILES,
   requiredFiles: FILES,
+  ambientCredentials: (s) =>
+    s.accessKeyIdFile
+      ? undefined
+      : 'the AWS default credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, web identity or an instance role): export them before running a command',
   remote: true,
   capabilities: s3Capabilities,
   putFileUnit: (cfg) => cfg.partSize,
