@@ -7,11 +7,19 @@ import { catalogCacheDir } from '../layout.js';
 import { loadTrust } from '../catalog/trust.js';
 import { createCronSchedule, type CronSchedule } from '../schedule/cron.js';
 import type { Store } from '../storage/store.js';
-import { missedWhy, type MissedWhy, type SlotCoordinator, type SlotDecision } from '../daemon/coordinator.js';
+import { missedWhy, type MissedWhy, type SlotDecision } from '../coord/missed.js';
+import type { SlotClaim } from '../coord/claims.js';
 import { runRestoreDrill, type DrillResult } from './drill.js';
 import type { DrillMetrics } from './metrics.js';
 import { drillNodeFor } from './turn.js';
 import { drillSettings } from './settings.js';
+
+/** What drills need of coordination (the daemon's SlotCoordinator). */
+export interface DrillCoordination {
+  readonly onNoQuorum: 'backup' | 'skip';
+  approach(slot: Date, deadline: Date, signal: AbortSignal, kind: 'drill'): Promise<SlotDecision>;
+  finishSlot(claim: SlotClaim, r: { result: 'success' | 'failed'; backupId?: string; reason?: string }): Promise<void>;
+}
 
 export interface DrillScheduleDeps {
   cfg: Config;
@@ -21,7 +29,7 @@ export interface DrillScheduleDeps {
   /** Remembers the drill's result across restarts (the daemon state). */
   record(r: DrillResult): Promise<void>;
   /** Coordination (mode etcd): each drill slot is claimed, and only its winner drills. Without it, nodes take turns (drillNodeFor). */
-  coord?: SlotCoordinator | undefined;
+  coord?: DrillCoordination | undefined;
   /** A drill slot nobody drills (with coordination): counted for the cluster view. */
   onMissedSlot?: (slot: Date, why: MissedWhy) => void;
 }
