@@ -20,6 +20,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { VERSION } from '../../src/version.js';
 import { ROOT, writeConfig } from '../support/cli.js';
+import { runProcess } from '../support/proc.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { startS3rver, type S3rver } from '../support/s3.js';
 import { removeSshdDir, startSshd, type Sshd } from '../support/sshd.js';
@@ -42,19 +43,7 @@ function cleanEnv(): NodeJS.ProcessEnv {
 }
 
 function run(cmd: string, args: string[], cwd: string, timeoutMs = 120_000, env: NodeJS.ProcessEnv = cleanEnv()): Promise<Result> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
+  return runProcess(cmd, args, { cwd, env, timeoutMs });
 }
 
 /** An empty directory under the system temp dir, with no node_modules in it or in any directory above it. */

@@ -10,12 +10,14 @@
  * serves the source's keys at the source's revision.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, tempDir, writeConfig } from '../support/cli.js';
 import { ensureTool, freePort, runEtcdctl, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { runProcess, type ProcResult } from '../support/proc.js';
+import { etcdKeys, startRestoredMember, waitEtcdHealthy } from '../support/restored.js';
 import { startS3rver, type S3rver } from '../support/s3.js';
 import { removeSshdDir, startSshd, type Sshd } from '../support/sshd.js';
 
@@ -28,28 +30,6 @@ let sourceKeys: Map<string, string>;
 let sourceRevision: number;
 const children: ChildProcess[] = [];
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
 /** A shell of a host with no Node: PATH without any node, nothing pointing at the project's modules. */
 const HOST_ENV: NodeJS.ProcessEnv = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', LANG: 'C.UTF-8' };
 
@@ -58,7 +38,7 @@ const HOST_ENV: NodeJS.ProcessEnv = { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOM
  * machine has (the system's, the project's Node 24, the one running the
  * test) is masked with /dev/null, after proving `node` does not run there.
  */
-function withoutNode(argv: string[], timeoutMs?: number): Promise<Run> {
+function withoutNode(argv: string[], timeoutMs?: number): Promise<ProcResult> {
   const nodes = [...new Set(['/usr/bin/node', '/usr/local/bin/node', process.execPath, join(ROOT, 'node_modules', 'node', 'bin', 'node')].filter((p) => existsSync(p)))];
   const script = [
     'set -e',
@@ -66,7 +46,7 @@ function withoutNode(argv: string[], timeoutMs?: number): Promise<Run> {
     'if node --version >/dev/null 2>&1; then echo "node still runs here" >&2; exit 97; fi',
     'exec "$@"',
   ].join('\n');
-  return run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...argv], HOST_ENV, timeoutMs);
+  return runProcess('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...argv], { env: HOST_ENV, ...(timeoutMs ? { timeoutMs } : {}) });
 }
 
 beforeAll(async () => {
@@ -85,7 +65,7 @@ beforeAll(async () => {
 
   // The SEA, built into this test's own directory (package.test builds the shared one).
   const out = join(dir, 'bundle');
-  const built = await run(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--out', out], { ...process.env }, 300_000);
+  const built = await runProcess(process.execPath, [join(ROOT, 'scripts', 'package.mjs'), '--out', out], { timeoutMs: 300_000 });
   expect(built.code, built.stderr).toBe(0);
   const sea = join(out, 'etcd-backupd');
   expect(statSync(sea).mode & 0o111).not.toBe(0);
@@ -151,26 +131,6 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function keysOf(endpoints: string[]): Promise<{ keys: Map<string, string>; revision: number }> {
-  const r = await runEtcdctl(['get', '', '--prefix', '-w', 'json'], { endpoints });
-  const doc = JSON.parse(r.stdout) as { header: { revision: number }; kvs?: { key: string; value: string }[] };
-  const dec = (s: string) => Buffer.from(s, 'base64').toString();
-  return { keys: new Map((doc.kvs ?? []).map((kv) => [dec(kv.key), dec(kv.value)])), revision: doc.header.revision };
-}
-
-async function waitHealthy(endpoints: string[]): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await runEtcdctl(['endpoint', 'health', '--command-timeout=2s'], { endpoints, timeoutMs: 5000 });
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
-}
-
 describe.each([['objstore', 'S3'], ['vault', 'SFTP']])('the recovery kit alone restores the cluster from %s (%s), with no node on the machine', (store) => {
   it('restores three members that serve the source keys at the source revision', async () => {
     const kitConfig = join(kit, 'config.yaml');
@@ -190,20 +150,12 @@ describe.each([['objstore', 'S3'], ['vault', 'SFTP']])('the recovery kit alone r
       expect(statSync(m.dataDir).mode & 0o077).toBe(0);
     }
     for (const m of members) {
-      const out = openSync(join(dir, `etcd-${store}-${m.name}.log`), 'a');
       // etcd from Debian, as an operator starts the restored members (same cluster and token as the restore).
-      children.push(
-        spawn(ensureTool('etcd'), [
-          '--name', m.name, '--data-dir', m.dataDir,
-          '--listen-client-urls', m.client, '--advertise-client-urls', m.client,
-          '--listen-peer-urls', m.peer, '--initial-advertise-peer-urls', m.peer,
-          '--initial-cluster', initialCluster, '--initial-cluster-token', `kit-${store}`, '--initial-cluster-state', 'new',
-        ], { stdio: ['ignore', out, out], env: HOST_ENV }),
-      );
+      children.push(startRestoredMember(m, initialCluster, `kit-${store}`, join(dir, `etcd-${store}-${m.name}.log`), HOST_ENV));
     }
     const endpoints = members.map((m) => m.client);
-    await waitHealthy(endpoints);
-    const got = await keysOf(endpoints);
+    await waitEtcdHealthy(endpoints);
+    const got = await etcdKeys(endpoints);
     expect(got.revision).toBe(sourceRevision);
     expect(got.keys).toEqual(sourceKeys);
     const status = await runEtcdctl(['endpoint', 'status', '-w', 'json'], { endpoints });

@@ -6,12 +6,14 @@
  * non-empty target refused and left alone, --at, and the etcdutl path
  * (3.5/3.6) through a shim that records its argv and restores with etcdctl.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
+import { makeFakeMaster } from '../support/fake-master.js';
+import { etcdKeys, startRestoredMember, waitEtcdHealthy, type RestoredMember } from '../support/restored.js';
 import { ensureTool, freePort, runEtcdctl, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 
 let cluster: EtcdCluster;
@@ -48,7 +50,8 @@ beforeAll(async () => {
     cluster: 'restore-cluster',
     node: 'master-0',
     workDir: join(dir, 'work'),
-    source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: { ETCDCTL_ENDPOINTS: cluster.endpoints[0]! } },
+    // A fake master: etcd.env names the endpoint (the stand-in, like the real script, ignores ETCDCTL_*).
+    source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: makeFakeMaster(join(dir, 'master'), cluster.endpoints[0]!).env },
     etcd: { endpoints: cluster.endpoints },
     stores: [{ name: 'nfs', type: 'local', path: join(dir, 'store') }],
   });
@@ -72,35 +75,8 @@ function restoreArgs(m: { name: string; dataDir: string; peer: string }, initial
 }
 
 /** Starts one etcd member from a restored data dir, as an operator would (same cluster and token as the restore). */
-function startMember(m: { name: string; dataDir: string; peer: string; client: string }, initialCluster: string): void {
-  const log = openSync(join(dir, `${m.name}.log`), 'a');
-  const c = spawn(ensureTool('etcd'), [
-    '--name', m.name, '--data-dir', m.dataDir,
-    '--listen-client-urls', m.client, '--advertise-client-urls', m.client,
-    '--listen-peer-urls', m.peer, '--initial-advertise-peer-urls', m.peer,
-    '--initial-cluster', initialCluster, '--initial-cluster-token', 'restored-1', '--initial-cluster-state', 'new',
-  ], { stdio: ['ignore', log, log], env: { PATH: process.env.PATH ?? '' } });
-  children.push(c);
-}
-
-async function waitHealthy(endpoints: string[]): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await runEtcdctl(['endpoint', 'health', '--command-timeout=2s'], { endpoints, timeoutMs: 5000 });
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 300));
-    }
-  }
-}
-
-async function keysOf(endpoints: string[]): Promise<{ keys: Map<string, string>; revision: number }> {
-  const r = await runEtcdctl(['get', '', '--prefix', '-w', 'json'], { endpoints });
-  const doc = JSON.parse(r.stdout) as { header: { revision: number }; kvs?: { key: string; value: string }[] };
-  const dec = (s: string) => Buffer.from(s, 'base64').toString();
-  return { keys: new Map((doc.kvs ?? []).map((kv) => [dec(kv.key), dec(kv.value)])), revision: doc.header.revision };
+function startMember(m: RestoredMember, initialCluster: string): void {
+  children.push(startRestoredMember(m, initialCluster, 'restored-1', join(dir, `${m.name}.log`)));
 }
 
 describe('restore latest into three new members (etcdctl 3.4)', () => {
@@ -131,9 +107,9 @@ describe('restore latest into three new members (etcdctl 3.4)', () => {
 
     for (const m of members) startMember(m, initialCluster);
     const endpoints = members.map((m) => m.client);
-    await waitHealthy(endpoints);
+    await waitEtcdHealthy(endpoints);
     for (const ep of endpoints) {
-      const got = await keysOf([ep]);
+      const got = await etcdKeys([ep]);
       expect(got.keys).toEqual(sourceKeys);
       expect(got.keys.has('/after-backup')).toBe(false);
       // etcdctl 3.4 cannot bump: the restored revision is the backup's.
@@ -301,7 +277,7 @@ describe('encrypted and signed backups', () => {
       cluster: 'enc-cluster',
       node: 'master-0',
       workDir: join(d, 'work'),
-      source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: { ETCDCTL_ENDPOINTS: cluster.endpoints[0]! } },
+      source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: makeFakeMaster(join(d, 'master'), cluster.endpoints[0]!).env },
       etcd: { endpoints: cluster.endpoints },
       stores: [{ name: 'nfs', type: 'local', path: join(d, 'store') }],
       encryption: { recipients: [recipient] },
