@@ -85,6 +85,8 @@ export function isOwnObject(cluster: string, id: string, key: string): boolean {
  * the name within it; undefined for a key outside any backup directory.
  */
 export function splitBackupKey(cluster: string, key: string): { id: string; name: string } | undefined {
+  // Segments of continuous backups are not backups: listing, `latest` and retention never see them as one.
+  if (key.startsWith(continuousPrefix(cluster))) return undefined;
   const rest = key.slice(clusterPrefix(cluster).length);
   const slash = rest.indexOf('/');
   if (slash <= 0) return undefined;
@@ -187,4 +189,52 @@ export function catalogCachePath(cacheDir: string, id: string): string {
 /** Scratch of restore drills. */
 export function drillScratchDir(workDir: string): string {
   return join(workDir, 'drill');
+}
+
+// ---- continuous backups (docs/continuous.md; the records and manifest schema in src/continuous/segment.ts)
+
+/** Revisions in segment names: 20 digits hold any uint64, and names sort by revision. */
+const REV_DIGITS = 20;
+
+function padRev(rev: number): string {
+  if (!Number.isSafeInteger(rev) || rev < 1) throw new Error(`segment: bad revision ${rev}`);
+  return String(rev).padStart(REV_DIGITS, '0');
+}
+
+/** `<from>-<to>` of a segment's object and manifest names. */
+export function segmentStem(fromRev: number, toRev: number): string {
+  if (toRev < fromRev) throw new Error(`segment: range ${fromRev}-${toRev} is backwards`);
+  return `${padRev(fromRev)}-${padRev(toRev)}`;
+}
+
+/** The object's file name: `.seg`, `.zst` when compressed, `.age` after that when encrypted. */
+export function segmentObjectName(fromRev: number, toRev: number, o: { codec: Codec; encrypted: boolean }): string {
+  return `${segmentStem(fromRev, toRev)}.seg${o.codec === 'zstd' ? '.zst' : ''}${o.encrypted ? '.age' : ''}`;
+}
+
+export function segmentManifestName(fromRev: number, toRev: number): string {
+  return `${segmentStem(fromRev, toRev)}.json`;
+}
+
+const MANIFEST_NAME_RE = /^(\d{20})-(\d{20})\.json$/;
+
+/** The revision range a segment manifest's file name carries, or undefined for anything else. */
+export function parseSegmentManifestName(name: string): { fromRev: number; toRev: number } | undefined {
+  const m = MANIFEST_NAME_RE.exec(name);
+  if (!m) return undefined;
+  const fromRev = Number(m[1]);
+  const toRev = Number(m[2]);
+  if (!Number.isSafeInteger(fromRev) || !Number.isSafeInteger(toRev) || fromRev < 1 || toRev < fromRev) return undefined;
+  return { fromRev, toRev };
+}
+
+/** Where a cluster's segments live: `<cluster>/continuous/`; one directory per base backup. */
+export function continuousPrefix(cluster: string): string {
+  return `${cluster}/continuous/`;
+}
+
+/** `<cluster>/continuous/<base-id>/{<from>-<to>.seg[.zst][.age], <from>-<to>.json}`: the object, and its manifest (written last). */
+export function segmentKeys(cluster: string, baseId: string, fromRev: number, toRev: number, o: { codec: Codec; encrypted: boolean }): { dir: string; object: string; manifest: string } {
+  const dir = `${continuousPrefix(cluster)}${baseId}`;
+  return { dir, object: `${dir}/${segmentObjectName(fromRev, toRev, o)}`, manifest: `${dir}/${segmentManifestName(fromRev, toRev)}` };
 }
