@@ -26,8 +26,8 @@ const KEYGEN_HINT = 'create one with `etcd-backupd keygen --out PREFIX`';
  * do not hold the signing key. That lets anyone who can write the store
  * change a pin, which such a writer could do anyway: it can delete objects.
  */
-export function signingPayload(m: Manifest): Buffer {
-  const { signature: _s, pinned: _p, pinReason: _r, ...rest } = m as Manifest & Record<string, unknown>;
+export function signingPayload(m: Manifest | SignedDocument): Buffer {
+  const { signature: _s, pinned: _p, pinReason: _r, ...rest } = m as Record<string, unknown>;
   return Buffer.from(canonicalJson(rest));
 }
 
@@ -144,8 +144,14 @@ export async function loadTrustedKeys(paths: string[]): Promise<TrustedKeys> {
   return keys;
 }
 
+/**
+ * Any document signed the same way as a backup's manifest (a segment's
+ * manifest, src/continuous/segment.ts): canonical JSON without `signature`.
+ */
+export type SignedDocument = object & { signature?: { alg: 'ed25519'; keyId: string; sig: string } | undefined };
+
 /** A copy of `m` with `signature` set (any previous signature is replaced). */
-export function signManifest(m: Manifest, key: Pick<SigningKey, 'privateKey' | 'keyId'>): Manifest {
+export function signManifest<T extends Manifest | SignedDocument>(m: T, key: Pick<SigningKey, 'privateKey' | 'keyId'>): T {
   const sig = sign(null, signingPayload(m), key.privateKey).toString('base64');
   return { ...m, signature: { alg: 'ed25519', keyId: key.keyId, sig } };
 }
@@ -157,7 +163,7 @@ const BASE64_SIG_RE = /^[A-Za-z0-9+/]{86}==$/; // exactly 64 bytes, canonical pa
  * match the schema, so every field is checked by hand and anything thrown
  * while checking counts as 'untrusted'.
  */
-export function checkSignature(m: Manifest, trusted: TrustedKeys): SignatureStatus {
+export function checkSignature(m: Manifest | SignedDocument, trusted: TrustedKeys): SignatureStatus {
   const s: unknown = (m as { signature?: unknown } | null | undefined)?.signature;
   if (s === undefined) return 'none';
   try {

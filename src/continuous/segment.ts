@@ -97,7 +97,8 @@ export const segmentManifestSchema = z
         rawSize: z.number().int().nonnegative(),
       })
       .strict(),
-    signature: z.object({ keyId: z.string(), value: z.string() }).strict().optional(),
+    /** Signed like a backup's manifest (src/bundle/sign.ts signManifest/checkSignature over the rest). */
+    signature: z.object({ alg: z.literal('ed25519'), keyId: z.string(), sig: z.string() }).strict().optional(),
   })
   .strict()
   .refine((m) => m.toRev >= m.fromRev && m.revisions === m.toRev - m.fromRev + 1, { message: 'revisions must equal toRev - fromRev + 1' });

@@ -72,3 +72,24 @@ describe('segment names and records', () => {
     expect(() => decodeRecord('{"rev":-1,"time":"2026-11-26T10:00:00Z","ops":[{"del":"AA=="}]}')).toThrow();
   });
 });
+
+describe('segment manifests are signed like backups', () => {
+  it('sign, check, and a changed range is untrusted', async () => {
+    const { generateKeyPairSync } = await import('node:crypto');
+    const { checkSignature, keyIdOf, signManifest } = await import('../../src/bundle/sign.js');
+    const { segmentManifestSchema } = await import('../../src/continuous/segment.js');
+    const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+    const keyId = keyIdOf(publicKey);
+    const m = segmentManifestSchema.parse({
+      format: 1, kind: 'segment', cluster: 'c1', base: '20261126T100000Z-master-0', node: 'master-1', fromRev: 101, toRev: 150, revisions: 50,
+      firstTime: '2026-11-26T10:00:01Z', lastTime: '2026-11-26T10:00:10Z', createdAt: '2026-11-26T10:00:11Z', tool: { name: 'etcd-backupd', version: '1' },
+      object: { key: 'c1/continuous/x/a.seg', size: 10, sha256: 'a'.repeat(64), encrypted: false, recipients: [], codec: 'none', rawSize: 10 },
+    });
+    const signed = signManifest(m, { privateKey, keyId });
+    expect(segmentManifestSchema.parse(signed)).toEqual(signed);
+    const trusted = new Map([[keyId, publicKey]]);
+    expect(checkSignature(signed, trusted)).toBe('trusted');
+    expect(checkSignature({ ...signed, toRev: 151, revisions: 51 }, trusted)).toBe('untrusted');
+    expect(checkSignature(m, trusted)).toBe('none');
+  });
+});
