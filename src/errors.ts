@@ -69,6 +69,11 @@ export type Reason =
   | 'coord-lost'
   /** The recovery kit could not be refreshed (best effort: never fails a backup). */
   | 'recovery-kit-failed'
+  // Continuous backups (src/continuous/): the watch skipped a revision (the
+  // chain ends; a new one starts from a fresh full backup); etcd compacted
+  // past the revision the writer needed (a full backup starts a new chain).
+  | 'continuous-gap'
+  | 'continuous-compacted'
   | 'internal';
 
 /**

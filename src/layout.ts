@@ -12,7 +12,8 @@ import { join } from 'node:path';
  * workDir: `outbox/<id>/{backup.tar[.zst][.age],manifest.json,status.json}`,
  * `runs/<id>/` (a run's scratch), `state.json`, `run.lock`, `outbox.lock`,
  * `tmp/` (verify), `drill/` (restore drills), `cache/<store>/<backup-id>.json`
- * (copies of immutable manifests and pin markers).
+ * (copies of immutable manifests and pin markers),
+ * `continuous-outbox/<base-id>/<from>-<to>/` (sealed segments some store has not taken yet).
  */
 
 export const MANIFEST_NAME = 'manifest.json';
@@ -237,4 +238,14 @@ export function continuousPrefix(cluster: string): string {
 export function segmentKeys(cluster: string, baseId: string, fromRev: number, toRev: number, o: { codec: Codec; encrypted: boolean }): { dir: string; object: string; manifest: string } {
   const dir = `${continuousPrefix(cluster)}${baseId}`;
   return { dir, object: `${dir}/${segmentObjectName(fromRev, toRev, o)}`, manifest: `${dir}/${segmentManifestName(fromRev, toRev)}` };
+}
+
+/** Sealed segments waiting for a store that did not take them yet: `continuous-outbox/<base-id>/<from>-<to>/`. */
+export function continuousOutboxDir(workDir: string): string {
+  return join(workDir, 'continuous-outbox');
+}
+
+/** One sealed segment: its object (named as in the stores), its manifest, and which stores still owe it (status.json). */
+export function continuousOutboxEntryDir(workDir: string, baseId: string, fromRev: number, toRev: number): string {
+  return join(continuousOutboxDir(workDir), baseId, segmentStem(fromRev, toRev));
 }

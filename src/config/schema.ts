@@ -192,6 +192,33 @@ export const configSchema = z
       })
       .strict()
       .default({}),
+    /**
+     * Continuous backups (docs/continuous.md): one elected node watches the whole keyspace
+     * from the newest full backup's revision + 1 and writes segments to every store.
+     * Needs the election on the cluster's etcd, so `coordination.mode: etcd`.
+     */
+    continuous: z
+      .object({
+        enabled: z.boolean().default(false),
+        /** A segment at least this often while changes flow (the RPO is about this plus delivery time). 1s-1h. */
+        interval: duration.default('10s').refine((v) => {
+          try {
+            const s = parseDurationSeconds(v);
+            return s >= 1 && s <= 3600;
+          } catch {
+            return true; // not a duration: said once already, by `duration`
+          }
+        }, 'expected between 1s and 1h'),
+        /** A segment is cut sooner once its records (before compression) reach this many bytes. 64 KiB-256 MiB. */
+        maxSegmentBytes: z
+          .number()
+          .int()
+          .min(64 * 1024)
+          .max(256 * 1024 * 1024)
+          .default(4 * 1024 * 1024),
+      })
+      .strict()
+      .default({}),
     /** Random delay before a scheduled run, to spread the masters of one cluster. */
     jitter: duration.default('0s'),
     /** How long SIGTERM waits for a run in progress before aborting it. */
@@ -261,6 +288,10 @@ export const configSchema = z
     });
     if (cfg.drill.store !== undefined && !cfg.stores.some((s) => s.name === cfg.drill.store)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['drill', 'store'], message: `no store named "${cfg.drill.store}"` });
+    }
+    if (cfg.continuous.enabled && cfg.coordination.mode !== 'etcd') {
+      // Every node would write its own chain: the election on etcd is what makes one writer.
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['continuous', 'enabled'], message: 'continuous backups need coordination.mode: etcd (one node is elected to write segments); set coordination.mode: etcd or continuous.enabled: false' });
     }
     const tls = cfg.etcd.endpoints.some((e) => e.startsWith('https://'));
     if (tls) {

@@ -6,6 +6,7 @@
  *   /etcd-backupd/<cluster>/slots/<kind>/<slot>    the claim: leased, present while its holder runs
  *   /etcd-backupd/<cluster>/results/<kind>/<slot>  the slot's latest attempt: running | success | failed
  *   /etcd-backupd/<cluster>/manual/<backup-id>     a manual (CLI) backup, recorded for the cluster view
+ *   /etcd-backupd/<cluster>/continuous/writer      the continuous writer's election: leased, held by the node that writes segments
  *
  * `<slot>` is the slot's time as `YYYY-MM-DDTHH:MM:SSZ` (UTC, no fraction),
  * so keys sort by time and a prune is one ordered range.
@@ -65,6 +66,10 @@ export class CoordKeys {
   get manualPrefix(): string {
     return `${this.prefix}manual/`;
   }
+  /** The continuous writer's election key (docs/continuous.md): present, bound to its lease, while a node writes segments. */
+  get continuousWriter(): string {
+    return `${this.prefix}continuous/writer`;
+  }
   claim(kind: SlotKind, slot: Date): string {
     return this.claimPrefix(kind) + slotName(slot);
   }
@@ -107,6 +112,18 @@ export interface ResultValue {
   backupId?: string;
   /** A stable reason (src/errors.ts) for a failure. */
   reason?: string;
+}
+
+/** The continuous writer key's value: who writes segments, since when, under which lease. */
+export interface WriterValue {
+  node: string;
+  since: string;
+  /** The etcd lease id (decimal string) the writer key is bound to. */
+  lease: string;
+}
+
+export function encodeWriter(v: WriterValue): string {
+  return JSON.stringify(v);
 }
 
 /** A manual backup (`etcd-backupd backup`): not coordinated, only recorded. */
@@ -164,4 +181,10 @@ export function parseManual(raw: string | Buffer | null | undefined): ManualValu
   if (o.reason !== undefined) v.reason = o.reason as string;
   if (o.label !== undefined) v.label = o.label as string;
   return v;
+}
+
+export function parseWriter(raw: string | Buffer | null | undefined): WriterValue | undefined {
+  const o = parseObject(raw);
+  if (!o || !isStr(o.node) || !isStr(o.since) || !isStr(o.lease)) return undefined;
+  return { node: o.node, since: o.since, lease: o.lease };
 }
