@@ -14,4 +14,6 @@ export interface DaemonContext {
   state: DaemonStateFile;
   /** The recovery kit (off when recovery.dir is ""): refreshed after each successful run. */
   kit?: { refresh(trigger: 'start' | 'run'): Promise<void> };
+  /** The continuous writer (continuous.enabled): told when a run committed a full backup (a newer base). */
+  continuous?: { baseCommitted(): void };
 }

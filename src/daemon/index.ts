@@ -22,6 +22,7 @@ import { shutDown } from './shutdown.js';
 import { DaemonStateFile } from './state.js';
 import { lowerOwnPriority } from '../run/priority.js';
 import { KitRefresher } from './recovery-kit.js';
+import { startContinuous } from './continuous.js';
 
 export interface DaemonHandle {
   /** Resolves when the daemon has shut down. */
@@ -99,6 +100,9 @@ async function startServices(
   const drillMetrics = new DrillMetrics(metrics.registry);
   if (state.current.drill) drillMetrics.restoreState(state.current.drill);
   const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord, onMissedSlot: (slot, why) => metrics.recordMissedSlot('drill', slot, why) });
+  // Continuous backups (off by default): the writer election starts now; a node that wins follows etcd.
+  const continuous = startContinuous(ctx, runner);
+  if (continuous) ctx.continuous = continuous;
 
   // Start-up: deliver what a previous life left behind, then catch up a missed slot.
   await refreshOutbox(ctx).catch(() => undefined);
@@ -125,7 +129,7 @@ async function startServices(
   const done = new Promise<void>((r) => (resolveDone = r));
   const stop = async () => {
     if (runner.isStopping) return done;
-    await shutDown({ log, runner, schedule, drills, retries, control, metricsServer, stores, coord });
+    await shutDown({ log, runner, schedule, drills, retries, control, metricsServer, stores, coord, continuous });
     resolveDone();
     return done;
   };

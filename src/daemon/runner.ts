@@ -65,6 +65,7 @@ export class BackupRunner {
       const cyc = await runCycle(cfg, deps, req, { onRunDone: () => (this.inUpkeep = true) });
       await state.recordRun(cyc.run);
       metrics.recordRun(cyc.run);
+      if (cyc.run.result === 'success') this.ctx.continuous?.baseCommitted();
       for (const p of cyc.pruned) metrics.recordPrune(p.store, p.deleted.length, p.waitingForLock.length);
       for (const _ of cyc.dropped) metrics.recordOutboxDropped();
       await recordRetries(this.ctx, cyc.retried);

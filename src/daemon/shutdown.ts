@@ -16,6 +16,8 @@ export interface RunningServices {
   metricsServer: { close(): Promise<void> };
   stores: Store[];
   coord?: SlotCoordinator | undefined;
+  /** The continuous writer: seals and delivers its last segment (bounded), releases the writer key. */
+  continuous?: { stop(): Promise<void> } | undefined;
 }
 
 /**
@@ -28,6 +30,8 @@ export async function shutDown(s: RunningServices): Promise<void> {
   s.schedule.stop();
   s.drills.stop();
   s.retries.stop();
+  // First: the next writer takes over from the last revision committed, while this node finishes its run.
+  await s.continuous?.stop().catch(() => undefined);
   await s.runner.finish();
   await s.drills.idle();
   // After the run and the drill: their claims are released (or abandoned) before the etcd client closes.
