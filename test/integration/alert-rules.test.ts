@@ -13,13 +13,14 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 import { DrillMetrics } from '../../src/drill/metrics.js';
 import { RecoveryKitMetrics } from '../../src/recovery/metrics.js';
+import { ContinuousMetrics } from '../../src/continuous/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const RULES = join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml');
 const PROMETHEUS_RULE = join(ROOT, 'packaging/kubernetes/prometheusrule.yaml');
 const RULE_TESTS = join(ROOT, 'packaging/prometheus/tests/rules.test.yaml');
 
-const ALERTS = ['EtcdBackupMissing', 'EtcdBackupDaemonDown', 'EtcdBackupSlotUnclaimed', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups', 'EtcdBackupRecoveryKitStale'];
+const ALERTS = ['EtcdBackupMissing', 'EtcdBackupDaemonDown', 'EtcdBackupSlotUnclaimed', 'EtcdBackupFailing', 'EtcdBackupOutboxBacklog', 'EtcdBackupRemoteVerificationFailed', 'EtcdBackupSizeAnomaly', 'EtcdBackupDrillMissing', 'EtcdBackupDrillFailing', 'EtcdBackupUntrustedBackups', 'EtcdBackupRecoveryKitStale', 'EtcdBackupContinuousLagging'];
 
 interface Rule {
   alert?: string;
@@ -105,6 +106,7 @@ describe('the rules themselves', () => {
     expect(severity('EtcdBackupSizeAnomaly')).toEqual(['warning']);
     expect(severity('EtcdBackupDrillMissing')).toEqual(['warning']);
     expect(severity('EtcdBackupRecoveryKitStale')).toEqual(['warning']);
+    expect(severity('EtcdBackupContinuousLagging')).toEqual(['warning']);
     expect(severity('EtcdBackupDrillFailing').sort()).toEqual(['critical', 'warning']);
   });
 
@@ -125,6 +127,8 @@ describe('the rules themselves', () => {
     new DrillMetrics(m.registry);
     // And the recovery kit's (src/recovery/metrics.ts).
     new RecoveryKitMetrics(m.registry);
+    // And the continuous writer's (src/continuous/metrics.ts).
+    new ContinuousMetrics(m.registry);
     m.initStores(['s3']);
     const text = await m.render();
     const families = new Set([...text.matchAll(/^# TYPE (\S+) /gm)].map((x) => x[1]!));
