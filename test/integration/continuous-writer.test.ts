@@ -32,8 +32,8 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-function config(i: number, store: string): string {
-  const dir = join(root, NODES[i]!);
+function config(i: number, store: string, test = 'failover'): string {
+  const dir = join(root, test, NODES[i]!);
   mkdirSync(join(dir, 'manifests'), { recursive: true });
   writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
   const endpoints = [cluster.endpoints[i]!, ...cluster.endpoints.filter((_, j) => j !== i)];
@@ -210,6 +210,44 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const p = ordered[k - 1]!.manifest;
       const q = ordered[k]!.manifest;
       if (p.node !== q.node) expect(Date.parse(q.firstTime)).toBeGreaterThanOrEqual(Date.parse(p.firstTime));
+    }
+  }, 300_000);
+
+  it('etcd compacted past a stopped writer: a full backup (continuous-rebase) starts a new chain', async () => {
+    const store = join(root, 'compact-store');
+    const cfg = config(0, store, 'compaction');
+    const b = await runCli(['backup', '--config', cfg, '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    const first = bases(store)[0]!;
+    let d = await startDaemonProcess(cfg);
+    const expected: Expected = new Map();
+    try {
+      await d.waitFor((l) => l.msg === 'continuous: following etcd', 60_000, 'the writer following etcd');
+      const last1 = await writeSome('before', 10, expected);
+      await waitUntil(() => reach(segments(store, first.id), first.revision) >= last1, 30_000, `segments up to ${last1}`);
+      expect(await d.stop()).toBe(0);
+      // While no writer runs: more writes, then a compaction past them.
+      await writeSome('while-down', 20, expected);
+      const rev = await cluster.revision();
+      await cluster.etcdctl(['compact', String(rev)]);
+      d = await startDaemonProcess(cfg);
+      await d.waitFor((l) => l.reason === 'continuous-compacted', 60_000, 'continuous-compacted');
+      const rebased = await d.waitFor((l) => l.msg === 'continuous: following etcd' && l.base !== first.id, 120_000, 'a chain from a new full backup');
+      const base = bases(store).find((x) => x.id === rebased.base)!;
+      const manifest = JSON.parse(readFileSync(join(store, 'c1', base.id, 'manifest.json'), 'utf8')) as { label?: string; trigger: string };
+      expect(manifest).toMatchObject({ label: 'continuous-rebase', trigger: 'manual' });
+      expect(base.revision).toBeGreaterThanOrEqual(rev);
+      const after: Expected = new Map();
+      const last2 = await writeSome('after', 10, after);
+      await waitUntil(() => reach(segments(store, base.id), base.revision) >= last2, 30_000, `segments up to ${last2} under the new base`);
+      const recs = new Map(segments(store, base.id).flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+      expect(Math.min(...recs.keys())).toBe(base.revision + 1);
+      for (const rev2 of after.keys()) expect(recs.has(rev2), `revision ${rev2}`).toBe(true);
+    } catch (e) {
+      console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      throw e;
+    } finally {
+      expect(await d.stop()).toBe(0);
     }
   }, 300_000);
 });
