@@ -80,6 +80,8 @@ export class ContinuousWriter {
   private next = 0;
   private sealing: Promise<void> = Promise.resolve();
   private sealFailed: string | undefined;
+  /** The last findChain could not read the store (as opposed to: it holds no full backup). */
+  private unreadable = false;
 
   constructor(private readonly d: WriterDeps) {
     this.intervalMs = parseDurationSeconds(d.cfg.continuous.interval) * 1000;
@@ -144,7 +146,7 @@ export class ContinuousWriter {
     while (!signal.aborted) {
       if (!chain) {
         // Usually the daemon's first (catch-up) backup is on its way: wait for it a while before taking one.
-        if (Date.now() - noBaseSince < NO_BASE_WAIT_MS) await sleep(NO_BASE_POLL_MS, signal);
+        if (this.unreadable || Date.now() - noBaseSince < NO_BASE_WAIT_MS) await sleep(NO_BASE_POLL_MS, signal);
         else await this.rebase('continuous-gap', 'no committed full backup to start a chain from', signal);
         chain = await this.findChain(signal);
         continue;
@@ -199,8 +201,14 @@ export class ContinuousWriter {
     return ok;
   }
 
-  /** The newest committed full backup in the first store, and where its chain continues. */
+  /**
+   * The newest committed full backup in the first store, and where its
+   * chain continues; undefined when the store holds none, or cannot be read
+   * now (then `unreadable` is set: no full backup is taken for that, it
+   * would not reach the store either).
+   */
   private async findChain(signal: AbortSignal): Promise<Chain | undefined> {
+    this.unreadable = false;
     const { cfg, log } = this.d;
     const store = this.d.stores[0]!;
     try {
@@ -211,7 +219,10 @@ export class ContinuousWriter {
       const ranges = await listCommittedRanges(store, cfg.cluster, m.id, signal);
       return { baseId: m.id, baseRev: rev, baseCreatedAt: m.createdAt, next: chainNext(rev, ranges) };
     } catch (e) {
-      if (reasonOf(e) !== 'not-found') log.warn({ reason: reasonOf(e), err: messageOf(e) }, 'continuous: cannot read the newest full backup');
+      if (reasonOf(e) !== 'not-found') {
+        this.unreadable = true;
+        log.warn({ reason: reasonOf(e), err: messageOf(e) }, 'continuous: cannot read the newest full backup');
+      }
       return undefined;
     }
   }

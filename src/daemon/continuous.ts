@@ -36,7 +36,8 @@ export function startContinuous(ctx: DaemonContext, runner: BackupRunner): Conti
     rebase: async (why, signal) => {
       while (!signal.aborted && !runner.isStopping) {
         const p = runner.trigger({ trigger: 'manual', label: 'continuous-rebase', reason: why });
-        if (p) return (await p).run.result === 'success';
+        // Shutdown does not wait for the run here: the runner's own shutdown does (the writer key goes first).
+        if (p) return (await untilAborted(p, signal))?.run.result === 'success';
         await sleep(BUSY_RETRY_MS, signal);
       }
       return false;
@@ -51,4 +52,23 @@ export function startContinuous(ctx: DaemonContext, runner: BackupRunner): Conti
       client.close();
     },
   };
+}
+
+/** `p`'s value, or undefined as soon as `signal` aborts. */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
 }
