@@ -119,6 +119,8 @@ export class ContinuousWriter {
       const hold = await becomeWriter(ctx, log, stop);
       if (!hold) break;
       this.d.metrics.setWriter(true);
+      // A lapsed lease: another node may write from now on, whatever this one still has to finish.
+      hold.lost.addEventListener('abort', () => this.d.metrics.setWriter(false), { once: true });
       log.info({ lease: hold.leaseId }, 'continuous: this node writes segments');
       try {
         await this.write(hold);
@@ -219,6 +221,7 @@ export class ContinuousWriter {
       const ranges = await listCommittedRanges(store, cfg.cluster, m.id, signal);
       return { baseId: m.id, baseRev: rev, baseCreatedAt: m.createdAt, next: chainNext(rev, ranges) };
     } catch (e) {
+      if (signal.aborted) return undefined;
       if (reasonOf(e) !== 'not-found') {
         this.unreadable = true;
         log.warn({ reason: reasonOf(e), err: messageOf(e) }, 'continuous: cannot read the newest full backup');

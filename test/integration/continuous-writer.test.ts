@@ -19,6 +19,7 @@ import { decodeRecord, segmentManifestSchema, type RevisionRecord, type SegmentM
 let cluster: EtcdCluster;
 let root: string;
 let client: Etcd3;
+const defaultClient = () => client;
 const NODES = ['master-0', 'master-1', 'master-2'];
 
 beforeAll(async () => {
@@ -51,7 +52,7 @@ function config(i: number, store: string, test = 'failover'): string {
     control: { socket: join(dir, 'ctl', 'control.sock') },
     shutdownTimeout: '20s',
     recovery: { dir: '' },
-    coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '2s' },
+    coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '4s' }, // 2 s lapses under a loaded test machine
     continuous: { enabled: true, interval: '1s' },
   });
 }
@@ -104,7 +105,7 @@ async function waitUntil(check: () => boolean, timeoutMs: number, what: string):
 type Expected = Map<number, { put?: [string, Buffer, string]; del?: string }[]>;
 
 /** Puts, deletes, a txn of several ops, a leased key and binary bytes: each revision's ops as etcd answered. */
-async function writeSome(tag: string, n: number, expected: Expected): Promise<number> {
+async function writeSome(tag: string, n: number, expected: Expected, client: Etcd3 = defaultClient()): Promise<number> {
   let last = 0;
   const lease = client.lease(60);
   const leaseId = await lease.grant();
@@ -151,14 +152,22 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const baseRev = Number(following.l.baseRevision);
       expect(bases(store).map((b) => b.id)).toContain(baseId);
       // Exactly one node writes.
-      for (const [i, d] of daemons.entries()) {
-        const m = /^etcd_backup_continuous_writer (\S+)$/m.exec(await d!.metrics())?.[1];
-        expect(Number(m), NODES[i]).toBe(i === writer ? 1 : 0);
-      }
+      const writers = async () => (await Promise.all(daemons.map(async (d) => Number(/^etcd_backup_continuous_writer (\S+)$/m.exec(await d!.metrics())?.[1])))).join(',');
+      const want = [0, 1, 2].map((i) => (i === writer ? 1 : 0)).join(',');
+      const end = Date.now() + 10_000;
+      while ((await writers()) !== want && Date.now() < end) await new Promise((r) => setTimeout(r, 200));
+      expect(await writers()).toBe(want);
 
       const last1 = await writeSome('one', 60, expected);
       await waitUntil(() => reach(segments(store, baseId), baseRev) >= last1, 30_000, `segments up to ${last1}`);
-      expect(Number(/^etcd_backup_continuous_segments_total\{result="success"\} (\S+)$/m.exec(await daemons[writer]!.metrics())?.[1])).toBeGreaterThan(0);
+      const text = await daemons[writer]!.metrics();
+      expect(Number(/^etcd_backup_continuous_segments_total\{result="success"\} (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+      expect(Number(/^etcd_backup_continuous_segment_bytes_total (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+      expect(Number(/^etcd_backup_continuous_last_segment_timestamp_seconds (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(Date.now() / 1000 - 60);
+      expect(Number(/^etcd_backup_continuous_lag_seconds (\S+)$/m.exec(text)?.[1])).toBeLessThan(30);
+      // Only the writer knows the lag.
+      const other = await daemons[(writer + 1) % 3]!.metrics();
+      expect(other).not.toMatch(/^etcd_backup_continuous_lag_seconds /m);
 
       // The writer dies mid-stream: writes go on, another node takes over after the lease TTL.
       const writing = writeSome('two', 80, expected);
@@ -248,6 +257,40 @@ describe('continuous writer: three daemons, one elected writer', () => {
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
+    }
+  }, 300_000);
+
+  it('a member restarting under the watch: the chain goes on without a gap or a rebase', async () => {
+    const store = join(root, 'restart-store');
+    const cfgs = [0, 1, 2].map((i) => config(i, store, 'member-restart'));
+    const b = await runCli(['backup', '--config', cfgs[0]!, '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    const base = bases(store)[0]!;
+    const daemons: DaemonProcess[] = [];
+    const clients = cluster.endpoints.map((e) => grpcClient(e));
+    const expected: Expected = new Map();
+    try {
+      for (const c of cfgs) daemons.push(await startDaemonProcess(c));
+      await Promise.any(daemons.map((d) => d.waitFor((l) => l.msg === 'continuous: following etcd', 60_000, 'a writer')));
+      // Each member in turn goes away for a moment while writes go on through another one.
+      for (let i = 0; i < 3; i++) {
+        await cluster.stopMember(i);
+        await writeSome(`restart${i}`, 15, expected, clients[(i + 1) % 3]!);
+        await cluster.startMember(i);
+        await writeSome(`back${i}`, 5, expected, clients[(i + 1) % 3]!);
+      }
+      const last = Math.max(...expected.keys());
+      await waitUntil(() => reach(segments(store, base.id), base.revision) >= last, 60_000, `segments up to ${last}`);
+      for (const d of daemons) expect(d.lines.filter((l) => l.reason === 'continuous-gap' || l.reason === 'continuous-compacted')).toEqual([]);
+      const recs = new Map(segments(store, base.id).flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+      for (const rev of expected.keys()) expect(recs.has(rev), `revision ${rev}`).toBe(true);
+    } catch (e) {
+      for (const [i, d] of daemons.entries()) console.error(NODES[i], JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-30).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      throw e;
+    } finally {
+      for (const c of clients) c.close();
+      const codes = await Promise.all(daemons.map((d) => d.stop()));
+      expect(codes).toEqual([0, 0, 0]);
     }
   }, 300_000);
 });
