@@ -293,4 +293,38 @@ describe('continuous writer: three daemons, one elected writer', () => {
       expect(codes).toEqual([0, 0, 0]);
     }
   }, 300_000);
+
+  it('a newer full backup becomes the base: the old chain ends, a new one starts from its revision + 1', async () => {
+    const store = join(root, 'rebase-store');
+    const cfg = config(0, store, 'new-base');
+    const b = await runCli(['backup', '--config', cfg, '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    const first = bases(store)[0]!;
+    const d = await startDaemonProcess(cfg);
+    try {
+      await d.waitFor((l) => l.msg === 'continuous: following etcd', 60_000, 'the writer following etcd');
+      const last1 = await writeSome('old-base', 10, new Map());
+      await waitUntil(() => reach(segments(store, first.id), first.revision) >= last1, 30_000, `segments up to ${last1}`);
+      // A backup through the daemon (the CLI hands it to the running daemon): the writer hears of it at once.
+      await new Promise((r) => setTimeout(r, 1100)); // backup ids are per second
+      const b2 = await runCli(['backup', '--config', cfg, '--json']);
+      expect(b2.code, b2.stderr).toBe(0);
+      const id2 = String(JSON.parse(b2.stdout).id);
+      await d.waitFor((l) => l.msg === 'continuous: following etcd' && l.base === id2, 30_000, 'a chain under the new base');
+      const second = bases(store).find((x) => x.id === id2)!;
+      const after: Expected = new Map();
+      const last2 = await writeSome('new-base', 10, after);
+      await waitUntil(() => reach(segments(store, id2), second.revision) >= last2, 30_000, `segments up to ${last2} under the new base`);
+      const recs = new Map(segments(store, id2).flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+      expect(Math.min(...recs.keys())).toBe(second.revision + 1);
+      for (const rev of after.keys()) expect(recs.has(rev), `revision ${rev}`).toBe(true);
+      // The old chain is whole up to where it ended.
+      expect(reach(segments(store, first.id), first.revision)).toBeGreaterThanOrEqual(last1);
+    } catch (e) {
+      console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      throw e;
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+  }, 300_000);
 });
