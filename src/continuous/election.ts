@@ -5,8 +5,8 @@
  * `/etcd-backupd/<cluster>/continuous/writer` bound to a lease the writer
  * keeps alive. The others watch the key and try again when it goes (the
  * writer released it at shutdown, or its lease expired: its node died).
- * Every call has a deadline; every wait ends after WAIT_MS (then the key is
- * read again), so a missed watch event only delays a takeover.
+ * Every call has a deadline; every wait ends after half the lease TTL (then
+ * the key is read again), so a missed watch event only delays a takeover.
  */
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { deadlineOf, keyBuf, sleep, type FailureProbe } from '../coord/etcd-calls.js';
@@ -17,8 +17,16 @@ import type { Logger } from '../log.js';
 import { writerAction } from './records.js';
 
 const CALL_MS = 5_000;
-/** A watch for the key's deletion lasts at most this long before the key is read again. */
-const WAIT_MS = 30_000;
+/**
+ * A watch for the key's deletion lasts at most half the lease TTL (1-30 s)
+ * before the key is read again: a watch event that never comes (etcd3 drops
+ * a watcher now and then when watchers come and go quickly on one stream)
+ * then delays a takeover by that much at most. One read per node per
+ * period is nothing for etcd.
+ */
+export function waitMsFor(leaseTtlSec: number): number {
+  return Math.min(30_000, Math.max(1_000, leaseTtlSec * 500));
+}
 /** After a failed call (etcd unreachable, no quorum), look again after this. */
 const RETRY_MS = 2_000;
 
@@ -61,14 +69,14 @@ async function tryClaim(ctx: ElectionContext): Promise<WriterHold | undefined> {
   return { leaseId: lease.id, lost: lease.lost, release: () => lease.revoke(CALL_MS).catch(() => lease.abandon()) };
 }
 
-/** Waits until the key changes after `rev`, WAIT_MS passes, or `signal`. Never throws. */
+/** Waits until the key changes after `rev`, half the lease TTL passes, or `signal`. Never throws. */
 async function waitForChange(ctx: ElectionContext, rev: string, signal: AbortSignal): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
   let cancel: (() => void) | undefined;
   try {
     await new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, WAIT_MS);
+      timer = setTimeout(resolve, waitMsFor(ctx.leaseTtlSec));
       onAbort = () => resolve();
       signal.addEventListener('abort', onAbort, { once: true });
       const w = ctx.client.watch().key(ctx.keys.continuousWriter).startRevision(String(BigInt(rev) + 1n)).watcher();

@@ -14,7 +14,7 @@ import { loadSigningKey, type SigningKey } from '../bundle/sign.js';
 import { findBackup, loadCatalogFor } from '../catalog/catalog.js';
 import { loadTrust, type Trust } from '../catalog/trust.js';
 import { sleep } from '../coord/etcd-calls.js';
-import { CoordKeys } from '../coord/keys.js';
+import { CoordKeys, parseManual, parseResult } from '../coord/keys.js';
 import type { Members } from '../etcd/client.js';
 import { messageOf, reasonOf, type Reason } from '../errors.js';
 import { catalogCacheDir } from '../layout.js';
@@ -25,7 +25,7 @@ import { listCommittedRanges } from './deliver.js';
 import { becomeWriter, type WriterHold } from './election.js';
 import type { ContinuousMetrics } from './metrics.js';
 import { SegmentOutbox } from './outbox.js';
-import { chainNext, flushDue, groupEvents, recordBytes } from './records.js';
+import { chainNext, flushDue, groupEvents, recordBytes, type WatchEvent } from './records.js';
 import { sealSegment } from './seal.js';
 import type { RevisionRecord } from './segment.js';
 import { watchWholeKeyspace, type WatchEnd } from './watch.js';
@@ -53,8 +53,12 @@ type FollowEnd = { kind: 'stopped' } | { kind: 'new-base'; base: Chain } | { kin
 
 /** The loop that ticks flushes, the lag and base checks. */
 const TICK_MS = 250;
-/** How often the catalog is asked for a newer full backup (the daemon's own runs say so at once). */
-const BASE_CHECK_MS = 30_000;
+/**
+ * How often the catalog is asked for a newer full backup anyway. Usually one
+ * is heard of at once: the daemon's own runs say so, and the watch sees
+ * every node's slot results and manual records in etcd go by.
+ */
+const BASE_CHECK_MS = 5 * 60_000;
 /** Rebases (full backups) no more often than this: a cluster compacting faster than a backup commits must not loop. */
 const REBASE_MIN_MS = 60_000;
 /** Without any full backup, wait this long for one (the daemon's catch-up run) before taking one; look this often. */
@@ -72,6 +76,7 @@ export class ContinuousWriter {
   private signingKey: SigningKey | undefined;
   private newBaseHint = false;
   private readonly skipBases = new Set<string>();
+  private readonly keys: CoordKeys;
   private lastRebase = 0;
   // The chain being written.
   private pending: RevisionRecord[] = [];
@@ -85,6 +90,7 @@ export class ContinuousWriter {
 
   constructor(private readonly d: WriterDeps) {
     this.intervalMs = parseDurationSeconds(d.cfg.continuous.interval) * 1000;
+    this.keys = new CoordKeys(d.cfg.cluster);
     this.outbox = new SegmentOutbox(d.cfg.workDir, d.stores, d.log, {
       committed: () => d.metrics.recordCommitted(new Date()),
       attempt: (_store, seg, out) => d.metrics.recordAttempt(out.ok, seg.manifest.object.size),
@@ -113,7 +119,7 @@ export class ContinuousWriter {
     this.trust = await loadTrust(cfg);
     if (cfg.signing.keyFile) this.signingKey = await loadSigningKey(cfg.signing.keyFile);
     await this.outbox.load();
-    const ctx = { client: this.d.client, members: this.d.members, keys: new CoordKeys(cfg.cluster), node: cfg.node, leaseTtlSec: leaseTtlOf(cfg) };
+    const ctx = { client: this.d.client, members: this.d.members, keys: this.keys, node: cfg.node, leaseTtlSec: leaseTtlOf(cfg) };
     const stop = this.stopAc.signal;
     while (!stop.aborted) {
       const hold = await becomeWriter(ctx, log, stop);
@@ -273,6 +279,7 @@ export class ContinuousWriter {
             this.pendingBytes += recordBytes(rec);
           }
           this.next = r.next;
+          if (events.some((ev) => announcesBackup(this.keys, ev))) this.newBaseHint = true;
           if (flushDue(this.pendingState(), Date.now(), this.flushOpts()) === 'size') this.seal(chain);
         },
       });
@@ -342,4 +349,13 @@ export class ContinuousWriter {
 
 function leaseTtlOf(cfg: Config): number {
   return Math.max(2, Math.round(parseDurationSeconds(cfg.coordination.leaseTtl)));
+}
+
+/** A put of a backup slot's success or of a manual backup's record: a full backup was just committed somewhere. */
+function announcesBackup(keys: CoordKeys, ev: WatchEvent): boolean {
+  if (ev.type !== 'PUT') return false;
+  const key = ev.key.toString();
+  if (key.startsWith(keys.resultPrefix('backup'))) return parseResult(ev.value)?.result === 'success';
+  if (key.startsWith(keys.manualPrefix)) return parseManual(ev.value)?.result === 'success';
+  return false;
 }

@@ -181,7 +181,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       await waitUntil(() => reach(segments(store, baseId), baseRev) >= last2, 60_000, `segments up to ${last2} after the failover`);
 
       // A clean shutdown of the new writer: the last segment is committed and the key released, so the
-      // third node takes over at once (well before the 4 s lease TTL would let it).
+      // third node takes over at once (before the 4 s lease TTL would let it; at worst after its next read, 2 s).
       const last3 = await writeSome('three', 10, expected);
       const third = [0, 1, 2].find((i) => i !== writer && i !== next)!;
       expect(await daemons[next]!.stop()).toBe(0);
@@ -191,7 +191,8 @@ describe('continuous writer: three daemons, one elected writer', () => {
       daemons[next] = undefined;
       const took = await daemons[third]!.waitFor((l) => l.msg === 'continuous: this node writes segments', 10_000, 'the third node writing');
       const at = (l: Record<string, unknown>) => (typeof l.time === 'number' ? l.time : Date.parse(String(l.time)));
-      expect(at(took) - at(released)).toBeLessThan(2_000);
+      const trace = [`${NODES[third]}: ${JSON.stringify(daemons[third]!.lines.filter((l) => at(l) >= at(released) - 3000).map((l) => [at(l) - at(released), l.msg, l.err ?? '']))}`];
+      expect(at(took) - at(released), trace.join('\n')).toBeLessThan(3_500);
     } catch (e) {
       for (const [i, d] of daemons.entries()) if (d) console.error(NODES[i], JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
       throw e;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { chainNext, flushDue, groupEvents, writerAction, type WatchEvent } from '../../src/continuous/records.js';
+import { waitMsFor } from '../../src/continuous/election.js';
 
 const put = (rev: number, key: string, value = 'v', lease = '0'): WatchEvent => ({ type: 'PUT', key: Buffer.from(key), value: Buffer.from(value), modRevision: String(rev), lease });
 const del = (rev: number, key: string): WatchEvent => ({ type: 'DELETE', key: Buffer.from(key), value: Buffer.alloc(0), modRevision: String(rev), lease: '0' });
@@ -75,4 +76,14 @@ describe('chainNext', () => {
     { name: 'a segment starting past the base is a hole', base: 10, segs: [[12, 20]], want: 11 },
   ];
   for (const c of cases) it(c.name, () => expect(chainNext(c.base, c.segs.map(([fromRev, toRev]) => ({ fromRev, toRev })))).toBe(c.want));
+});
+
+describe('waitMsFor (how long a non-writer watches before it reads the writer key again)', () => {
+  it.each([
+    [1, 1_000],
+    [2, 1_000],
+    [4, 2_000],
+    [15, 7_500],
+    [300, 30_000],
+  ])('lease TTL %i s: %i ms', (ttl, ms) => expect(waitMsFor(ttl)).toBe(ms));
 });
