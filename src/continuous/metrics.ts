@@ -6,12 +6,11 @@ import { Counter, Gauge, type Registry } from 'prom-client';
  * from the start; values that are not known yet stay absent.
  *
  *   etcd_backup_continuous_writer                   1 on the node that holds the writer key, else 0
- *   etcd_backup_continuous_lag_seconds              on the writer: age (wall time seen) of the oldest revision
- *                                                   seen but not yet committed to every store; 0 when all is
- *                                                   committed. What a crash of the writer would lose. Absent
- *                                                   on other nodes.
- *   etcd_backup_continuous_lag_revisions            on the writer: newest revision seen minus newest committed
- *                                                   to every store
+ *   etcd_backup_continuous_lag_seconds              on the writer: age of the oldest revision not yet committed
+ *                                                   to every store (sealed, held in memory, or in etcd and not
+ *                                                   delivered by the watch yet); 0 when all is committed. What
+ *                                                   a crash of the writer would lose. Absent on other nodes.
+ *   etcd_backup_continuous_lag_revisions            on the writer: revisions not yet committed to every store
  *   etcd_backup_continuous_last_segment_timestamp_seconds  when this node last committed a segment to every store
  *   etcd_backup_continuous_segments_total{result}   segment deliveries per store attempt: success | failed
  *   etcd_backup_continuous_segment_bytes_total      bytes of segments committed (as stored), per store

@@ -121,3 +121,37 @@ export function chainNext(baseRevision: number, segments: readonly { fromRev: nu
   }
   return next;
 }
+
+/**
+ * Whether the watch keeps up with etcd, from etcd's own revision read now
+ * and then (a watch that silently stalls would otherwise look like an idle
+ * cluster: nothing pending, no lag). `behind` remembers a revision etcd had
+ * that the watch had not delivered yet, and since when; once the watch has
+ * passed it, the next reading starts over. Pure: fed by the caller.
+ */
+export class WatchProgress {
+  private behind: { rev: number; since: number } | undefined;
+  private head = 0;
+
+  /** etcd's revision `headRev` read at `now`, while the watch's next revision is `next`. */
+  observe(headRev: number, next: number, now: number): void {
+    this.head = Math.max(this.head, headRev);
+    if (headRev < next) this.behind = undefined;
+    else if (!this.behind || next > this.behind.rev) this.behind = { rev: headRev, since: now };
+  }
+
+  /** At least how old the oldest revision is that etcd has and the watch has not delivered (0: none known). */
+  unseenAgeMs(next: number, now: number): number {
+    return this.behind && next <= this.behind.rev ? now - this.behind.since : 0;
+  }
+
+  /** Revisions etcd had at the last reading that the watch has not delivered. */
+  unseenRevisions(next: number): number {
+    return Math.max(0, this.head - next + 1);
+  }
+
+  /** The watch has not delivered a revision etcd had `limitMs` ago: it is stuck. */
+  stuck(next: number, now: number, limitMs: number): boolean {
+    return this.unseenAgeMs(next, now) > limitMs;
+  }
+}

@@ -46,6 +46,12 @@ export async function isCompacted(client: Etcd3, rev: number, timeoutMs = 5_000)
   }
 }
 
+/** etcd's current revision (a one-key, keys-only read). */
+export async function headRevision(client: Etcd3, timeoutMs = 5_000): Promise<number> {
+  const res = await client.kv.range({ key: Buffer.from([0]), limit: 1, keys_only: true }, { deadline: deadlineOf(timeoutMs) });
+  return Number(res.header.revision);
+}
+
 export function watchWholeKeyspace(client: Etcd3, fromRev: number, h: WatchHandlers): WholeKeyspaceWatch {
   // key "\0" with range_end "\0": every key (etcd3's prefix('') spells exactly that).
   const w = client.watch().prefix('').startRevision(String(fromRev)).watcher();

@@ -25,10 +25,10 @@ import { listCommittedRanges } from './deliver.js';
 import { becomeWriter, type WriterHold } from './election.js';
 import type { ContinuousMetrics } from './metrics.js';
 import { SegmentOutbox } from './outbox.js';
-import { chainNext, flushDue, groupEvents, recordBytes, type WatchEvent } from './records.js';
+import { chainNext, flushDue, groupEvents, recordBytes, WatchProgress, type WatchEvent } from './records.js';
 import { sealSegment } from './seal.js';
 import type { RevisionRecord } from './segment.js';
-import { watchWholeKeyspace, type WatchEnd } from './watch.js';
+import { headRevision, watchWholeKeyspace, type WatchEnd } from './watch.js';
 
 export interface WriterDeps {
   cfg: Config;
@@ -64,6 +64,8 @@ const REBASE_MIN_MS = 60_000;
 /** Without any full backup, wait this long for one (the daemon's catch-up run) before taking one; look this often. */
 const NO_BASE_WAIT_MS = 120_000;
 const NO_BASE_POLL_MS = 3_000;
+/** How often etcd's revision is read to tell a stalled watch from an idle cluster. */
+const PROGRESS_MS = 5_000;
 /** What shutdown waits for the last segment to reach the stores. */
 const FLUSH_WAIT_MS = 10_000;
 
@@ -85,12 +87,17 @@ export class ContinuousWriter {
   private next = 0;
   private sealing: Promise<void> = Promise.resolve();
   private sealFailed: string | undefined;
+  /** Whether the watch keeps up with etcd's revision (read every PROGRESS_MS). */
+  private progress = new WatchProgress();
+  /** A watch that delivers nothing etcd had this long ago is restarted. */
+  private readonly stuckMs: number;
   /** The last findChain could not read the store (as opposed to: it holds no full backup). */
   private unreadable = false;
 
   constructor(private readonly d: WriterDeps) {
     this.intervalMs = parseDurationSeconds(d.cfg.continuous.interval) * 1000;
     this.keys = new CoordKeys(d.cfg.cluster);
+    this.stuckMs = Math.max(30_000, 3 * this.intervalMs);
     this.outbox = new SegmentOutbox(d.cfg.workDir, d.stores, d.log, {
       committed: () => d.metrics.recordCommitted(new Date()),
       attempt: (_store, seg, out) => d.metrics.recordAttempt(out.ok, seg.manifest.object.size),
@@ -253,6 +260,9 @@ export class ContinuousWriter {
       let ended = false;
       let checking = false;
       let lastCheck = Date.now();
+      let reading = false;
+      let lastRead = 0;
+      this.progress = new WatchProgress();
       const finish = (end: FollowEnd) => {
         if (ended) return;
         ended = true;
@@ -287,6 +297,14 @@ export class ContinuousWriter {
         if (this.sealFailed) return finish({ kind: 'gap', error: `a segment could not be sealed on this node: ${this.sealFailed}` });
         if (flushDue(this.pendingState(), Date.now(), this.flushOpts())) this.seal(chain);
         this.reportLag();
+        if (this.progress.stuck(this.next, Date.now(), this.stuckMs)) return finish({ kind: 'failed', error: `the watch has not delivered revision ${this.next} for ${Math.round(this.stuckMs / 1000)} s while etcd has it` });
+        if (!reading && Date.now() - lastRead >= PROGRESS_MS) {
+          reading = true;
+          lastRead = Date.now();
+          void headRevision(this.d.client)
+            .then((h) => this.progress.observe(h, this.next, Date.now()), () => undefined)
+            .finally(() => (reading = false));
+        }
         if (!checking && (this.newBaseHint || Date.now() - lastCheck >= BASE_CHECK_MS)) {
           checking = true;
           this.newBaseHint = false;
@@ -340,10 +358,13 @@ export class ContinuousWriter {
     });
   }
 
+  /** Lag: the oldest revision not yet in every store, whether sealed, held, or still unseen (etcd has it, the watch not yet). */
   private reportLag(): void {
+    const now = Date.now();
     const oldest = this.outbox.oldest?.manifest.firstTime ?? this.pending[0]?.time;
-    const waiting = this.outbox.waitingRevisions() + this.pending.length;
-    this.d.metrics.setLag(oldest ? (Date.now() - Date.parse(oldest)) / 1000 : 0, waiting);
+    const heldMs = oldest ? now - Date.parse(oldest) : 0;
+    const waiting = this.outbox.waitingRevisions() + this.pending.length + this.progress.unseenRevisions(this.next);
+    this.d.metrics.setLag(Math.max(heldMs, this.progress.unseenAgeMs(this.next, now)) / 1000, waiting);
   }
 }
 

@@ -185,7 +185,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const last3 = await writeSome('three', 10, expected);
       const third = [0, 1, 2].find((i) => i !== writer && i !== next)!;
       expect(await daemons[next]!.stop()).toBe(0);
-      const released = daemons[next]!.lines.find((l) => l.msg === 'continuous: writer key released')!;
+      const released = daemons[next]!.lines.findLast((l) => l.msg === 'continuous: writer key released')!;
       expect(released).toBeDefined();
       expect(reach(segments(store, baseId), baseRev)).toBeGreaterThanOrEqual(last3);
       daemons[next] = undefined;

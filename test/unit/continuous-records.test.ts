@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { chainNext, flushDue, groupEvents, writerAction, type WatchEvent } from '../../src/continuous/records.js';
+import { chainNext, flushDue, groupEvents, WatchProgress, writerAction, type WatchEvent } from '../../src/continuous/records.js';
 import { waitMsFor } from '../../src/continuous/election.js';
 
 const put = (rev: number, key: string, value = 'v', lease = '0'): WatchEvent => ({ type: 'PUT', key: Buffer.from(key), value: Buffer.from(value), modRevision: String(rev), lease });
@@ -86,4 +86,23 @@ describe('waitMsFor (how long a non-writer watches before it reads the writer ke
     [15, 7_500],
     [300, 30_000],
   ])('lease TTL %i s: %i ms', (ttl, ms) => expect(waitMsFor(ttl)).toBe(ms));
+});
+
+describe('WatchProgress', () => {
+  // Steps: [etcd revision read, the watch's next revision, now]; then what is asked at the last step.
+  const cases: { name: string; steps: [number, number, number][]; age: number; unseen: number; stuck: boolean }[] = [
+    { name: 'caught up', steps: [[10, 11, 0], [12, 13, 5_000]], age: 0, unseen: 0, stuck: false },
+    { name: 'a little behind, moving', steps: [[20, 15, 0], [30, 25, 5_000], [40, 35, 10_000]], age: 0, unseen: 6, stuck: false },
+    { name: 'behind, not moving', steps: [[20, 15, 0], [30, 15, 5_000], [40, 15, 40_000]], age: 40_000, unseen: 26, stuck: true },
+    { name: 'behind for a moment only', steps: [[20, 15, 0], [20, 15, 20_000]], age: 20_000, unseen: 6, stuck: false },
+    { name: 'caught up resets', steps: [[20, 15, 0], [20, 21, 40_000]], age: 0, unseen: 0, stuck: false },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const p = new WatchProgress();
+      for (const [h, n, t] of c.steps) p.observe(h, n, t);
+      const [, next, now] = c.steps[c.steps.length - 1]!;
+      expect([p.unseenAgeMs(next, now), p.unseenRevisions(next), p.stuck(next, now, 30_000)]).toEqual([c.age, c.unseen, c.stuck]);
+    });
+  }
 });
