@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -33,7 +33,7 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-function config(i: number, store: string, test = 'failover'): string {
+function config(i: number, store: string, test = 'failover', extraStores: Record<string, unknown>[] = []): string {
   const dir = join(root, test, NODES[i]!);
   mkdirSync(join(dir, 'manifests'), { recursive: true });
   writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
@@ -45,7 +45,7 @@ function config(i: number, store: string, test = 'failover'): string {
     schedule: '0 0 1 1 *', // no tick near: the base is taken by the CLI first
     source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), timeout: '30s' },
     etcd: { endpoints, timeout: '5s' },
-    stores: [{ name: 'nfs', type: 'local', path: store }],
+    stores: [{ name: 'nfs', type: 'local', path: store }, ...extraStores],
     retention: { keepLast: 1000, daily: 0, weekly: 0, monthly: 0 },
     local: { keep: 1, retryMin: '1s', retryMax: '2s' },
     metrics: { listen: '127.0.0.1:0' },
@@ -336,6 +336,42 @@ describe('continuous writer: three daemons, one elected writer', () => {
       for (const rev of after.keys()) expect(recs.has(rev), `revision ${rev}`).toBe(true);
       // The old chain is whole up to where it ended.
       expect(reach(segments(store, first.id), first.revision)).toBeGreaterThanOrEqual(last1);
+    } catch (e) {
+      console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      throw e;
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+  }, 300_000);
+
+  it('a store that fails does not hold the others back: its segments wait in the outbox, the lag shows it, and it catches up', async () => {
+    const store = join(root, 'two-stores');
+    // The second store's path runs through a regular file: every write fails until the file goes.
+    const blocker = join(root, 'two-stores-blocker');
+    writeFileSync(blocker, 'x');
+    const cfg = config(0, store, 'failing-store', [{ name: 'far', type: 'local', path: join(blocker, 'far') }]);
+    // The base: committed in the store that works (the run reports the other store's failure).
+    await runCli(['backup', '--config', cfg, '--json']);
+    const base = bases(store)[0]!;
+    expect(base).toBeDefined();
+    const d = await startDaemonProcess(cfg);
+    try {
+      await d.waitFor((l) => l.msg === 'continuous: following etcd', 60_000, 'the writer following etcd');
+      const last1 = await writeSome('one-store-down', 20, new Map());
+      await waitUntil(() => reach(segments(store, base.id), base.revision) >= last1, 30_000, `segments up to ${last1} in the store that works`);
+      await new Promise((r) => setTimeout(r, 2_000));
+      const text = await d.metrics();
+      expect(Number(/^etcd_backup_continuous_segments_total\{result="failed"\} (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+      expect(Number(/^etcd_backup_continuous_outbox_segments (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+      expect(Number(/^etcd_backup_continuous_lag_seconds (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(1);
+      expect(Number(/^etcd_backup_continuous_lag_revisions (\S+)$/m.exec(text)?.[1])).toBeGreaterThan(0);
+      // The store comes back: the retries (backoff) deliver everything, in order.
+      rmSync(blocker);
+      mkdirSync(join(blocker, 'far'), { recursive: true });
+      await waitUntil(() => reach(segments(join(blocker, 'far'), base.id), base.revision) >= last1, 60_000, `segments up to ${last1} in the store that came back`);
+      const end = Date.now() + 30_000;
+      while (!/^etcd_backup_continuous_outbox_segments 0$/m.test(await d.metrics()) && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
+      expect(await d.metrics()).toMatch(/^etcd_backup_continuous_outbox_segments 0$/m);
     } catch (e) {
       console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
       throw e;
