@@ -104,6 +104,10 @@ export class SegmentOutbox {
   async add(seg: SealedSegment): Promise<void> {
     const owed = new Set(this.stores.map((s) => s.name));
     await writeOwed(seg.dir, owed);
+    // The same range sealed again (a writer that started over from the store's chain while its own
+    // outbox still held it): the new files replaced the old ones in that directory; one entry for them.
+    const same = this.entries.findIndex((e) => e.seg.dir === seg.dir);
+    if (same >= 0) this.entries.splice(same, 1);
     this.entries.push({ seg, owed, attempts: 0, nextAt: 0 });
     this.report();
     this.kick();
@@ -116,6 +120,12 @@ export class SegmentOutbox {
   /** The oldest segment not yet in every store (its first revision's wall time is the lag). */
   get oldest(): SealedSegment | undefined {
     return this.entries[0]?.seg;
+  }
+
+  /** Whether this very range of this base is sealed and waiting: sealing it again would write into its directory. */
+  holds(baseId: string, fromRev: number, toRev: number): boolean {
+    const dir = this.dirFor(baseId, fromRev, toRev);
+    return this.entries.some((e) => e.seg.dir === dir);
   }
 
   /** Revisions sealed and not yet in every store. */
@@ -167,6 +177,7 @@ export class SegmentOutbox {
     const now = Date.now();
     for (const e of [...this.entries]) {
       if (this.stopped) return;
+      if (!this.entries.includes(e)) continue; // replaced by a new sealing of the same range meanwhile
       if (e.nextAt > now) {
         for (const s of e.owed) blocked.add(s);
         continue;
@@ -183,9 +194,12 @@ export class SegmentOutbox {
           this.log.warn({ store: store.name, segment: e.seg.manifest.object.key, reason: out.reason, err: out.error, attempts: e.attempts + 1 }, 'continuous: segment not delivered to a store; kept in the outbox for a retry');
         }
       }
+      const at = this.entries.indexOf(e);
+      if (at < 0) continue; // replaced while it was delivered: the directory is the new entry's now
       if (e.owed.size === 0) {
-        this.entries.splice(this.entries.indexOf(e), 1);
+        // Removed from disk first: while it is listed, holds() keeps a new sealing out of its directory.
         await rm(e.seg.dir, { recursive: true, force: true });
+        this.entries.splice(this.entries.indexOf(e), 1);
         this.on.committed(e.seg);
       } else {
         if (failed) {

@@ -338,6 +338,12 @@ export class ContinuousWriter {
     this.sealing = this.sealing.then(async () => {
       const first = records[0]!.rev;
       const last = records[records.length - 1]!.rev;
+      if (this.outbox.holds(chain.baseId, first, last)) {
+        // Sealed before (this node started over from the store's chain while its outbox still held
+        // these revisions): etcd gave the same events, the waiting segment has them.
+        log.info({ base: chain.baseId, fromRev: first, toRev: last }, 'continuous: segment already sealed and waiting in the outbox');
+        return;
+      }
       try {
         const seg = await sealSegment(this.outbox.dirFor(chain.baseId, first, last), records, {
           cluster: cfg.cluster,

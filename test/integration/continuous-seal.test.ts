@@ -100,6 +100,8 @@ describe('segment sealing and the segment outbox', () => {
     expect(JSON.parse(readFileSync(join(entry, 'status.json'), 'utf8'))).toEqual({ owed: ['bad'] });
     for (const f of readdirSync(entry)) expect(statSync(join(entry, f)).mode & 0o777).toBe(0o600);
     expect(statSync(entry).mode & 0o777).toBe(0o700);
+    // The writer asks before sealing a range again: this one waits here.
+    expect([box.holds(base, 11, 13), box.holds(base, 11, 12)]).toEqual([true, false]);
     await box.stop(0);
 
     // A restart: the new outbox finds the entry; once the store works, it delivers it and the entry goes.
@@ -112,6 +114,7 @@ describe('segment sealing and the segment outbox', () => {
     expect(attempts.slice(2)).toEqual(['bad:true']);
     expect(existsSync(join(root, 'blocker', 'bad', k.manifest))).toBe(true);
     expect(existsSync(entry)).toBe(false);
+    expect(box2.holds(base, 11, 13)).toBe(false);
     await box2.stop(0);
   }, 60_000);
 });
