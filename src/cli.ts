@@ -26,6 +26,7 @@ import { TOOL_NAME, VERSION } from './version.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
 import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
 import { cmdRun } from './cli/run-cmd.js';
+import { helpFor, wantsHelp } from './cli/help.js';
 import { lowerOwnPriority } from './run/priority.js';
 import { recordManualRun } from './run/manual-record.js';
 
@@ -50,6 +51,7 @@ Usage:
   etcd-backupd check-config --config F
   etcd-backupd --version [--json]                  # names the Node version too
 
+Every command answers --help (or: etcd-backupd help COMMAND).
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or config, 141 stdout closed early.
 `;
 
@@ -146,6 +148,11 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   const log = createLogger();
   try {
+    const verbHelp = cmd !== undefined && wantsHelp(rest) ? helpFor(cmd) : undefined;
+    if (verbHelp) {
+      out(verbHelp);
+      return EXIT_OK;
+    }
     switch (cmd) {
       case '--version':
       case 'version':
@@ -156,9 +163,13 @@ export async function main(argv: string[]): Promise<number> {
       case undefined:
       case '-h':
       case '--help':
-      case 'help':
-        (cmd === undefined ? err : out)(USAGE);
+      case 'help': {
+        const verbHelp = cmd === 'help' && rest[0] !== undefined ? helpFor(rest[0]) : undefined;
+        if (cmd === 'help' && rest[0] !== undefined && !verbHelp && rest[0] !== 'restore' && rest[0] !== 'keygen') throw new UsageError(`no command ${JSON.stringify(rest[0])}; run \`etcd-backupd help\` for the list`);
+        if (rest[0] === 'restore' || rest[0] === 'keygen') return await main([rest[0], '--help']);
+        (cmd === undefined ? err : out)(verbHelp ?? USAGE);
         return cmd === undefined ? EXIT_USAGE : EXIT_OK;
+      }
       case 'backup':
         return await cmdBackup(rest, log);
       case 'list':
@@ -194,6 +205,8 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (e) {
     const reason = reasonOf(e);
+    // --json promises one JSON document on stdout, on failure too.
+    if (rest.includes('--json')) printJson({ reason, error: messageOf(e), ...(e instanceof BackupError && e.hint ? { hint: e.hint } : {}) });
     err(`error: ${messageOf(e)}`);
     if (e instanceof BackupError && e.hint) err(`  what to do: ${e.hint}`);
     if (reason === 'internal') log.error({ err: e }, 'unexpected error');

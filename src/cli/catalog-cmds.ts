@@ -56,14 +56,15 @@ export async function cmdList(argv: string[]): Promise<number> {
     for (const m of cat.backups) {
       const signed = cat.signed.get(m.id) ?? 'none';
       const mark = m.source.possiblyDirty ? 'POSSIBLY' : '';
-      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
+      const pin = m.pinned ? (m.pinReason ? `yes: ${m.pinReason.length > 40 ? `${m.pinReason.slice(0, 39)}…` : m.pinReason}` : 'yes') : '';
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', pin, signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
     }
     out(table(rows));
     const dirty = cat.backups.filter((m) => m.source.possiblyDirty).length;
     if (dirty) out(`${dirty} backup(s) were taken with --force (files __POSSIBLY_DIRTY__): the operator check was skipped, a rollout may have been in progress; prefer a clean one to restore`);
     const untrusted = untrustedBackups(cat).length;
     if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
-    out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
+    out(`${cat.backups.length} backup${cat.backups.length === 1 ? '' : 's'} in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
     return EXIT_OK;
   });
 }
@@ -185,10 +186,16 @@ export async function cmdRetention(argv: string[]): Promise<number> {
   return EXIT_OK;
 }
 
+async function latestId(cfg: Config, store: Store): Promise<string> {
+  const cat = await loadCatalogFor(store, cfg.cluster, 'latest', await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
+  return findBackup(cat, 'latest', store.name).id;
+}
+
 export async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
   const { values, positionals } = parse(argv, { ...common, reason: { type: 'string' } }, 1);
   const cfg = configFrom(values);
-  const id = positionals[0]!;
+  // `latest` as verify and fetch take it: the newest (trusted) backup of the chosen store.
+  const id = positionals[0] === 'latest' ? await withStores(cfg, async (stores) => latestId(cfg, pickStore(cfg, stores, values.store))) : positionals[0]!;
   const req: ControlRequest = pinned ? { op: 'pin', id, reason: values.reason as string | undefined } : { op: 'unpin', id };
   const viaDaemon = await daemonCall(cfg, req, true);
   let data: unknown;

@@ -24,10 +24,8 @@ export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 're
 
 export class ConfigError extends BackupError {
   readonly problems: string[];
-  constructor(file: string, problems: string[]) {
-    super('config-invalid', `invalid config ${file}:\n  - ${problems.join('\n  - ')}`, {
-      hint: 'fix the keys named above; `etcd-backupd check-config --config FILE` validates without running anything',
-    });
+  constructor(file: string, problems: string[], hint = 'fix the keys named above; `etcd-backupd check-config --config FILE` validates without running anything') {
+    super('config-invalid', `invalid config ${file}:\n  - ${problems.join('\n  - ')}`, { hint });
     this.name = 'ConfigError';
     this.problems = problems;
   }
@@ -132,7 +130,14 @@ export function loadConfig(file: string): Config {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new ConfigError(file, [`cannot read config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`]);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      file,
+      [`cannot read config file: ${code ?? (e as Error).message}`],
+      code === 'ENOENT'
+        ? 'check the path given with --config (or ETCD_BACKUPD_CONFIG); on the worst day the recovery kit has one: /var/lib/etcd-backupd/recovery/config.yaml'
+        : 'check that the file exists and that this user can read it (configs hold credential paths: root-only is usual)',
+    );
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
