@@ -10,7 +10,7 @@
 // Flags V8 only reads at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in
 // the packaged bundle and the single executable's execArgv.
 import { basename } from 'node:path';
-import { redactConfig } from './config/load.js';
+import { configDocument, redactConfig } from './config/load.js';
 import { BackupError, messageOf, reasonOf } from './errors.js';
 import { inspectSnapshot } from './etcd/snapshot.js';
 import { createLogger, type Logger } from './log.js';
@@ -139,8 +139,10 @@ async function cmdCheckConfig(argv: string[]): Promise<number> {
   const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } }, 0);
   const cfg = configFrom(values);
   for (const w of configWarnings(cfg)) err(`warning: ${w}`);
-  if (values.json) printJson(redactConfig(cfg));
-  else out(`# ${cfg.configPath} is valid; effective configuration:\n${yamlStringify(redactConfig(cfg))}`);
+  // A config again (every default filled in): loading it gives the same effective configuration.
+  const doc = redactConfig(configDocument(cfg));
+  if (values.json) printJson(doc);
+  else out(`# ${cfg.configPath} is valid; the effective configuration (a config itself; secret values, if any, redacted):\n${yamlStringify(doc)}`);
   return EXIT_OK;
 }
 

@@ -89,6 +89,23 @@ describe('--json on failure: one JSON document on stdout with a reason', () => {
   });
 });
 
+describe('check-config', () => {
+  it('prints a config that loads again to the same effective configuration', async () => {
+    const first = await runCli(['check-config', '--config', cfg]);
+    expect(first.code, first.stderr).toBe(0);
+    const again = join(dir, 'effective.yaml');
+    writeFileSync(again, first.stdout, { mode: 0o600 });
+    const second = await runCli(['check-config', '--config', again]);
+    expect(second.code, second.stderr).toBe(0);
+    const body = (t: string) => t.replace(/^#.*\n/, '');
+    expect(body(second.stdout)).toBe(body(first.stdout));
+    const asJson = await runCli(['check-config', '--config', again, '--json']);
+    const doc = JSON.parse(asJson.stdout) as Record<string, unknown>;
+    expect(doc.configPath).toBeUndefined();
+    expect((doc.retention as Record<string, unknown>).keepWithinSeconds).toBeUndefined();
+  });
+});
+
 describe('pin latest and list', () => {
   it('pins the newest backup by `latest`, and list shows the reason', async () => {
     const p = await runCli(['pin', '--config', cfg, 'latest', '--reason', 'before the 4.18 upgrade', '--json']);
