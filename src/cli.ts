@@ -127,7 +127,10 @@ async function cmdInspect(argv: string[]): Promise<number> {
     if (values.json) printJson({ hash: r.hash, revision: r.revision, totalKey: r.totalKey, totalSize: r.totalSize, trailer: r.trailer, ...inside });
     else {
       if (bundle) out(`${path} is a bundle (${[bundle.encrypted ? 'age' : '', bundle.codec === 'zstd' ? 'zstd' : '', 'tar'].filter(Boolean).join(' over ')}) of ${bundle.entries.join(', ')}; its snapshot ${basename(bundle.snapshot)}:`);
-      out(table([['HASH', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+      // Hex as `etcdctl snapshot status -w table` prints it (JSON has the number, as etcdctl's -w json).
+      out(table([['HASH (hex)', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+      if (r.trailer === 'mismatch') err('the sha256 etcd appended to this snapshot does not match its content: the file was changed or damaged after it was saved; do not restore it (take or fetch another)');
+      if (r.trailer === 'missing') out('no sha256 trailer: a database file copied from a data dir rather than saved with `snapshot save`; restore it with --skip-hash-check only if you know where it came from');
     }
     return r.trailer === 'mismatch' ? EXIT_FAILED : EXIT_OK;
   } finally {

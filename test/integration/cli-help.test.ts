@@ -4,7 +4,7 @@
  * failure is one JSON document on stdout with a reason; `pin latest` works as
  * `verify latest` does; `list` shows the pin's reason and counts in English.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -86,6 +86,27 @@ describe('--json on failure: one JSON document on stdout with a reason', () => {
     const doc = JSON.parse(r.stdout) as { hint: string };
     expect(doc.hint).not.toContain('keys named above');
     expect(doc.hint).toContain('--config');
+  });
+});
+
+describe('inspect says what a file is', () => {
+  it('a missing file: not-found, no stack trace; a snapshot whose trailer does not match: exit 1 and why', async () => {
+    const missing = await runCli(['inspect', join(dir, 'nope.db')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toContain('reason: not-found');
+    expect(missing.stderr).not.toMatch(/\n\s+at /);
+    const fetched = await runCli(['fetch', '--config', cfg, 'latest', '--to', join(dir, 'for-inspect'), '--json']);
+    expect(fetched.code, fetched.stderr).toBe(0);
+    const snap = (JSON.parse(fetched.stdout) as { snapshot: string }).snapshot;
+    const bytes = readFileSync(snap);
+    bytes[bytes.length - 1] ^= 0xff; // inside the sha256 trailer
+    const bad = join(dir, 'bad-trailer.db');
+    writeFileSync(bad, bytes);
+    const r = await runCli(['inspect', bad]);
+    expect(r.code).toBe(1);
+    expect(r.stdout).toContain('HASH (hex)');
+    expect(r.stdout).toContain('mismatch');
+    expect(r.stderr).toContain('does not match its content');
   });
 });
 
