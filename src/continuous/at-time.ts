@@ -10,6 +10,7 @@ import type { Manifest } from '../bundle/manifest.js';
 import { loadCatalog } from '../catalog/catalog.js';
 import { fetchBackup } from '../catalog/fetch.js';
 import { counts, type Trust } from '../catalog/trust.js';
+import { fmtAge } from '../catalog/at.js';
 import { BackupError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
@@ -99,4 +100,11 @@ export function atTimeJson(r: AtTimeResult, at: Date) {
     beforeSeconds: Math.floor((at.getTime() - r.reachedTime.getTime()) / 1000),
     ...(r.note ? { note: r.note } : {}),
   };
+}
+
+/** The human line: which base, how many revisions replayed, the time reached and how far before TIME. */
+export function atTimeSummary(r: AtTimeResult, at: Date): string {
+  const before = fmtAge(at.getTime() - r.reachedTime.getTime());
+  if (!r.replayed) return `--at ${at.toISOString()}: ${r.note}: backup ${r.base.id} (revision ${r.base.etcd.revision}, taken ${r.base.createdAt}), ${before} before TIME`;
+  return `--at ${at.toISOString()}: base ${r.base.id} (revision ${r.base.etcd.revision}) + ${r.revisionsReplayed} revisions replayed from ${r.segmentsUsed} segment(s): revision ${r.revisionReached}, seen ${r.reachedTime.toISOString()}, ${before} before TIME${r.leaselessKeys ? `; ${r.leaselessKeys} key write(s) replayed without their lease (their holders re-create or expire them)` : ''}`;
 }
