@@ -105,6 +105,6 @@ export function atTimeJson(r: AtTimeResult, at: Date) {
 /** The human line: which base, how many revisions replayed, the time reached and how far before TIME. */
 export function atTimeSummary(r: AtTimeResult, at: Date): string {
   const before = fmtAge(at.getTime() - r.reachedTime.getTime());
-  if (!r.replayed) return `--at ${at.toISOString()}: ${r.note}: backup ${r.base.id} (revision ${r.base.etcd.revision}, taken ${r.base.createdAt}), ${before} before TIME`;
+  if (!r.replayed) return `--at ${at.toISOString()}: backup ${r.base.id} taken ${r.base.createdAt}, ${before} before it, revision ${r.base.etcd.revision} (${r.note})`;
   return `--at ${at.toISOString()}: base ${r.base.id} (revision ${r.base.etcd.revision}) + ${r.revisionsReplayed} revisions replayed from ${r.segmentsUsed} segment(s): revision ${r.revisionReached}, seen ${r.reachedTime.toISOString()}, ${before} before TIME${r.leaselessKeys ? `; ${r.leaselessKeys} key write(s) replayed without their lease (their holders re-create or expire them)` : ''}`;
 }
