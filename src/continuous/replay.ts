@@ -16,7 +16,7 @@
  * without one (replay-step.ts txnOf) and counted.
  */
 import { chmod, copyFile, readdir, rm } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
 import type { Manifest } from '../bundle/manifest.js';
 import { checkSnapshot, fetchBackup } from '../catalog/fetch.js';
 import { pickClientAndPeerPorts } from '../drill/ports.js';
@@ -153,6 +153,9 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
   const tools = await findDrillTools(o, base);
   await mkdirPrivate(o.to);
   const statics = base.artifacts.map((a) => a.name).filter((n) => /^static_kuberesources_.*\.tar\.gz$/.test(n));
+  // Refused before any work: cluster-restore.sh takes the newest snapshot*.db of the directory, so another one there could be restored instead.
+  const clash = (await readdir(o.to)).filter((n) => /^snapshot_.*\.db$/.test(n) || statics.includes(n));
+  if (clash.length) throw new BackupError('usage', `${o.to} already holds ${clash.join(', ')}; fetch into an empty directory`);
   const startedAt = new Date();
   let dir: string | undefined;
   let etcdProc: ServiceProcess | undefined;
@@ -182,8 +185,6 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
     const revisionReached = p.state.nextRev - 1;
     await stopKeepAlive();
     const snapshot = join(o.to, snapshotNameAt(p.reachedTime));
-    const clash = (await readdir(o.to)).filter((n) => n === basename(snapshot) || statics.includes(n));
-    if (clash.length) throw new BackupError('usage', `${o.to} already holds ${clash.join(', ')}; fetch into an empty directory`);
     await saveSnapshot(ctx, endpoint, snapshot);
     const files = [snapshot];
     for (const s of statics) {

@@ -173,6 +173,13 @@ describe('fetch latest --at TIME', () => {
     expect(doc.beforeSeconds).toBeGreaterThanOrEqual(0);
   }, 120_000);
 
+  it('refuses a directory already holding a snapshot before any work (cluster-restore.sh would take the newest)', async () => {
+    const r = await runCli(['fetch', '--config', config(join(dir, 'store')), 'latest', '--at', T, '--to', join(dir, 'at-t')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/already holds snapshot_\S*\.db.*; fetch into an empty directory/);
+    expect(readdirSync(join(dir, 'work', 'replay'))).toEqual([]);
+  });
+
   it('--at now holds every write', async () => {
     const { doc, served } = await fetchAndServe('now', 'at-now');
     const want = await keysAt(cluster.endpoints);
