@@ -3,7 +3,10 @@
  * real local store in a temp dir: which names count, what a manifest must
  * say, signatures, and what a damaged object fails with.
  */
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { encryptStream } from '../../src/bundle/encrypt.js';
+import { segmentKeys } from '../../src/layout.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -95,9 +98,20 @@ describe('readSegmentRecords', () => {
     // The manifest agrees with the bytes (a writer bug, not damage in the store): the records themselves are wrong.
     const body = Buffer.from(`${readFileSync(s.objectPath, 'utf8')}{"rev":13,"time":"x","ops":[]}\n`);
     writeFileSync(s.objectPath, body);
-    const { createHash } = await import('node:crypto');
     const m = { ...s.manifest, object: { ...s.manifest.object, size: body.length, rawSize: body.length, sha256: createHash('sha256').update(body).digest('hex') } };
     expect(await failure(readSegmentRecords(store, m, undefined))).toMatchObject({ reason: 'segment-corrupt', message: expect.stringMatching(/segment 11-12 of base .*: record 3 \(after revision 12\) is corrupt/) });
+  });
+
+  it('an encrypted segment (age) reads back with the identity, and a wrong one is refused', async () => {
+    const age = await import('age-encryption');
+    const identity = await age.generateIdentity();
+    const s = writeSegment(dir, C, BASE, recs(11, 3), 'zstd');
+    const cipher = Buffer.concat(await (await encryptStream(Readable.from([readFileSync(s.objectPath)]), [await age.identityToRecipient(identity)])).toArray());
+    const key = segmentKeys(C, BASE, 11, 13, { codec: 'zstd', encrypted: true }).object;
+    writeFileSync(join(dir, key), cipher);
+    const m = { ...s.manifest, object: { ...s.manifest.object, key, encrypted: true, recipients: [await age.identityToRecipient(identity)], size: cipher.length, sha256: createHash('sha256').update(cipher).digest('hex') } };
+    expect(await readSegmentRecords(store, m, [identity])).toEqual(recs(11, 3));
+    expect((await failure(readSegmentRecords(store, m, [await age.generateIdentity()]))).reason).toBe('checksum-mismatch');
   });
 
   it('an encrypted segment without an identity asks for one', async () => {
