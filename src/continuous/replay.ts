@@ -15,6 +15,7 @@
  * while the replay runs. Keys put with a lease after the base are put
  * without one (replay-step.ts txnOf) and counted.
  */
+import { constants as fsConstants } from 'node:fs';
 import { chmod, copyFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Manifest } from '../bundle/manifest.js';
@@ -27,6 +28,7 @@ import { childEnv, findDrillTools, toolError } from '../drill/tools.js';
 import { createDrillDir, writeOwner } from '../drill/workdir.js';
 import { BackupError, messageOf } from '../errors.js';
 import { EtcdClients, type EtcdEndpoint } from '../etcd/client.js';
+import { inspectSnapshot } from '../etcd/snapshot.js';
 import { mkdirPrivate } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import { captureCommand, type ServiceProcess } from '../source/exec.js';
@@ -147,6 +149,19 @@ async function saveSnapshot(ctx: StepContext, endpoint: string, path: string): P
   await chmod(path, 0o600);
 }
 
+/** The snapshot (0600) and the base's static pod resources into `to`; `written` learns each file before it is created. */
+async function writeOutput(o: ReplayOptions, ctx: StepContext, endpoint: string, snapshot: string, statics: string[], written: string[]): Promise<void> {
+  written.push(snapshot);
+  await saveSnapshot(ctx, endpoint, snapshot);
+  for (const s of statics) {
+    // OpenShift's cluster-restore.sh takes the snapshot and the static pod resources from one flat directory.
+    // Never over a file someone put there meanwhile (EXCL): only what this call created is listed for removal.
+    await copyFile(join(ctx.dir, 'fetch', s), join(o.to, s), fsConstants.COPYFILE_EXCL);
+    written.push(join(o.to, s));
+    await chmod(join(o.to, s), 0o600);
+  }
+}
+
 /** Replays the plan; see the file comment. Cleans up after itself on success and failure. */
 export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
   const { base, log } = o;
@@ -161,6 +176,7 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
   let etcdProc: ServiceProcess | undefined;
   let stopKeepAlive: (() => Promise<void>) | undefined;
   const clients = new EtcdClients({}, ETCD_CALL_TIMEOUT_MS);
+  const written: string[] = [];
   try {
     dir = await createDrillDir(o.scratchDir, base, startedAt.toISOString(), log, (d) => {
       dir = d;
@@ -183,18 +199,20 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
       if (!(await replaySegment(o, etcd, o.manifests.get(ref.key)!, p))) break;
     }
     const revisionReached = p.state.nextRev - 1;
-    await stopKeepAlive();
     const snapshot = join(o.to, snapshotNameAt(p.reachedTime));
-    await saveSnapshot(ctx, endpoint, snapshot);
-    const files = [snapshot];
-    for (const s of statics) {
-      // OpenShift's cluster-restore.sh takes the snapshot and the static pod resources from one flat directory.
-      await copyFile(join(dir, 'fetch', s), join(o.to, s));
-      await chmod(join(o.to, s), 0o600);
-      files.push(join(o.to, s));
+    // The leases stay alive until the snapshot is taken: an expiry before it would be a revision the original never had.
+    await writeOutput(o, ctx, endpoint, snapshot, statics, written);
+    const saved = await inspectSnapshot(snapshot);
+    if (saved.trailer !== 'ok' || saved.revision !== revisionReached) {
+      throw new BackupError('replay-mismatch', `the snapshot of the replayed etcd is at revision ${saved.revision} (trailer ${saved.trailer}), the replay reached ${revisionReached}`);
     }
+    const files = [...written];
     log.info({ base: base.id, revisionReached, revisionsReplayed: p.revisionsReplayed, segments: p.segmentsUsed, leaselessKeys: p.leaselessKeys }, 'replay: done');
     return { snapshot, files, revisionReached, reachedTime: p.reachedTime, segmentsUsed: p.segmentsUsed, revisionsReplayed: p.revisionsReplayed, leaselessKeys: p.leaselessKeys };
+  } catch (e) {
+    // Nothing half-made is left where cluster-restore.sh or an operator would take it.
+    for (const f of written) await rm(f, { force: true });
+    throw e;
   } finally {
     await stopKeepAlive?.().catch(() => undefined);
     clients.close();
