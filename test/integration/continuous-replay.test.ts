@@ -245,3 +245,27 @@ describe('restore latest --at TIME', () => {
     expect(served.revision).toBe(revAtT);
   }, 120_000);
 });
+
+describe('the lease keep-alive the replay relies on (etcd 3.4)', () => {
+  it('keeps a 2 s lease and its key alive as long as it runs; without it etcd expires them', async () => {
+    const { EtcdClients } = await import('../../src/etcd/client.js');
+    const clients = new EtcdClients({}, 5000);
+    try {
+      const ep = clients.endpoint(cluster.endpoints[0]!);
+      const lease = client.lease(2, { autoKeepAlive: false });
+      await lease.put('/t/short').value('s');
+      const id = await lease.grant();
+      expect(await ep.leaseIds()).toContain(id);
+      const until = Date.now() + 4500;
+      while (Date.now() < until) {
+        await ep.keepAliveOnce([id]);
+        await new Promise((res) => setTimeout(res, 500));
+      }
+      expect((await keysAt(cluster.endpoints)).kvs.has(Buffer.from('/t/short').toString('base64'))).toBe(true);
+      await new Promise((res) => setTimeout(res, 3500));
+      expect((await keysAt(cluster.endpoints)).kvs.has(Buffer.from('/t/short').toString('base64'))).toBe(false);
+    } finally {
+      clients.close();
+    }
+  }, 30_000);
+});
