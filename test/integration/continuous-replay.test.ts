@@ -180,6 +180,13 @@ describe('fetch latest --at TIME', () => {
     expect(readdirSync(join(dir, 'work', 'replay'))).toEqual([]);
   });
 
+  it('says in plain text which base, how many revisions, the time reached and how far before TIME', async () => {
+    const r = await runCli(['fetch', '--config', config(join(dir, 'store')), 'latest', '--at', T, '--to', join(dir, 'human')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(new RegExp(`^--at ${T.replace(/[.]/g, '\\.')}: base \\S+ \\(revision ${baseRev}\\) \\+ 7 revisions replayed from 2 segment\\(s\\): revision ${revAtT}, seen \\S+, \\d+s before TIME; 1 key write\\(s\\) replayed without their lease`));
+    expect(r.stdout).toMatch(/cluster-restore\.sh/);
+  });
+
   it('--at now holds every write', async () => {
     const { doc, served } = await fetchAndServe('now', 'at-now');
     const want = await keysAt(cluster.endpoints);
