@@ -40,6 +40,14 @@ import { readSegmentRecords } from './segments.js';
 
 /** The deadline of one gRPC call to the throwaway etcd. */
 const ETCD_CALL_TIMEOUT_MS = 60_000;
+/**
+ * One original revision is one txn, however many events it had: a lease
+ * revocation deletes every key of the lease in ONE revision (Kubernetes
+ * attaches thousands of events to one lease), far past etcd's default 128
+ * operations and 1.5 MiB per request. The throwaway etcd takes any txn the
+ * original made.
+ */
+const REPLAY_ETCD_FLAGS = ['--max-txn-ops', '10000000', '--max-request-bytes', String(64 * 1024 * 1024)];
 /** Well inside etcd's minimum lease TTL: no lease of the base expires while the replay runs. */
 const KEEPALIVE_EVERY_MS = 1000;
 
@@ -100,7 +108,10 @@ async function replaySegment(o: ReplayOptions, etcd: EtcdEndpoint, m: SegmentMan
     }
     if (d.action === 'apply') {
       const txn = txnOf(r.ops);
-      const rev = await etcd.txn(txn.ops, { signal: o.signal });
+      const rev = await etcd.txn(txn.ops, { signal: o.signal }).catch((e: unknown) => {
+        if (o.signal.aborted) throw e;
+        throw new BackupError('replay-mismatch', `segment ${rangeText(m)}: the throwaway etcd refused the txn of revision ${r.rev} (${r.ops.length} operations): ${messageOf(e)}`, { cause: e });
+      });
       if (rev !== r.rev) {
         throw new BackupError('replay-mismatch', `segment ${rangeText(m)}: after replaying revision ${r.rev} the throwaway etcd is at revision ${rev}`, {
           hint: 'the segment does not continue the base (another cluster, or a base restored with a bumped revision); pick another TIME or base',
@@ -183,7 +194,7 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
     });
     const fetched = await fetchBackup(o.store, base, join(dir, 'fetch'), o.identities, o.signal);
     await checkSnapshot(base, fetched.snapshot);
-    const ctx: StepContext = { manifest: base, dir, dataDir: join(dir, 'data'), log, signal: o.signal, tools, etcd: clients };
+    const ctx: StepContext = { manifest: base, dir, dataDir: join(dir, 'data'), log, signal: o.signal, tools, etcd: clients, etcdFlags: REPLAY_ETCD_FLAGS };
     const ports = await pickClientAndPeerPorts();
     await restoreSnapshot(ctx, fetched.snapshot, ports);
     const endpoint = await startDrillEtcd(ctx, ports, async (e) => {

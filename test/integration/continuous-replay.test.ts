@@ -102,16 +102,23 @@ beforeAll(async () => {
   await cluster.put('/t/after1', '1');
   await client.delete().key('/t/a');
   await cluster.put('/t/m1', 'changed');
+  // 200 more keys on the lease (two txns of 100), then its revocation: ONE revision deleting 201 keys, past etcd's default 128 ops per txn.
+  const leaseId = await lease.grant();
+  for (const part of [0, 1]) {
+    const success = Array.from({ length: 100 }, (_, i) => ({ request_put: { key: Buffer.from(`/t/ev/${part}-${i}`), value: Buffer.from('event'), lease: leaseId } }));
+    await client.kv.txn({ compare: [], success, failure: [] });
+  }
   await lease.revoke();
   await cluster.put('/t/after2', '2');
   await cluster.put('/t/base2', 'changed');
   lastRev = await cluster.revision();
-  expect(lastRev).toBe(baseRev + 13);
+  expect(lastRev).toBe(baseRev + 15);
   await watch.waitFor(lastRev);
   await watch.close();
-  expect(watch.records.map((x) => x.rev)).toEqual(Array.from({ length: 13 }, (_, i) => baseRev + 1 + i));
+  expect(watch.records.map((x) => x.rev)).toEqual(Array.from({ length: 15 }, (_, i) => baseRev + 1 + i));
+  expect(watch.records.find((x) => x.rev === baseRev + 13)!.ops).toHaveLength(201);
   const store = join(dir, 'store');
-  // [1-3] [4-6] [7-9] [10-13], and a writer failover's overlap [2-8]: replay skips what it applied.
+  // [1-3] [4-6] [7-9] [10-15], and a writer failover's overlap [2-8]: replay skips what it applied.
   segments = writeSegments(store, CLUSTER, baseId, watch.records, [3, 3, 3]);
   segments.push(writeSegment(store, CLUSTER, baseId, watch.records.slice(1, 8), 'zstd'));
 }, 180_000);
@@ -193,7 +200,8 @@ describe('fetch latest --at TIME', () => {
     expect(served.kvs).toEqual(want.kvs);
     expect(served.revision).toBe(lastRev);
     expect(served.kvs.has(Buffer.from('/t/leased').toString('base64'))).toBe(false);
-    expect(doc).toMatchObject({ revisionReached: lastRev, revisionsReplayed: 13, leaselessKeys: 1 });
+    expect(doc).toMatchObject({ revisionReached: lastRev, revisionsReplayed: 15, leaselessKeys: 201 });
+    expect([...served.kvs.keys()].filter((k) => Buffer.from(k, 'base64').toString().startsWith('/t/ev/'))).toEqual([]);
   }, 120_000);
 
   it('a missing segment in the middle is a gap naming the range (exit 1)', async () => {
@@ -217,7 +225,7 @@ describe('fetch latest --at TIME', () => {
     const r = await runCli(['fetch', '--config', config(store, 'flip'), 'latest', '--at', 'now', '--to', join(dir, 'flip-out')]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('reason: checksum-mismatch');
-    expect(r.stderr).toContain(`segment ${baseRev + 10}-${baseRev + 13}`);
+    expect(r.stderr).toContain(`segment ${baseRev + 10}-${baseRev + 15}`);
     expect(readdirSync(join(dir, 'work', 'replay'))).toEqual([]);
   }, 60_000);
 

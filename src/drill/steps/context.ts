@@ -16,6 +16,8 @@ export interface StepContext {
   tools: DrillTools;
   /** gRPC clients for the drill etcd (plain HTTP/2 on loopback); closed by the orchestrator. */
   etcd: EtcdClients;
+  /** More etcd flags (after the drill's own): restore to a time raises etcd's request limits for its replay. */
+  etcdFlags?: readonly string[];
 }
 
 /** The restored member's name: `snapshot restore` and `etcd` must agree on it. */

@@ -46,6 +46,7 @@ function etcdArgs(ctx: StepContext, base: string, peerUrl: string): string[] {
     '--logger', 'zap',
     '--log-outputs', 'stderr',
     '--log-level', 'warn',
+    ...(ctx.etcdFlags ?? []),
   ];
 }
 
