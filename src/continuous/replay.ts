@@ -48,6 +48,19 @@ const ETCD_CALL_TIMEOUT_MS = 60_000;
  * original made.
  */
 const REPLAY_ETCD_FLAGS = ['--max-txn-ops', '10000000', '--max-request-bytes', String(64 * 1024 * 1024)];
+const MIB = 1024 * 1024;
+
+/**
+ * The throwaway etcd's --quota-backend-bytes: the base, plus room for every
+ * revision replayed (nothing is compacted while replaying; twice the raw
+ * records covers bbolt's overhead), so no NOSPACE alarm stops the replay.
+ * Only a limit: the disk holds what is written.
+ */
+function replayQuota(o: Pick<ReplayOptions, 'base' | 'plan' | 'manifests'>): number {
+  const records = o.plan.segments.reduce((n, s) => n + (o.manifests.get(s.key)?.object.rawSize ?? 0), 0);
+  return Math.max(2048 * MIB, Math.ceil(o.base.etcd.totalSize * 1.25) + 2 * records + 256 * MIB);
+}
+
 /** Well inside etcd's minimum lease TTL: no lease of the base expires while the replay runs. */
 const KEEPALIVE_EVERY_MS = 1000;
 
@@ -194,7 +207,7 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
     });
     const fetched = await fetchBackup(o.store, base, join(dir, 'fetch'), o.identities, o.signal);
     await checkSnapshot(base, fetched.snapshot);
-    const ctx: StepContext = { manifest: base, dir, dataDir: join(dir, 'data'), log, signal: o.signal, tools, etcd: clients, etcdFlags: REPLAY_ETCD_FLAGS };
+    const ctx: StepContext = { manifest: base, dir, dataDir: join(dir, 'data'), log, signal: o.signal, tools, etcd: clients, etcdFlags: REPLAY_ETCD_FLAGS, quotaBytes: replayQuota(o) };
     const ports = await pickClientAndPeerPorts();
     await restoreSnapshot(ctx, fetched.snapshot, ports);
     const endpoint = await startDrillEtcd(ctx, ports, async (e) => {
