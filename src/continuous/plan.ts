@@ -87,9 +87,11 @@ export function chainFor(base: BaseRef, segments: readonly SegmentRef[], until: 
   const t = until.getTime();
   const usable = segments.filter((s) => s.toRev > base.revision && s.firstTime.getTime() <= t);
   const chain: SegmentRef[] = [];
-  let next = base.revision + 1;
+  // An empty keyspace's snapshot says revision 0, but etcd starts at revision 1, which no event has: the first change is 2.
+  const start = Math.max(base.revision, 1);
+  let next = start + 1;
   let reachedTime = base.createdAt;
-  let maxRev = base.revision;
+  let maxRev = start;
   for (;;) {
     const covering = usable.filter((s) => s.fromRev <= next && s.toRev >= next);
     if (covering.length === 0) {

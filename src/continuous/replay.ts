@@ -217,7 +217,8 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
     const etcd = clients.endpoint(endpoint);
     stopKeepAlive = await keepLeasesAlive(etcd, log, o.signal);
     const at = (await etcd.status({ signal: o.signal })).revision;
-    if (at !== base.etcd.revision) throw new BackupError('replay-mismatch', `the base ${base.id} restored at revision ${at}, its manifest says ${base.etcd.revision}`);
+    // An empty keyspace's snapshot says 0; etcd is then at revision 1 (plan.ts chainFor).
+    if (at !== Math.max(base.etcd.revision, 1)) throw new BackupError('replay-mismatch', `the base ${base.id} restored at revision ${at}, its manifest says ${base.etcd.revision}`);
     const p: Progress = { state: { nextRev: at + 1, prevInSegment: at }, reachedTime: new Date(base.createdAt), revisionsReplayed: 0, leaselessKeys: 0, segmentsUsed: 0 };
     for (const ref of o.plan.segments) {
       if (!(await replaySegment(o, etcd, o.manifests.get(ref.key)!, p))) break;
