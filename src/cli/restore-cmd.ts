@@ -162,24 +162,25 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
     // Before anything is created beside the data dir.
     if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
     const signal = interruptSignal();
+    const atTime = chosen.at ? await import('../continuous/at-time.js') : undefined;
     let atResult: AtTimeResult | undefined;
-    const produce = chosen.at
-      ? async (dir: string) => {
-          const { materializeAt } = await import('../continuous/at-time.js');
-          atResult = await materializeAt(chosen.at!.choice, { store, to: dir, identities, ...replaySettings(cfg), log, signal });
-          return { snapshot: atResult.snapshot, replayed: atResult.replayed };
-        }
-      : undefined;
+    // With --at the snapshot to restore is made in restore's private dir: the base alone, or the base with the segments replayed.
+    const produce =
+      chosen.at && atTime
+        ? async (dir: string) => {
+            atResult = await atTime.materializeAt(chosen.at!.choice, { store, to: dir, identities, ...replaySettings(cfg), log, signal });
+            return { snapshot: atResult.snapshot, replayed: atResult.replayed };
+          }
+        : undefined;
     const r = await runRestore({ store, manifest: m, identities, plan, signal, log, produce });
-    const { atTimeJson, atTimeSummary } = atResult ? await import('../continuous/at-time.js') : { atTimeJson: undefined, atTimeSummary: undefined };
-    if (atResult && !json) err(atTimeSummary!(atResult, chosen.at!.time));
+    if (atResult && atTime && !json) err(atTime.atTimeSummary(atResult, chosen.at!.time));
     const next = nextSteps(plan);
     if (json) {
       printJson({
         id: m.id,
         store: store.name,
         createdAt: m.createdAt,
-        ...(atResult ? atTimeJson!(atResult, chosen.at!.time) : {}),
+        ...(atResult && atTime ? atTime.atTimeJson(atResult, chosen.at!.time) : {}),
         dataDir: plan.dataDir,
         tool: plan.tool,
         revision: r.revision,
