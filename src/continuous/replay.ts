@@ -237,6 +237,7 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
   } catch (e) {
     // Nothing half-made is left where cluster-restore.sh or an operator would take it.
     for (const f of written) await rm(f, { force: true });
+    if (o.signal.aborted) throw new BackupError('restore-failed', `the restore to ${o.plan.until.toISOString()} was interrupted: its throwaway etcd is stopped and its files removed; nothing was written to ${o.to}`, { cause: e });
     throw e;
   } finally {
     await stopKeepAlive?.().catch(() => undefined);
