@@ -6,6 +6,7 @@
  * failover), stop (seen after TIME), or fail. And the txn one record
  * becomes. The I/O that fetches records and sends txns is replay.ts.
  */
+import { createHash } from 'node:crypto';
 import type { RevisionRecord, SegmentOp } from './segment.js';
 
 export interface StepState {
@@ -84,4 +85,18 @@ export function txnOf(ops: readonly SegmentOp[]): { ops: TxnOp[]; leaseless: num
     return { put: o.put, value: o.value };
   });
   return { ops: out, leaseless };
+}
+
+/**
+ * What a revision did, without when it was seen: two writers that both
+ * recorded a revision (a failover's overlap) must agree on it, or one of
+ * them is not reading the same cluster. 16 bytes of sha256 (hex).
+ */
+export function opsDigest(ops: readonly SegmentOp[]): string {
+  const h = createHash('sha256');
+  for (const o of ops) {
+    if ('del' in o) h.update(`d${o.del.length}:`).update(o.del);
+    else h.update(`p${o.put.length}:`).update(o.put).update(`${o.value.length}:`).update(o.value).update(`l${o.lease};`);
+  }
+  return h.digest('hex').slice(0, 32);
 }

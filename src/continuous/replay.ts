@@ -34,7 +34,7 @@ import type { Logger } from '../log.js';
 import { captureCommand, type ServiceProcess } from '../source/exec.js';
 import type { Store } from '../storage/store.js';
 import type { ReplayPlan } from './plan.js';
-import { advance, checkSegmentEnd, rangeText, stepRecord, txnOf, type StepState } from './replay-step.js';
+import { advance, checkSegmentEnd, opsDigest, rangeText, stepRecord, txnOf, type StepState } from './replay-step.js';
 import type { SegmentManifest } from './segment.js';
 import { readSegmentRecords } from './segments.js';
 
@@ -101,6 +101,8 @@ export function snapshotNameAt(t: Date): string {
 
 interface Progress {
   state: StepState;
+  /** opsDigest of every revision applied (16 bytes each: 1.6 MB for 100 000), to check overlapping segments agree. */
+  applied: Map<number, string>;
   reachedTime: Date;
   revisionsReplayed: number;
   leaselessKeys: number;
@@ -119,6 +121,14 @@ async function replaySegment(o: ReplayOptions, etcd: EtcdEndpoint, m: SegmentMan
       if (used) p.segmentsUsed++;
       return false;
     }
+    if (d.action === 'skip') {
+      const before = p.applied.get(r.rev);
+      if (before !== undefined && before !== opsDigest(r.ops)) {
+        throw new BackupError('segment-corrupt', `base ${o.base.id}: segment ${rangeText(m)} holds another revision ${r.rev} than the segment that was replayed for it: two writers disagree`, {
+          hint: 'the segments under this base do not all come from the same cluster; check the writers (etcd-backupd status, their logs)',
+        });
+      }
+    }
     if (d.action === 'apply') {
       const txn = txnOf(r.ops);
       const rev = await etcd.txn(txn.ops, { signal: o.signal }).catch((e: unknown) => {
@@ -131,6 +141,7 @@ async function replaySegment(o: ReplayOptions, etcd: EtcdEndpoint, m: SegmentMan
         });
       }
       used = true;
+      p.applied.set(r.rev, opsDigest(r.ops));
       p.revisionsReplayed++;
       p.leaselessKeys += txn.leaseless;
       p.reachedTime = new Date(r.time);
@@ -219,7 +230,7 @@ export async function replayToTime(o: ReplayOptions): Promise<ReplayResult> {
     const at = (await etcd.status({ signal: o.signal })).revision;
     // An empty keyspace's snapshot says 0; etcd is then at revision 1 (plan.ts chainFor).
     if (at !== Math.max(base.etcd.revision, 1)) throw new BackupError('replay-mismatch', `the base ${base.id} restored at revision ${at}, its manifest says ${base.etcd.revision}`);
-    const p: Progress = { state: { nextRev: at + 1, prevInSegment: at }, reachedTime: new Date(base.createdAt), revisionsReplayed: 0, leaselessKeys: 0, segmentsUsed: 0 };
+    const p: Progress = { state: { nextRev: at + 1, prevInSegment: at }, applied: new Map(), reachedTime: new Date(base.createdAt), revisionsReplayed: 0, leaselessKeys: 0, segmentsUsed: 0 };
     for (const ref of o.plan.segments) {
       if (!(await replaySegment(o, etcd, o.manifests.get(ref.key)!, p))) break;
     }

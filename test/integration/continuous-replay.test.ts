@@ -244,6 +244,23 @@ describe('fetch latest --at TIME', () => {
   }, 60_000);
 });
 
+describe('overlapping segments must agree', () => {
+  it('a revision held by two segments with different events fails with segment-corrupt (two writers disagree)', async () => {
+    const store = copyStore('store-disagree');
+    const s = segments.find((x) => x.fromRev === baseRev + 2)!;
+    rmSync(segPath(store, s, 'manifestPath'));
+    rmSync(segPath(store, s, 'objectPath'));
+    const recs = readSegmentFile(s);
+    const first = recs[0]!;
+    recs[0] = { ...first, ops: first.ops.map((o) => ('put' in o ? { ...o, value: Buffer.from('not what etcd wrote') } : o)) };
+    writeSegment(store, CLUSTER, s.manifest.base, recs, 'zstd');
+    const r = await runCli(['fetch', '--config', config(store, 'disagree'), 'latest', '--at', 'now', '--to', join(dir, 'disagree-out')]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('reason: segment-corrupt');
+    expect(r.stderr).toContain(`segment ${baseRev + 2}-${baseRev + 8} holds another revision ${baseRev + 2} than the segment that was replayed for it`);
+  }, 60_000);
+});
+
 describe('restore latest --at TIME', () => {
   it('restores the replayed state into a data dir that a started etcd serves', async () => {
     const m = { name: 'r1', dataDir: join(dir, 'restored', 'data'), peer: `http://127.0.0.1:${await freePort()}`, client: `http://127.0.0.1:${await freePort()}` };

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { advance, checkSegmentEnd, stepRecord, txnOf, type StepState } from '../../src/continuous/replay-step.js';
+import { advance, checkSegmentEnd, opsDigest, stepRecord, txnOf, type StepState } from '../../src/continuous/replay-step.js';
 
 const T = (s: number) => new Date(Date.UTC(2026, 10, 26, 10, 0, s)).toISOString();
 const UNTIL = new Date(Date.UTC(2026, 10, 26, 10, 0, 30));
@@ -50,5 +50,20 @@ describe('txnOf: one record, one txn', () => {
     ]);
     expect(t.leaseless).toBe(1);
     expect(t.ops).toEqual([{ put: k('a'), value: k('1') }, { del: k('b') }, { put: k('c'), value: Buffer.from([0, 255]) }]);
+  });
+});
+
+describe('opsDigest: what a revision did, not when it was seen', () => {
+  const k = (s: string) => Buffer.from(s);
+  const a = [{ put: k('a'), value: k('1'), lease: '0' }, { del: k('b') }];
+  it.each([
+    ['the same ops', [{ put: k('a'), value: k('1'), lease: '0' }, { del: k('b') }], true],
+    ['another value', [{ put: k('a'), value: k('2'), lease: '0' }, { del: k('b') }], false],
+    ['another lease', [{ put: k('a'), value: k('1'), lease: '7' }, { del: k('b') }], false],
+    ['another order', [{ del: k('b') }, { put: k('a'), value: k('1'), lease: '0' }], false],
+    ['bytes moved between key and value', [{ put: k('a1'), value: k(''), lease: '0' }, { del: k('b') }], false],
+    ['a put instead of a delete', [{ put: k('a'), value: k('1'), lease: '0' }, { put: k('b'), value: k(''), lease: '0' }], false],
+  ] as const)('%s', (_n, ops, same) => {
+    expect(opsDigest(ops as never) === opsDigest(a)).toBe(same);
   });
 });
