@@ -37,7 +37,7 @@ Usage:
   etcd-backupd backup    --config F [--label L] [--reason T] [--pin] [--force] [--json]
   etcd-backupd list      --config F [--store S] [--json]
   etcd-backupd verify    --config F [--store S] ID|latest [--restore] [--identity FILE] [--allow-untrusted] [--json]
-  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--identity FILE] [--allow-untrusted] [--json]
+  etcd-backupd fetch     --config F [--store S] ID|latest [--at TIME|now] --to DIR [--identity FILE] [--allow-untrusted] [--json]
   etcd-backupd restore   --config F [--store S] ID|latest [--at TIME|now] --data-dir DIR --name N
                          --initial-cluster S --initial-advertise-peer-urls U [--initial-cluster-token T]
                          [--bump-revision N] [--etcdutl PATH] [--etcdctl PATH] [--identity FILE]
@@ -182,7 +182,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'verify':
         return await cmdVerify(rest, log);
       case 'fetch':
-        return await cmdFetch(rest);
+        return await cmdFetch(rest, log);
       case 'restore': {
         const { cmdRestore } = await import('./cli/restore-cmd.js');
         return await cmdRestore(rest, log);

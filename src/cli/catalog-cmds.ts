@@ -17,7 +17,8 @@ import { type Store } from '../storage/index.js';
 import { fmtBytes } from '../etcd/health.js';
 import { catalogCacheDir, verifyScratchDir } from '../layout.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
-import { drillSettings } from '../drill/settings.js';
+import { drillSettings, replaySettings } from '../drill/settings.js';
+import { parseAt } from '../catalog/at.js';
 export async function cmdList(argv: string[]): Promise<number> {
   const { values } = parse(argv, common, 0);
   const cfg = configFrom(values);
@@ -119,17 +120,19 @@ export async function verifyByRestore(cfg: Config, store: Store, m: Manifest, id
   return r.result === 'success' ? EXIT_OK : EXIT_FAILED;
 }
 
-export async function cmdFetch(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
+export async function cmdFetch(argv: string[], log: Logger): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, at: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
   if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
+  if (typeof values.at === 'string' && positionals[0] !== 'latest') throw new UsageError('--at picks the backup by time: give `latest` as the backup, not an id');
   const cfg = configFrom(values);
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     const to = resolve(String(values.to));
     // An existing directory is never changed; the files are 0600 whatever it allows.
     if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);
+    if (typeof values.at === 'string') return fetchAt(cfg, store, parseAt(values.at, new Date()), to, identities, values, log);
+    const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     const r = await fetchBackup(store, m, to, identities, interruptSignal());
     if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
     else {
@@ -139,6 +142,23 @@ export async function cmdFetch(argv: string[]): Promise<number> {
     }
     return EXIT_OK;
   });
+}
+
+/** `fetch latest --at TIME`: the base, and the segments replayed onto it up to TIME (src/continuous/at-time.ts). */
+async function fetchAt(cfg: Config, store: Store, at: Date, to: string, identities: string[] | undefined, values: Record<string, unknown>, log: Logger): Promise<number> {
+  // Loaded on demand: the replay talks gRPC to its throwaway etcd, and other commands need not load it.
+  const { atTimeJson, atTimeSummary, chooseAtTime, materializeAt } = await import('../continuous/at-time.js');
+  const choice = await chooseAtTime({ store, cluster: cfg.cluster, trust: await loadTrust(cfg), cacheDir: catalogCacheDir(cfg.workDir, store.name), at, allowUntrusted: values['allow-untrusted'] === true });
+  if (choice.base.object?.encrypted && !identities?.length) throw needIdentity(choice.base);
+  const r = await materializeAt(choice, { store, to, identities, ...replaySettings(cfg), log, signal: interruptSignal() });
+  if (values.json) {
+    printJson({ id: r.base.id, result: 'success', dir: to, files: r.files, snapshot: r.snapshot, revision: r.revisionReached, ...atTimeJson(r, at) });
+    return EXIT_OK;
+  }
+  out(atTimeSummary(r, at));
+  for (const f of r.files) out(`  ${f}`);
+  out(`restore: on OpenShift run /usr/local/bin/cluster-restore.sh ${to} on the recovery host; elsewhere: etcdctl snapshot restore ${r.snapshot} ...`);
+  return EXIT_OK;
 }
 
 export async function cmdPrune(argv: string[], log: Logger): Promise<number> {
