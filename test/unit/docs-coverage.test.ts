@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { configSchema } from '../../src/config/schema.js';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 import { DrillMetrics } from '../../src/drill/metrics.js';
+import { RecoveryKitMetrics } from '../../src/recovery/metrics.js';
 import { storeTypes } from '../../src/storage/registry.js';
 import '../../src/storage/index.js';
 import { ROOT } from '../support/cli.js';
@@ -60,6 +61,7 @@ describe('the docs name', () => {
   it('every metric family the daemon exposes', async () => {
     const m = new BackupMetrics({ cluster: 'c', node: 'n' });
     new DrillMetrics(m.registry);
+    new RecoveryKitMetrics(m.registry);
     const families = [...(await m.render()).matchAll(/^# TYPE (\S+) /gm)].map((x) => x[1]!);
     expect(families.length).toBeGreaterThan(30);
     const missing = families.filter((f) => !text.includes(f));
