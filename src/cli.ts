@@ -23,7 +23,7 @@ import { createSource } from './source/index.js';
 import { fmtBytes } from './etcd/health.js';
 import { stringify as yamlStringify } from 'yaml';
 import { TOOL_NAME, VERSION } from './version.js';
-import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
+import { common, configFrom, daemonCall, err, printedJson, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
 import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
 import { cmdRun } from './cli/run-cmd.js';
 import { helpFor, wantsHelp } from './cli/help.js';
@@ -162,7 +162,7 @@ export async function main(argv: string[]): Promise<number> {
       case '--version':
       case 'version':
         // The runtime ships inside the single executable: which Node it is matters for security updates.
-        if (rest.includes('--json')) printJson({ name: TOOL_NAME, version: VERSION, node: process.version, execArgv: process.execArgv });
+        if (rest.includes('--json') && !printedJson()) printJson({ name: TOOL_NAME, version: VERSION, node: process.version, execArgv: process.execArgv });
         else out(`${TOOL_NAME} ${VERSION} (node ${process.version})`);
         return EXIT_OK;
       case undefined:
@@ -211,7 +211,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const reason = reasonOf(e);
     // --json promises one JSON document on stdout, on failure too.
-    if (rest.includes('--json')) printJson({ reason, error: messageOf(e), ...(e instanceof BackupError && e.hint ? { hint: e.hint } : {}) });
+    if (rest.includes('--json') && !printedJson()) printJson({ reason, error: messageOf(e), ...(e instanceof BackupError && e.hint ? { hint: e.hint } : {}) });
     err(`error: ${messageOf(e)}`);
     if (e instanceof BackupError && e.hint) err(`  what to do: ${e.hint}`);
     if (reason === 'internal') log.error({ err: e }, 'unexpected error');
