@@ -58,6 +58,15 @@ describe('the docs name', () => {
     expect(missing, `config keys no doc names: ${missing.join(', ')}`).toEqual([]);
   });
 
+  it('a runbook section for every shipped alert (the runbook_url targets)', () => {
+    const rules = readFileSync(join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml'), 'utf8');
+    const alerts = [...new Set([...rules.matchAll(/- alert: (\w+)/g)].map((m) => m[1]!))];
+    expect(alerts.length).toBeGreaterThan(8);
+    const runbooks = readFileSync(join(ROOT, 'docs/runbooks.md'), 'utf8');
+    for (const a of alerts) expect(runbooks, a).toContain(`### runbook-${a.toLowerCase()}`);
+    for (const m of rules.matchAll(/runbook_url: (\S+)/g)) expect(m[1]).toMatch(/\/docs\/runbooks\.md#runbook-[a-z]+$/);
+  });
+
   it('every metric family the daemon exposes', async () => {
     const m = new BackupMetrics({ cluster: 'c', node: 'n' });
     new DrillMetrics(m.registry);
