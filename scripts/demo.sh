@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-bash scripts/install-deps.sh
+bash scripts/install-deps.sh --demo
 # Node 24 from the npm registry, first on PATH (the system Node may be an older one).
 source scripts/node-env.sh
 npm run build --silent
@@ -36,7 +36,8 @@ etcdctl --endpoints "$ENDPOINT" endpoint health
 for i in $(seq 1 20); do etcdctl --endpoints "$ENDPOINT" put "/kubernetes.io/configmaps/demo/cm$i" "value $i" >/dev/null; done
 printf 'apiVersion: v1\nkind: Pod\nmetadata:\n  name: etcd\n' >"$DEMO/manifests/etcd-pod.yaml"
 
-cat >"$DEMO/config.yaml" <<YAML
+# 0600 like every file the tool writes: a config names credential files.
+(umask 077; cat >"$DEMO/config.yaml") <<YAML
 cluster: demo
 node: demo-master-0
 workDir: work

@@ -9,6 +9,10 @@ log() { echo "install-deps: $*" >&2; }
 die() { echo "install-deps: ERROR: $*" >&2; exit 1; }
 
 # binary (command name or absolute path) -> Debian package
+# `install-deps.sh --demo`: only what the demo runs (etcd and etcdctl), not the test-only tools.
+if [[ "${1:-}" == "--demo" ]]; then
+  declare -a CHECKS=("etcd:etcd-server" "etcdctl:etcd-client")
+else
 declare -a CHECKS=(
   "etcd:etcd-server"
   "etcdctl:etcd-client"
@@ -22,6 +26,7 @@ declare -a CHECKS=(
   "zstd:zstd"
   "aws:awscli"
 )
+fi
 
 have() {
   local bin="$1"

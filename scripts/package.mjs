@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Single-file build of etcd-backupd (README, "Single-file build").
+ * Single-file build of etcd-backupd (docs/development.md, "Single-file build").
  *
  *   node scripts/package.mjs [--out DIR] [--no-sea]       (npm run package)
  *

@@ -10,7 +10,7 @@
 // Flags V8 only reads at start-up, hence the shebang (env -S: GNU coreutils 8.30+), the same in
 // the packaged bundle and the single executable's execArgv.
 import { basename } from 'node:path';
-import { redactConfig } from './config/load.js';
+import { configDocument, redactConfig } from './config/load.js';
 import { BackupError, messageOf, reasonOf } from './errors.js';
 import { inspectSnapshot } from './etcd/snapshot.js';
 import { createLogger, type Logger } from './log.js';
@@ -23,9 +23,10 @@ import { createSource } from './source/index.js';
 import { fmtBytes } from './etcd/health.js';
 import { stringify as yamlStringify } from 'yaml';
 import { TOOL_NAME, VERSION } from './version.js';
-import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
+import { common, configFrom, daemonCall, err, printedJson, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
 import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './cli/catalog-cmds.js';
 import { cmdRun } from './cli/run-cmd.js';
+import { helpFor, wantsHelp } from './cli/help.js';
 import { lowerOwnPriority } from './run/priority.js';
 import { recordManualRun } from './run/manual-record.js';
 
@@ -36,7 +37,7 @@ Usage:
   etcd-backupd backup    --config F [--label L] [--reason T] [--pin] [--force] [--json]
   etcd-backupd list      --config F [--store S] [--json]
   etcd-backupd verify    --config F [--store S] ID|latest [--restore] [--identity FILE] [--allow-untrusted] [--json]
-  etcd-backupd fetch     --config F [--store S] ID|latest --to DIR [--identity FILE] [--allow-untrusted] [--json]
+  etcd-backupd fetch     --config F [--store S] ID|latest [--at TIME|now] --to DIR [--identity FILE] [--allow-untrusted] [--json]
   etcd-backupd restore   --config F [--store S] ID|latest [--at TIME|now] --data-dir DIR --name N
                          --initial-cluster S --initial-advertise-peer-urls U [--initial-cluster-token T]
                          [--bump-revision N] [--etcdutl PATH] [--etcdctl PATH] [--identity FILE]
@@ -50,6 +51,7 @@ Usage:
   etcd-backupd check-config --config F
   etcd-backupd --version [--json]                  # names the Node version too
 
+Every command answers --help (or: etcd-backupd help COMMAND).
 Exit codes: 0 success, 1 the operation failed, 2 bad usage or config, 141 stdout closed early.
 `;
 
@@ -125,7 +127,10 @@ async function cmdInspect(argv: string[]): Promise<number> {
     if (values.json) printJson({ hash: r.hash, revision: r.revision, totalKey: r.totalKey, totalSize: r.totalSize, trailer: r.trailer, ...inside });
     else {
       if (bundle) out(`${path} is a bundle (${[bundle.encrypted ? 'age' : '', bundle.codec === 'zstd' ? 'zstd' : '', 'tar'].filter(Boolean).join(' over ')}) of ${bundle.entries.join(', ')}; its snapshot ${basename(bundle.snapshot)}:`);
-      out(table([['HASH', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+      // Hex as `etcdctl snapshot status -w table` prints it (JSON has the number, as etcdctl's -w json).
+      out(table([['HASH (hex)', 'REVISION', 'TOTAL KEYS', 'TOTAL SIZE', 'TRAILER'], [r.hash.toString(16), String(r.revision), String(r.totalKey), fmtBytes(r.totalSize), r.trailer]]));
+      if (r.trailer === 'mismatch') err('the sha256 etcd appended to this snapshot does not match its content: the file was changed or damaged after it was saved; do not restore it (take or fetch another)');
+      if (r.trailer === 'missing') out('no sha256 trailer: a database file copied from a data dir rather than saved with `snapshot save`; restore it with --skip-hash-check only if you know where it came from');
     }
     return r.trailer === 'mismatch' ? EXIT_FAILED : EXIT_OK;
   } finally {
@@ -137,8 +142,10 @@ async function cmdCheckConfig(argv: string[]): Promise<number> {
   const { values } = parse(argv, { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } }, 0);
   const cfg = configFrom(values);
   for (const w of configWarnings(cfg)) err(`warning: ${w}`);
-  if (values.json) printJson(redactConfig(cfg));
-  else out(`# ${cfg.configPath} is valid; effective configuration:\n${yamlStringify(redactConfig(cfg))}`);
+  // A config again (every default filled in): loading it gives the same effective configuration.
+  const doc = redactConfig(configDocument(cfg));
+  if (values.json) printJson(doc);
+  else out(`# ${cfg.configPath} is valid; the effective configuration (a config itself; secret values, if any, redacted):\n${yamlStringify(doc)}`);
   return EXIT_OK;
 }
 
@@ -146,19 +153,28 @@ export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   const log = createLogger();
   try {
+    const verbHelp = cmd !== undefined && wantsHelp(rest) ? helpFor(cmd) : undefined;
+    if (verbHelp) {
+      out(verbHelp);
+      return EXIT_OK;
+    }
     switch (cmd) {
       case '--version':
       case 'version':
         // The runtime ships inside the single executable: which Node it is matters for security updates.
-        if (rest.includes('--json')) printJson({ name: TOOL_NAME, version: VERSION, node: process.version, execArgv: process.execArgv });
+        if (rest.includes('--json') && !printedJson()) printJson({ name: TOOL_NAME, version: VERSION, node: process.version, execArgv: process.execArgv });
         else out(`${TOOL_NAME} ${VERSION} (node ${process.version})`);
         return EXIT_OK;
       case undefined:
       case '-h':
       case '--help':
-      case 'help':
-        (cmd === undefined ? err : out)(USAGE);
+      case 'help': {
+        const verbHelp = cmd === 'help' && rest[0] !== undefined ? helpFor(rest[0]) : undefined;
+        if (cmd === 'help' && rest[0] !== undefined && !verbHelp && rest[0] !== 'restore' && rest[0] !== 'keygen') throw new UsageError(`no command ${JSON.stringify(rest[0])}; run \`etcd-backupd help\` for the list`);
+        if (rest[0] === 'restore' || rest[0] === 'keygen') return await main([rest[0], '--help']);
+        (cmd === undefined ? err : out)(verbHelp ?? USAGE);
         return cmd === undefined ? EXIT_USAGE : EXIT_OK;
+      }
       case 'backup':
         return await cmdBackup(rest, log);
       case 'list':
@@ -166,7 +182,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'verify':
         return await cmdVerify(rest, log);
       case 'fetch':
-        return await cmdFetch(rest);
+        return await cmdFetch(rest, log);
       case 'restore': {
         const { cmdRestore } = await import('./cli/restore-cmd.js');
         return await cmdRestore(rest, log);
@@ -194,6 +210,8 @@ export async function main(argv: string[]): Promise<number> {
     }
   } catch (e) {
     const reason = reasonOf(e);
+    // --json promises one JSON document on stdout, on failure too.
+    if (rest.includes('--json') && !printedJson()) printJson({ reason, error: messageOf(e), ...(e instanceof BackupError && e.hint ? { hint: e.hint } : {}) });
     err(`error: ${messageOf(e)}`);
     if (e instanceof BackupError && e.hint) err(`  what to do: ${e.hint}`);
     if (reason === 'internal') log.error({ err: e }, 'unexpected error');

@@ -69,6 +69,13 @@ export type Reason =
   | 'coord-lost'
   /** The recovery kit could not be refreshed (best effort: never fails a backup). */
   | 'recovery-kit-failed'
+  // Restore to a time (src/continuous/): the chain of segments from the base
+  // misses revisions (a later one exists); a segment's records are not what
+  // its manifest says (undecodable, out of sequence, short); the throwaway
+  // etcd's revision after a replayed txn is not the record's revision.
+  | 'segment-gap'
+  | 'segment-corrupt'
+  | 'replay-mismatch'
   // Continuous backups (src/continuous/): the watch skipped a revision (the
   // chain ends; a new one starts from a fresh full backup); etcd compacted
   // past the revision the writer needed (a full backup starts a new chain).

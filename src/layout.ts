@@ -11,7 +11,7 @@ import { join } from 'node:path';
  * adds its own prefix. Committed objects are never rewritten.
  * workDir: `outbox/<id>/{backup.tar[.zst][.age],manifest.json,status.json}`,
  * `runs/<id>/` (a run's scratch), `state.json`, `run.lock`, `outbox.lock`,
- * `tmp/` (verify), `drill/` (restore drills), `cache/<store>/<backup-id>.json`
+ * `tmp/` (verify), `drill/` (restore drills), `replay/` (restores to a time), `cache/<store>/<backup-id>.json`
  * (copies of immutable manifests and pin markers),
  * `continuous-outbox/<base-id>/<from>-<to>/` (sealed segments some store has not taken yet).
  */
@@ -190,6 +190,11 @@ export function catalogCachePath(cacheDir: string, id: string): string {
 /** Scratch of restore drills. */
 export function drillScratchDir(workDir: string): string {
   return join(workDir, 'drill');
+}
+
+/** Scratch of restores to a time (`fetch`/`restore --at` with segments): the throwaway etcd the segments are replayed into. */
+export function replayScratchDir(workDir: string): string {
+  return join(workDir, 'replay');
 }
 
 // ---- continuous backups (docs/continuous.md; the records and manifest schema in src/continuous/segment.ts)

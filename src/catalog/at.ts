@@ -1,7 +1,9 @@
 /**
- * `--at TIME`: until continuous backups exist (DESIGN.md), the state at TIME
- * is the newest committed backup taken at or before it. Pure: the caller
- * loads the catalog and checks trust on the backup chosen.
+ * `--at TIME`: reading TIME and saying how far before it. Which base and
+ * which segments reach TIME is src/continuous/at-time.ts (with the pure
+ * planner, continuous/plan.ts). pickAt, the newest usable backup at or
+ * before TIME, is what `--at` was before continuous backups; the commands
+ * no longer call it. Pure.
  */
 import type { Manifest } from '../bundle/manifest.js';
 import { BackupError } from '../errors.js';

@@ -25,9 +25,13 @@ export async function fetchBackup(store: Store, manifest: Manifest, to: string, 
   if (!manifest.object) throw new BackupError('manifest-invalid', `manifest of ${manifest.id} lacks its object record`);
   if (manifest.object.encrypted && !identities?.length) throw needIdentity(manifest);
   await mkdirPrivate(to);
-  const clash = (await readdir(to)).filter((n) => manifest.artifacts.some((a) => a.name === n));
+  // cluster-restore.sh takes the newest snapshot*.db and static_kuberesources*.tar.gz of the directory by
+  // name: beside another backup's files, the one fetched now might not be the one restored.
+  const clash = (await readdir(to)).filter((n) => manifest.artifacts.some((a) => a.name === n) || /^snapshot.*\.db(\.part)?$|^static_kuberesources.*\.tar\.gz$/.test(n));
   if (clash.length) {
-    throw new BackupError('usage', `${to} already holds ${clash.join(', ')}; fetch into an empty directory`);
+    throw new BackupError('usage', `${to} already holds ${clash.join(', ')}; fetch into an empty directory`, {
+      hint: 'cluster-restore.sh restores the newest snapshot of the directory it is given: use a new, empty directory',
+    });
   }
   const res = await readBundle(await store.get(manifest.object.key, { signal }), manifest, to, identities);
   const snapshot = res.files.find((f) => /\/snapshot_[^/]*\.db$/.test(f));

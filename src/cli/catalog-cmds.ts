@@ -17,7 +17,8 @@ import { type Store } from '../storage/index.js';
 import { fmtBytes } from '../etcd/health.js';
 import { catalogCacheDir, verifyScratchDir } from '../layout.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
-import { drillSettings } from '../drill/settings.js';
+import { drillSettings, replaySettings } from '../drill/settings.js';
+import { parseAt } from '../catalog/at.js';
 export async function cmdList(argv: string[]): Promise<number> {
   const { values } = parse(argv, common, 0);
   const cfg = configFrom(values);
@@ -56,14 +57,15 @@ export async function cmdList(argv: string[]): Promise<number> {
     for (const m of cat.backups) {
       const signed = cat.signed.get(m.id) ?? 'none';
       const mark = m.source.possiblyDirty ? 'POSSIBLY' : '';
-      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', m.pinned ? 'yes' : '', signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
+      const pin = m.pinned ? (m.pinReason ? `yes: ${m.pinReason.length > 40 ? `${m.pinReason.slice(0, 39)}…` : m.pinReason}` : 'yes') : '';
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', pin, signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
     }
     out(table(rows));
     const dirty = cat.backups.filter((m) => m.source.possiblyDirty).length;
     if (dirty) out(`${dirty} backup(s) were taken with --force (files __POSSIBLY_DIRTY__): the operator check was skipped, a rollout may have been in progress; prefer a clean one to restore`);
     const untrusted = untrustedBackups(cat).length;
     if (untrusted) err(`warning: ${untrusted} backup(s) carry no signature by a trusted key: someone who can write the store may have planted them; latest, verify, fetch and retention ignore them`);
-    out(`${cat.backups.length} backups in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
+    out(`${cat.backups.length} backup${cat.backups.length === 1 ? '' : 's'} in store ${store.name}${cat.incomplete.length ? `, ${cat.incomplete.length} incomplete (no manifest)` : ''}`);
     return EXIT_OK;
   });
 }
@@ -118,17 +120,19 @@ export async function verifyByRestore(cfg: Config, store: Store, m: Manifest, id
   return r.result === 'success' ? EXIT_OK : EXIT_FAILED;
 }
 
-export async function cmdFetch(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
+export async function cmdFetch(argv: string[], log: Logger): Promise<number> {
+  const { values, positionals } = parse(argv, { ...common, to: { type: 'string' }, at: { type: 'string' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
   if (typeof values.to !== 'string' || !values.to) throw new UsageError('--to DIR is required');
+  if (typeof values.at === 'string' && positionals[0] !== 'latest') throw new UsageError('--at picks the backup by time: give `latest` as the backup, not an id');
   const cfg = configFrom(values);
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
-    const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     const to = resolve(String(values.to));
     // An existing directory is never changed; the files are 0600 whatever it allows.
     if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);
+    if (typeof values.at === 'string') return fetchAt(cfg, store, parseAt(values.at, new Date()), to, identities, values, log);
+    const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     const r = await fetchBackup(store, m, to, identities, interruptSignal());
     if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
     else {
@@ -138,6 +142,23 @@ export async function cmdFetch(argv: string[]): Promise<number> {
     }
     return EXIT_OK;
   });
+}
+
+/** `fetch latest --at TIME`: the base, and the segments replayed onto it up to TIME (src/continuous/at-time.ts). */
+async function fetchAt(cfg: Config, store: Store, at: Date, to: string, identities: string[] | undefined, values: Record<string, unknown>, log: Logger): Promise<number> {
+  // Loaded on demand: the replay talks gRPC to its throwaway etcd, and other commands need not load it.
+  const { atTimeJson, atTimeSummary, chooseAtTime, materializeAt } = await import('../continuous/at-time.js');
+  const choice = await chooseAtTime({ store, cluster: cfg.cluster, trust: await loadTrust(cfg), cacheDir: catalogCacheDir(cfg.workDir, store.name), at, allowUntrusted: values['allow-untrusted'] === true });
+  if (choice.base.object?.encrypted && !identities?.length) throw needIdentity(choice.base);
+  const r = await materializeAt(choice, { store, to, identities, ...replaySettings(cfg), log, signal: interruptSignal() });
+  if (values.json) {
+    printJson({ id: r.base.id, result: 'success', dir: to, files: r.files, snapshot: r.snapshot, revision: r.revisionReached, ...atTimeJson(r, at) });
+    return EXIT_OK;
+  }
+  out(atTimeSummary(r, at));
+  for (const f of r.files) out(`  ${f}`);
+  out(`restore: on OpenShift run /usr/local/bin/cluster-restore.sh ${to} on the recovery host; elsewhere: etcdctl snapshot restore ${r.snapshot} ...`);
+  return EXIT_OK;
 }
 
 export async function cmdPrune(argv: string[], log: Logger): Promise<number> {
@@ -185,10 +206,16 @@ export async function cmdRetention(argv: string[]): Promise<number> {
   return EXIT_OK;
 }
 
+async function latestId(cfg: Config, store: Store): Promise<string> {
+  const cat = await loadCatalogFor(store, cfg.cluster, 'latest', await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) });
+  return findBackup(cat, 'latest', store.name).id;
+}
+
 export async function cmdPin(argv: string[], pinned: boolean): Promise<number> {
   const { values, positionals } = parse(argv, { ...common, reason: { type: 'string' } }, 1);
   const cfg = configFrom(values);
-  const id = positionals[0]!;
+  // `latest` as verify and fetch take it: the newest (trusted) backup of the chosen store.
+  const id = positionals[0] === 'latest' ? await withStores(cfg, async (stores) => latestId(cfg, pickStore(cfg, stores, values.store))) : positionals[0]!;
   const req: ControlRequest = pinned ? { op: 'pin', id, reason: values.reason as string | undefined } : { op: 'unpin', id };
   const viaDaemon = await daemonCall(cfg, req, true);
   let data: unknown;

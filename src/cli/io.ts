@@ -39,8 +39,16 @@ export function out(text: string): void {
 export function err(text: string): void {
   writeAllSync(2, text);
 }
+let jsonPrinted = false;
+
 export function printJson(v: unknown): void {
+  jsonPrinted = true;
   out(JSON.stringify(v, null, 2));
+}
+
+/** Whether a JSON document is on stdout already (`--json` promises exactly one). */
+export function printedJson(): boolean {
+  return jsonPrinted;
 }
 
 /**

@@ -6,10 +6,12 @@
 import { resolve } from 'node:path';
 import { loadIdentities } from '../bundle/encrypt.js';
 import type { Manifest } from '../bundle/manifest.js';
-import { fmtAge, parseAt, pickAt } from '../catalog/at.js';
-import { findBackup, loadCatalog, loadCatalogFor } from '../catalog/catalog.js';
+import { parseAt } from '../catalog/at.js';
+import type { AtTimeChoice, AtTimeResult } from '../continuous/at-time.js';
+import { replaySettings } from '../drill/settings.js';
+import { findBackup, loadCatalogFor } from '../catalog/catalog.js';
 import { needIdentity } from '../catalog/fetch.js';
-import { counts, loadTrust } from '../catalog/trust.js';
+import { loadTrust } from '../catalog/trust.js';
 import { BackupError, messageOf, reasonOf } from '../errors.js';
 import { catalogCacheDir } from '../layout.js';
 import type { Logger } from '../log.js';
@@ -45,8 +47,10 @@ on one recovery host and cluster-restore.sh (docs/restore.md).
                           compacted, so Kubernetes watchers re-list instead of missing
                           changes; default ${DEFAULT_BUMP_REVISION}, 0 disables. etcdctl 3.4
                           cannot: restore warns and goes on
-  --at TIME|now           the newest backup taken at or before TIME (ISO-8601 with Z or an
-                          offset); give latest as the backup
+  --at TIME|now           the state at TIME (ISO-8601 with Z or an offset); give latest as
+                          the backup: the newest backup taken at or before TIME, plus the
+                          continuous-backup segments seen by TIME replayed onto it in a
+                          throwaway etcd (docs/restore.md "Restoring to a point in time")
   --etcdutl PATH, --etcdctl PATH   the tools, instead of looking them up on PATH
   --identity FILE         age identity for an encrypted backup (not kept on the masters)
   --allow-untrusted       accept a backup no trusted key signed
@@ -110,8 +114,8 @@ function findTools(values: Values): { etcdutl?: string; etcdctl?: string } {
 
 interface Chosen {
   manifest: Manifest;
-  /** With --at: the time asked for and how far before it the backup was taken. */
-  at?: { time: string; beforeMs: number };
+  /** With --at: the time asked for, and the base and chain that reach it (src/continuous/at-time.ts). */
+  at?: { time: Date; choice: AtTimeChoice };
 }
 
 async function chooseBackup(cfg: Config, store: Store, ref: string, values: Values): Promise<Chosen> {
@@ -123,9 +127,10 @@ async function chooseBackup(cfg: Config, store: Store, ref: string, values: Valu
   }
   if (ref !== 'latest') throw new UsageError('--at picks the backup by time: give `latest` as the backup, not an id');
   const at = parseAt(values.at, new Date());
-  const cat = await loadCatalog(store, cfg.cluster, trust, { cacheDir });
-  const c = pickAt(cat.backups, at, (m) => allowUntrusted || counts(m, trust), store.name);
-  return { manifest: c.manifest, at: { time: at.toISOString(), beforeMs: c.beforeMs } };
+  // Loaded on demand: the replay talks gRPC to its throwaway etcd.
+  const { chooseAtTime } = await import('../continuous/at-time.js');
+  const choice = await chooseAtTime({ store, cluster: cfg.cluster, trust, cacheDir, at, allowUntrusted });
+  return { manifest: choice.base, at: { time: at, choice } };
 }
 
 export async function cmdRestore(argv: string[], log: Logger): Promise<number> {
@@ -154,17 +159,28 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
     const store = pickStore(cfg, stores, values.store);
     const chosen = await chooseBackup(cfg, store, positionals[0]!, values);
     const m = chosen.manifest;
-    if (chosen.at && !json) err(`--at ${chosen.at.time}: backup ${m.id} taken ${m.createdAt}, ${fmtAge(chosen.at.beforeMs)} before it`);
     // Before anything is created beside the data dir.
     if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
-    const r = await runRestore({ store, manifest: m, identities, plan, signal: interruptSignal(), log });
+    const signal = interruptSignal();
+    const atTime = chosen.at ? await import('../continuous/at-time.js') : undefined;
+    let atResult: AtTimeResult | undefined;
+    // With --at the snapshot to restore is made in restore's private dir: the base alone, or the base with the segments replayed.
+    const produce =
+      chosen.at && atTime
+        ? async (dir: string) => {
+            atResult = await atTime.materializeAt(chosen.at!.choice, { store, to: dir, identities, ...replaySettings(cfg), log, signal });
+            return { snapshot: atResult.snapshot, replayed: atResult.replayed };
+          }
+        : undefined;
+    const r = await runRestore({ store, manifest: m, identities, plan, signal, log, produce });
+    if (atResult && atTime && !json) err(atTime.atTimeSummary(atResult, chosen.at!.time));
     const next = nextSteps(plan);
     if (json) {
       printJson({
         id: m.id,
         store: store.name,
         createdAt: m.createdAt,
-        ...(chosen.at ? { at: chosen.at.time, beforeSeconds: Math.floor(chosen.at.beforeMs / 1000) } : {}),
+        ...(atResult && atTime ? atTime.atTimeJson(atResult, chosen.at!.time) : {}),
         dataDir: plan.dataDir,
         tool: plan.tool,
         revision: r.revision,

@@ -24,10 +24,8 @@ export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 're
 
 export class ConfigError extends BackupError {
   readonly problems: string[];
-  constructor(file: string, problems: string[]) {
-    super('config-invalid', `invalid config ${file}:\n  - ${problems.join('\n  - ')}`, {
-      hint: 'fix the keys named above; `etcd-backupd check-config --config FILE` validates without running anything',
-    });
+  constructor(file: string, problems: string[], hint = 'fix the keys named above; `etcd-backupd check-config --config FILE` validates without running anything') {
+    super('config-invalid', `invalid config ${file}:\n  - ${problems.join('\n  - ')}`, { hint });
     this.name = 'ConfigError';
     this.problems = problems;
   }
@@ -132,7 +130,14 @@ export function loadConfig(file: string): Config {
   try {
     text = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new ConfigError(file, [`cannot read config file: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`]);
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(
+      file,
+      [`cannot read config file: ${code ?? (e as Error).message}`],
+      code === 'ENOENT'
+        ? 'check the path given with --config (or ETCD_BACKUPD_CONFIG); on the worst day the recovery kit has one: /var/lib/etcd-backupd/recovery/config.yaml'
+        : 'check that the file exists and that this user can read it (configs hold credential paths: root-only is usual)',
+    );
   }
   const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
@@ -157,7 +162,32 @@ export function loadConfig(file: string): Config {
 const SECRET_KEY = /secret|password|passphrase|token|credential/i;
 
 /** The effective config for printing: anything that looks like an inline secret is replaced. */
-export function redactConfig(cfg: Config): unknown {
+/**
+ * The effective config as a config document again: every default filled in,
+ * paths absolute, without the derived fields (configPath, *Seconds) a
+ * strict schema refuses. Loading it gives the same Config (check-config's
+ * output; the recovery kit's config starts from it).
+ */
+export function configDocument(cfg: Config): Record<string, unknown> {
+  const doc = structuredClone(cfg) as unknown as Record<string, Record<string, unknown>>;
+  delete (doc as Record<string, unknown>).configPath;
+  delete doc.source!.timeoutSeconds;
+  delete doc.source!.stallSeconds;
+  delete doc.etcd!.timeoutSeconds;
+  delete doc.retention!.keepWithinSeconds;
+  return stripUndefined(doc);
+}
+
+/** YAML would write `key: null` for an unset optional key; the schema wants it absent. */
+export function stripUndefined<T>(v: T): T {
+  if (Array.isArray(v)) return v.map(stripUndefined) as T;
+  if (v && typeof v === 'object') {
+    return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, stripUndefined(x)])) as T;
+  }
+  return v;
+}
+
+export function redactConfig(cfg: Config | Record<string, unknown>): unknown {
   const walk = (v: unknown, key = ''): unknown => {
     if (Array.isArray(v)) return v.map((x) => walk(x));
     if (v && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, walk(x, k)]));

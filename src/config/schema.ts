@@ -21,6 +21,15 @@ const cronExpr = z
 
 const count = z.number().int().min(0);
 
+/** A keepWithin that keeps something (an invalid one is reported by its own check). */
+function keepsWithin(v: string): boolean {
+  try {
+    return parseRetentionDuration(v) > 0;
+  } catch {
+    return true;
+  }
+}
+
 /** Every store type this build has, from the store registry (src/storage/registry.ts), in registration order. */
 export const storeSchema = z.discriminatedUnion(
   'type',
@@ -102,13 +111,18 @@ export const configSchema = z
       .strict()
       .default({}),
     stores: z.array(storeSchema).min(1, 'expected at least one store'),
+    /**
+     * restic's `forget` policy. A block that is present is the whole policy:
+     * the tiers it does not name are 0 (`{keepLast: 5}` keeps 5, as restic
+     * would). The defaults below apply only when there is no block at all.
+     */
     retention: z
       .object({
-        keepLast: count.default(3),
+        keepLast: count.default(0),
         hourly: count.default(0),
-        daily: count.default(7),
-        weekly: count.default(4),
-        monthly: count.default(12),
+        daily: count.default(0),
+        weekly: count.default(0),
+        monthly: count.default(0),
         yearly: count.default(0),
         /** restic-style (1y2mo3d4h); a bare `m` is refused because restic reads it as months. */
         keepWithin: z
@@ -123,7 +137,10 @@ export const configSchema = z
           }),
       })
       .strict()
-      .default({}),
+      .refine((r) => r.keepLast + r.hourly + r.daily + r.weekly + r.monthly + r.yearly > 0 || keepsWithin(r.keepWithin), {
+        message: 'names no tier: it would keep nothing. Name at least one (keepLast, hourly, daily, weekly, monthly, yearly, keepWithin), or remove the block for the defaults (keepLast 3, daily 7, weekly 4, monthly 12)',
+      })
+      .default({ keepLast: 3, hourly: 0, daily: 7, weekly: 4, monthly: 12, yearly: 0, keepWithin: '0s' }),
     local: z
       .object({
         /** Delivered bundles kept on the node for a fast restore. */

@@ -59,12 +59,17 @@ export type PlanResult =
 /** How many of the newest candidate bases are considered (each costs one listing of its segments). */
 export const MAX_BASE_CANDIDATES = 3;
 
-export function planReplay(bases: readonly BaseRef[], segmentsOf: (baseId: string) => readonly SegmentRef[], until: Date): PlanResult {
+/** The bases planReplay considers, newest first: the caller lists the segments of these only. */
+export function candidateBases(bases: readonly BaseRef[], until: Date): BaseRef[] {
   const t = until.getTime();
-  const candidates = bases
+  return bases
     .filter((b) => b.createdAt.getTime() <= t)
     .sort((a, b) => b.createdAt.getTime() - a.createdAt.getTime() || b.revision - a.revision)
     .slice(0, MAX_BASE_CANDIDATES);
+}
+
+export function planReplay(bases: readonly BaseRef[], segmentsOf: (baseId: string) => readonly SegmentRef[], until: Date): PlanResult {
+  const candidates = candidateBases(bases, until);
   if (candidates.length === 0) return { ok: false, reason: 'no-base', message: `no full backup taken at or before ${until.toISOString()}` };
   // The newest base's chain must be whole: a gap there is an error, never papered over with an older base.
   const newest = chainFor(candidates[0]!, segmentsOf(candidates[0]!.id), until);
@@ -82,9 +87,11 @@ export function chainFor(base: BaseRef, segments: readonly SegmentRef[], until: 
   const t = until.getTime();
   const usable = segments.filter((s) => s.toRev > base.revision && s.firstTime.getTime() <= t);
   const chain: SegmentRef[] = [];
-  let next = base.revision + 1;
+  // An empty keyspace's snapshot says revision 0, but etcd starts at revision 1, which no event has: the first change is 2.
+  const start = Math.max(base.revision, 1);
+  let next = start + 1;
   let reachedTime = base.createdAt;
-  let maxRev = base.revision;
+  let maxRev = start;
   for (;;) {
     const covering = usable.filter((s) => s.fromRev <= next && s.toRev >= next);
     if (covering.length === 0) {

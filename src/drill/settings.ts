@@ -1,5 +1,5 @@
 import type { Config } from '../config/load.js';
-import { drillScratchDir } from '../layout.js';
+import { drillScratchDir, replayScratchDir } from '../layout.js';
 import { parseDurationSeconds } from '../units/duration.js';
 
 /** The drill's options that come from the config: the same for a scheduled drill and `verify --restore`. */
@@ -11,4 +11,9 @@ export function drillSettings(cfg: Config) {
     timeoutSeconds: parseDurationSeconds(cfg.drill.timeout),
     sampleKeys: cfg.drill.sampleKeys,
   };
+}
+
+/** What a restore to a time (its throwaway etcd) takes from the config: the drill's tools, its own scratch dir. */
+export function replaySettings(cfg: Config) {
+  return { scratchDir: replayScratchDir(cfg.workDir), etcdBinary: cfg.drill.etcd, etcdctlBinary: cfg.drill.etcdctl };
 }

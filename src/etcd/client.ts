@@ -221,6 +221,48 @@ export class EtcdEndpoint {
     };
   }
 
+  /**
+   * One KV.Txn without compares: `ops` (puts without a lease, single-key
+   * deletes) in order. Returns the revision the store is at after it (the
+   * txn's own when it changed anything). Used by restore to a time
+   * (src/continuous/replay.ts) against its throwaway etcd only.
+   */
+  async txn(ops: readonly ({ put: Buffer; value: Buffer } | { del: Buffer })[], opts: CallOpts = {}): Promise<number> {
+    const success = ops.map((o) => ('del' in o ? { request_delete_range: { key: o.del } } : { request_put: { key: o.put, value: o.value } }));
+    const r = await this.call('txn', opts, (o) => this.client.kv.txn({ compare: [], success, failure: [] }, o));
+    return Number(r.header.revision);
+  }
+
+  /** Lease.LeaseLeases: the ids of every lease the member holds (decimal strings). */
+  async leaseIds(opts: CallOpts = {}): Promise<string[]> {
+    const r = await this.call('lease list', opts, (o) => this.client.leaseClient.leaseLeases(o));
+    return (r.leases ?? []).map((l) => String(l.ID));
+  }
+
+  /**
+   * One keep-alive of each lease over one Lease.LeaseKeepAlive stream,
+   * ended after as many answers (or the deadline). A lease already gone
+   * answers TTL 0 and is not an error.
+   */
+  async keepAliveOnce(ids: readonly string[], opts: CallOpts = {}): Promise<void> {
+    if (ids.length === 0) return;
+    await this.call('lease keep-alive', opts, async (o) => {
+      const stream = await this.client.leaseClient.leaseKeepAlive(o);
+      await new Promise<void>((resolve, reject) => {
+        let answers = 0;
+        stream.on('data', () => {
+          if (++answers >= ids.length) {
+            stream.end();
+            resolve();
+          }
+        });
+        stream.on('error', reject);
+        stream.on('end', () => (answers >= ids.length ? resolve() : reject(new Error(`stream ended after ${answers} of ${ids.length} answers`))));
+        for (const id of ids) stream.write({ ID: id });
+      });
+    });
+  }
+
   /** Cancels calls still running and closes the connection. */
   close(): void {
     for (const c of this.inFlight) c.cancelWithStatus(GRPC_CANCELLED, 'client closed');

@@ -1,4 +1,4 @@
-import type { Config } from '../config/load.js';
+import { configDocument, stripUndefined, type Config } from '../config/load.js';
 import { storeType } from '../storage/stores.js';
 
 /** One file the kit carries: copied from `from` (absolute) to `name` (relative to the kit). */
@@ -28,16 +28,6 @@ export const KIT_EXECUTABLE = 'etcd-backupd';
 /** The kit config's workDir: scratch space for fetch/verify/restore on the recovery host. */
 export const KIT_WORK_DIR = 'work';
 
-/** Derived fields of the effective config: not config keys, a strict schema refuses them. */
-function configKeys(cfg: Config): Record<string, unknown> {
-  const doc = structuredClone(cfg) as unknown as Record<string, Record<string, unknown>>;
-  delete (doc as Record<string, unknown>).configPath;
-  delete doc.source!.timeoutSeconds;
-  delete doc.etcd!.timeoutSeconds;
-  delete doc.retention!.keepWithinSeconds;
-  return doc;
-}
-
 /**
  * The kit from the running config. Copied: what reading the stores and a
  * restore need (store credentials, SFTP key and host keys, trusted public
@@ -59,7 +49,7 @@ export function planKit(cfg: Config): KitPlan {
     files.push({ key, from, name: `${KIT_FILES_DIR}/${name}` });
     return `${KIT_FILES_DIR}/${name}`;
   };
-  const doc = configKeys(cfg);
+  const doc = configDocument(cfg);
   const dropped: KitPlan['dropped'] = [];
   const ambient: KitPlan['ambient'] = [];
 
@@ -93,13 +83,4 @@ export function planKit(cfg: Config): KitPlan {
   doc.control = { socket: 'control.sock' };
   doc.recovery = { dir: '' };
   return { files, config: stripUndefined(doc), dropped, ambient };
-}
-
-/** YAML would write `key: null` for an unset optional file key; the schema wants it absent. */
-function stripUndefined<T>(v: T): T {
-  if (Array.isArray(v)) return v.map(stripUndefined) as T;
-  if (v && typeof v === 'object') {
-    return Object.fromEntries(Object.entries(v).filter(([, x]) => x !== undefined).map(([k, x]) => [k, stripUndefined(x)])) as T;
-  }
-  return v;
 }

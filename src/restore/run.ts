@@ -10,6 +10,7 @@ import type { Manifest } from '../bundle/manifest.js';
 import { checkSnapshot, fetchBackup } from '../catalog/fetch.js';
 import { childEnv, toolError } from '../drill/tools.js';
 import { BackupError, messageOf } from '../errors.js';
+import { inspectSnapshot } from '../etcd/snapshot.js';
 import { mkdirPrivate } from '../fsutil.js';
 import type { Logger } from '../log.js';
 import { captureCommand, type Captured } from '../source/exec.js';
@@ -34,6 +35,13 @@ export interface RestoreRun {
   plan: RestorePlan;
   signal: AbortSignal;
   log: Logger;
+  /**
+   * Writes the snapshot to restore into `dir` (the private fetch dir) instead
+   * of fetching `manifest`'s: restore to a time replays segments onto the
+   * base there (src/continuous/at-time.ts). A replayed snapshot is then
+   * inspected (trailer, structure); the base alone is compared with its manifest.
+   */
+  produce?: (dir: string) => Promise<{ snapshot: string; replayed: boolean }>;
 }
 
 export interface RestoreOutcome {
@@ -54,8 +62,8 @@ export async function runRestore(r: RestoreRun): Promise<RestoreOutcome> {
   await mkdirPrivate(parent);
   const tmp = await mkdtemp(join(parent, '.etcd-backupd-restore-'));
   try {
-    const fetched = await fetchBackup(r.store, r.manifest, join(tmp, 'backup'), r.identities, r.signal);
-    const snap = await checkSnapshot(r.manifest, fetched.snapshot);
+    const fetched = r.produce ? await r.produce(join(tmp, 'backup')) : { ...(await fetchBackup(r.store, r.manifest, join(tmp, 'backup'), r.identities, r.signal)), replayed: false };
+    const snap = fetched.replayed ? await producedSnapshot(fetched.snapshot) : await checkSnapshot(r.manifest, fetched.snapshot);
     // Checked again just before writing: the fetch can take minutes.
     const before = await dataDirState(plan.dataDir);
     checkDataDir(plan.dataDir, before);
@@ -73,6 +81,13 @@ export async function runRestore(r: RestoreRun): Promise<RestoreOutcome> {
   } finally {
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** A snapshot made here (a replay): its own sha256 trailer and structure must hold; there is no manifest to compare with. */
+async function producedSnapshot(path: string): Promise<{ revision: number; totalKey: number }> {
+  const snap = await inspectSnapshot(path);
+  if (snap.trailer !== 'ok') throw new BackupError('snapshot-corrupt', `the replayed snapshot ${path}: sha256 trailer ${snap.trailer}`);
+  return snap;
 }
 
 async function runTool(r: RestoreRun, snapshot: string, cwd: string): Promise<void> {

@@ -94,7 +94,7 @@ describe('the rules themselves', () => {
       expect(['critical', 'warning'], r.alert).toContain(r.labels?.severity);
       expect(r.annotations?.summary, r.alert).toEqual(expect.stringMatching(/\S/));
       expect(r.annotations?.description, r.alert).toEqual(expect.stringMatching(/\S/));
-      expect(r.annotations?.runbook_url).toBe(`https://github.com/etcd-backupd/etcd-backupd/blob/main/README.md#runbook-${r.alert!.toLowerCase()}`);
+      expect(r.annotations?.runbook_url).toBe(`https://github.com/etcd-backupd/etcd-backupd/blob/main/docs/runbooks.md#runbook-${r.alert!.toLowerCase()}`);
     }
     const severity = (a: string): string[] => [...new Set(rules.filter((r) => r.alert === a).map((r) => r.labels!.severity!))];
     expect(severity('EtcdBackupMissing')).toEqual(['critical']);

@@ -274,7 +274,8 @@ describe('every other command through a slow pipe', () => {
 
     const e = await runThroughSlowPipes(root, ['verify', '--config', env.file, '20200101T000000Z-nope', '--json']);
     expect(e.code).toBe(1);
-    expect(e.stdout).toBe('');
+    // --json: the failure is one JSON document on stdout, whole through the slow pipe; the words stay on stderr.
+    expect(JSON.parse(e.stdout)).toMatchObject({ reason: 'not-found', error: 'store nfs holds no committed backup with id 20200101T000000Z-nope' });
     expect(e.stderr).toMatch(/^error: store nfs holds no committed backup with id 20200101T000000Z-nope\n {2}what to do: .*\n {2}reason: not-found\n$/);
   }, 60_000);
 

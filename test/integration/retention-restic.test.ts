@@ -31,6 +31,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../src/config/load.js';
 import { parseDuration, planRetention, type RetentionItem, type RetentionPolicy } from '../../src/retention/plan.js';
 import { rng } from '../support/rng.js';
 
@@ -354,6 +355,25 @@ describe('planRetention agrees with restic forget', () => {
       });
     }
   }
+
+  it('a config whose retention block names only some tiers keeps exactly those, as restic does with only those flags', async () => {
+    // Only the retention block matters here: the rest of the config is the smallest that parses.
+    const base = { cluster: 'c', node: 'n', source: { type: 'etcdctl', staticPodDir: dir }, etcd: { endpoints: ['http://127.0.0.1:2379'] }, stores: [{ name: 'nfs', type: 'local', path: join(dir, 'nfs') }], coordination: { mode: 'none' } };
+    for (const [block, flags] of [
+      [{ keepLast: 5 }, ['--keep-last', '5']],
+      [{ daily: 3, monthly: 2 }, ['--keep-daily', '3', '--keep-monthly', '2']],
+    ] as [Record<string, number>, string[]][]) {
+      const policy = parseConfig({ ...base, retention: block }).retention;
+      const out = await restic(['--no-lock', 'forget', '--dry-run', '--json', ...flags]);
+      const group = (JSON.parse(out) as ResticGroup[]).find((g) => g.host === 'utc')!;
+      const plan = planRetention(itemsByHost.get('utc')!, policy, new Date());
+      expect(plan.keep.map((k) => k.time.toISOString()).sort(), JSON.stringify(block)).toEqual((group.keep ?? []).map((sn) => new Date(sn.time).toISOString()).sort());
+    }
+    // No block at all: the documented defaults.
+    expect(parseConfig(base).retention).toMatchObject({ keepLast: 3, hourly: 0, daily: 7, weekly: 4, monthly: 12, yearly: 0 });
+    // A block that names nothing would keep nothing: refused.
+    expect(() => parseConfig({ ...base, retention: {} })).toThrow(/names no tier/);
+  });
 
   it('an empty policy removes nothing in restic and in the planner', async () => {
     const out = await restic(['--no-lock', 'forget', '--dry-run', '--json']);

@@ -109,6 +109,13 @@ describe('a second writer plants backups in the same store', () => {
     expect(JSON.parse(r.stdout).id).toBe(good);
   });
 
+  it('fetch latest --at now starts from the newest trusted backup, never a planted one (no segments: the base alone)', async () => {
+    const r = await cli(['fetch', 'latest', '--at', 'now', '--to', join(root, 'fetched-at'), '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toMatchObject({ id: good, base: good, replayed: false, revisionsReplayed: 0 });
+    expect(JSON.parse(r.stdout).note).toMatch(/no continuous-backup segments/);
+  });
+
   it('verify and fetch of an untrusted backup by id fail with signature-untrusted, unless --allow-untrusted', async () => {
     for (const id of [unsigned, forged]) {
       const v = await cli(['verify', id, '--json']);

@@ -27,6 +27,7 @@ describe('planReplay', () => {
     ['newest base with its chain', [B1, B2], { b1: chain1, b2: chain2 }, 3700, { base: 'b2', keys: ['501-600'], maxRev: 600 }],
     ['an older base whose chain reaches closer to TIME', [B1, B2], { b1: chain1 }, 3650, { base: 'b1', keys: ['101-150', '151-300', '301-520'], maxRev: 520 }],
     ['a gap in the newest chain is not hidden by an older base', [B1, B2], { b1: chain1, b2: [seg(501, 550, 3601, 3605), seg(561, 600, 3606, 3610)] }, 3700, { reason: 'segment-gap', from: 551, to: 560 }],
+    ['an empty base (revision 0): the chain starts at 2, etcd\'s first change', [base('b0', 0, 0)], { b0: [seg(2, 9, 1, 5)] }, 30, { base: 'b0', keys: ['2-9'], maxRev: 9 }],
     ['a segment below the base revision is ignored', [B2], { b2: [seg(400, 500, 3500, 3600), ...chain2] }, 3700, { base: 'b2', keys: ['501-600'], maxRev: 600 }],
   ];
   it.each(rows)('%s', (_name, bases, segs, s, want) => {

@@ -16,6 +16,10 @@ export interface StepContext {
   tools: DrillTools;
   /** gRPC clients for the drill etcd (plain HTTP/2 on loopback); closed by the orchestrator. */
   etcd: EtcdClients;
+  /** More etcd flags (after the drill's own): restore to a time raises etcd's request limits for its replay. */
+  etcdFlags?: readonly string[];
+  /** --quota-backend-bytes instead of the drill's (sized to the snapshot): a replay adds every revision it applies. */
+  quotaBytes?: number;
 }
 
 /** The restored member's name: `snapshot restore` and `etcd` must agree on it. */

@@ -33,7 +33,7 @@ async function waitHealthy(ctx: StepContext, etcd: ServiceProcess, base: string)
 
 function etcdArgs(ctx: StepContext, base: string, peerUrl: string): string[] {
   // --quota-backend-bytes above the snapshot size: below it etcd raises a NOSPACE alarm and the health check fails.
-  const quota = Math.max(2048 * MIB, Math.ceil(ctx.manifest.etcd.totalSize * 1.25) + 256 * MIB);
+  const quota = ctx.quotaBytes ?? Math.max(2048 * MIB, Math.ceil(ctx.manifest.etcd.totalSize * 1.25) + 256 * MIB);
   return [
     '--name', MEMBER_NAME,
     '--data-dir', ctx.dataDir,
@@ -46,6 +46,7 @@ function etcdArgs(ctx: StepContext, base: string, peerUrl: string): string[] {
     '--logger', 'zap',
     '--log-outputs', 'stderr',
     '--log-level', 'warn',
+    ...(ctx.etcdFlags ?? []),
   ];
 }
 
