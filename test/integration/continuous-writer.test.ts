@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { runCli, tempDir, writeConfig } from '../support/cli.js';
 import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
-import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { restoreSnapshot, runEtcdctl, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient, within } from '../support/etcd-grpc.js';
 import { decodeRecord, segmentManifestSchema, type RevisionRecord, type SegmentManifest } from '../../src/continuous/segment.js';
 
@@ -377,6 +377,44 @@ describe('continuous writer: three daemons, one elected writer', () => {
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
+    }
+  }, 300_000);
+
+  it("the daemon's segments restore to a time: fetch --at now serves exactly the source's keyspace at the revision reached", async () => {
+    const store = join(root, 'e2e-store');
+    const cfg = config(0, store, 'e2e');
+    const b = await runCli(['backup', '--config', cfg, '--json']);
+    expect(b.code, b.stderr).toBe(0);
+    const base = bases(store)[0]!;
+    const d = await startDaemonProcess(cfg);
+    let last = 0;
+    try {
+      await d.waitFor((l) => l.msg === 'continuous: following etcd', 60_000, 'the writer following etcd');
+      last = await writeSome('e2e', 30, new Map());
+      await waitUntil(() => reach(segments(store, base.id), base.revision) >= last, 30_000, `segments up to ${last}`);
+    } finally {
+      expect(await d.stop()).toBe(0);
+    }
+    const to = join(root, 'e2e-fetched');
+    const r = await runCli(['fetch', '--config', cfg, 'latest', '--at', 'now', '--to', to, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    const doc = JSON.parse(r.stdout) as { snapshot: string; revisionReached: number; replayed: boolean; base: string };
+    expect(doc).toMatchObject({ replayed: true, base: base.id });
+    expect(doc.revisionReached).toBeGreaterThanOrEqual(last);
+    const keysAt = async (endpoints: string[], rev: number) => {
+      const out = await runEtcdctl(['get', '', '--from-key', `--rev=${rev}`, '-w', 'json'], { endpoints });
+      const j = JSON.parse(out.stdout) as { header: { revision: number }; kvs?: { key: string; value?: string }[] };
+      return { kvs: new Map((j.kvs ?? []).map((kv) => [kv.key, kv.value ?? ''])), revision: j.header.revision };
+    };
+    const want = await keysAt(cluster.endpoints, doc.revisionReached);
+    const restored = await restoreSnapshot(doc.snapshot, join(root, 'e2e-data'));
+    const etcd = await startEtcdFromDataDir(restored.dataDir, { name: restored.name, peerUrl: restored.peerUrl });
+    try {
+      const served = await keysAt(etcd.endpoints, 0);
+      expect(served.kvs).toEqual(want.kvs);
+      expect(served.revision).toBe(doc.revisionReached);
+    } finally {
+      await etcd.stop();
     }
   }, 300_000);
 });
