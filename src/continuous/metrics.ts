@@ -36,8 +36,8 @@ export class ContinuousMetrics {
     };
     this.writer = gauge('writer', '1 on the node that writes continuous-backup segments (holds the writer key), else 0.', true);
     this.writer.set(0);
-    this.lagSeconds = gauge('lag_seconds', 'On the writer: age of the oldest revision seen but not yet committed to every store (0: all committed).', false);
-    this.lagRevisions = gauge('lag_revisions', 'On the writer: revisions seen but not yet committed to every store.', false);
+    this.lagSeconds = gauge('lag_seconds', 'On the writer: age of the oldest revision not yet committed to every store (sealed, held in memory, or in etcd and not yet delivered by the watch); 0: all committed. Absent on other nodes.', false);
+    this.lagRevisions = gauge('lag_revisions', 'On the writer: revisions not yet committed to every store.', false);
     this.lastSegment = gauge('last_segment_timestamp_seconds', 'When this node last committed a segment to every store.', false);
     this.segments = new Counter({ name: `${P}segments_total`, help: 'Segment deliveries to a store, by result.', labelNames: ['result'], registers });
     for (const r of ['success', 'failed']) this.segments.inc({ result: r }, 0);
