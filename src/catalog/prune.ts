@@ -3,7 +3,7 @@ import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { catalogCacheDir, clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
+import { catalogCacheDir, clusterPrefix, continuousPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
 import { loadCatalog, type Catalog } from './catalog.js';
 import { counts, type Trust } from './trust.js';
 import { clearOfLocks, type LockWait } from './locks.js';
@@ -71,6 +71,19 @@ export function protectIds(plan: RetentionPlan, ids: string[]): RetentionPlan {
  * one listing plus this node's manifests, which the cache holds after the
  * first run: a warm plan reads no manifest.
  */
+/** Most segment objects a base is expected to have (a year of 10 s segments, twice): the listing loop's bound. */
+const MAX_SEGMENT_KEYS = 7_000_000;
+
+/** The keys of a base's continuous-backup segments (`<cluster>/continuous/<id>/`), manifests and objects. */
+async function segmentKeysOf(store: Store, cluster: string, id: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const o of store.list(`${continuousPrefix(cluster)}${id}/`)) {
+    keys.push(o.key);
+    if (keys.length > MAX_SEGMENT_KEYS) throw new Error(`more than ${MAX_SEGMENT_KEYS} objects under ${continuousPrefix(cluster)}${id}/`);
+  }
+  return keys;
+}
+
 export async function pruneStore(
   cfg: Config,
   store: Store,
@@ -93,10 +106,24 @@ export async function pruneStore(
     const object = m.object?.key ?? objectKeys(cfg.cluster, m.id, { encrypted: false }).object;
     // The manifest first, then the object, then whatever else the directory holds (pin markers): all of it is this backup's.
     const keys = [manifest, object, ...(listed.get(m.id)?.keys ?? []).filter((k) => k !== manifest && k !== object)];
+    let segments: string[];
+    try {
+      segments = await segmentKeysOf(store, cfg.cluster, m.id);
+    } catch (e) {
+      out.errors.push(`${m.id}: listing its continuous-backup segments: ${messageOf(e)}`);
+      continue;
+    }
     // Every object of it free of its lock, or none of it deleted (a dry run reports the waiting too).
-    if (store.caps.objectLock && !(await clearOfLocks(store, { id: m.id, keys, writtenAt: new Date(m.createdAt) }, out, log))) continue;
+    if (store.caps.objectLock && !(await clearOfLocks(store, { id: m.id, keys: [...keys, ...segments], writtenAt: new Date(m.createdAt) }, out, log))) continue;
     if (opts.dryRun) continue;
     try {
+      // Its continuous-backup segments go first: they replay onto this base only. A crash after them
+      // leaves the base whole (without its chain), never segments nobody will ever delete.
+      if (segments.length) {
+        await store.delete(segments.filter((k) => k.endsWith('.json')));
+        await store.delete(segments.filter((k) => !k.endsWith('.json')));
+        log.info({ store: store.name, id: m.id, segments: segments.length }, 'pruned the continuous-backup segments of a pruned backup');
+      }
       await store.delete([manifest]);
       await store.delete(keys.slice(1));
       out.deleted.push(m.id);
