@@ -12,10 +12,9 @@ import { fetchBackup } from '../catalog/fetch.js';
 import { counts, type Trust } from '../catalog/trust.js';
 import { fmtAge } from '../catalog/at.js';
 import { BackupError } from '../errors.js';
-import type { Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
 import { candidateBases, planReplay, type BaseRef, type ReplayPlan } from './plan.js';
-import { replayToTime } from './replay.js';
+import { replayToTime, type ReplayOptions } from './replay.js';
 import type { SegmentManifest } from './segment.js';
 import { listSegments, type BaseSegments } from './segments.js';
 
@@ -63,17 +62,8 @@ export interface AtTimeResult {
   leaselessKeys: number;
 }
 
-export interface MaterializeOptions {
-  store: Store;
-  to: string;
-  identities?: string[];
-  scratchDir: string;
-  etcdBinary?: string;
-  etcdctlBinary?: string;
-  lowPriority?: boolean;
-  log: Logger;
-  signal: AbortSignal;
-}
+/** What the replay needs besides the choice: the same options, the base, plan and manifests coming from `c`. */
+export type MaterializeOptions = Omit<ReplayOptions, 'base' | 'plan' | 'manifests'>;
 
 /** Writes the state at TIME into `to`: the base's files, or a replayed snapshot (plus the base's static resources). */
 export async function materializeAt(c: AtTimeChoice, o: MaterializeOptions): Promise<AtTimeResult> {

@@ -9,6 +9,7 @@ import { sleep } from '../coord/etcd-calls.js';
 import { EtcdClients, makePooledClient } from '../etcd/client.js';
 import { ContinuousMetrics } from '../continuous/metrics.js';
 import { ContinuousWriter } from '../continuous/writer.js';
+import { raceSignal } from '../storage/store.js';
 import type { DaemonContext } from './context.js';
 import type { BackupRunner } from './runner.js';
 
@@ -37,7 +38,14 @@ export function startContinuous(ctx: DaemonContext, runner: BackupRunner): Conti
       while (!signal.aborted && !runner.isStopping) {
         const p = runner.trigger({ trigger: 'manual', label: 'continuous-rebase', reason: why });
         // Shutdown does not wait for the run here: the runner's own shutdown does (the writer key goes first).
-        if (p) return (await untilAborted(p, signal))?.run.result === 'success';
+        if (p) {
+          // The run's result, or no verdict as soon as the writer stops (raceSignal, as every store call).
+          const cyc = await raceSignal(p, signal, () => new Error('continuous writer stopped')).catch((e: unknown) => {
+            if (signal.aborted) return undefined;
+            throw e;
+          });
+          return cyc?.run.result === 'success';
+        }
         await sleep(BUSY_RETRY_MS, signal);
       }
       return false;
@@ -52,23 +60,4 @@ export function startContinuous(ctx: DaemonContext, runner: BackupRunner): Conti
       client.close();
     },
   };
-}
-
-/** `p`'s value, or undefined as soon as `signal` aborts. */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) return Promise.resolve(undefined);
-  return new Promise<T | undefined>((resolve, reject) => {
-    const onAbort = () => resolve(undefined);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }

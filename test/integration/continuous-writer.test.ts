@@ -57,6 +57,11 @@ function config(i: number, store: string, test = 'failover', extraStores: Record
   });
 }
 
+/** The daemon's last 40 lines above debug, for a failing test's output. */
+function dumpLog(d: DaemonProcess): void {
+  console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+}
+
 interface Seg {
   manifest: SegmentManifest;
   records: RevisionRecord[];
@@ -269,7 +274,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       expect(Math.min(...recs.keys())).toBe(base.revision + 1);
       for (const rev2 of after.keys()) expect(recs.has(rev2), `revision ${rev2}`).toBe(true);
     } catch (e) {
-      console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      dumpLog(d);
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
@@ -337,7 +342,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       // The old chain is whole up to where it ended.
       expect(reach(segments(store, first.id), first.revision)).toBeGreaterThanOrEqual(last1);
     } catch (e) {
-      console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      dumpLog(d);
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
@@ -373,7 +378,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       while (!/^etcd_backup_continuous_outbox_segments 0$/m.test(await d.metrics()) && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
       expect(await d.metrics()).toMatch(/^etcd_backup_continuous_outbox_segments 0$/m);
     } catch (e) {
-      console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      dumpLog(d);
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
