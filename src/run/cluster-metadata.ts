@@ -40,12 +40,15 @@ export function manifestMembers(facts: EtcdFacts): ManifestMember[] | undefined 
 
 /** The cluster version and (cluster-backup.sh) the archived revisions, read at once under one budget. */
 export async function readClusterMetadata(cfg: Config, input: { revision: number; staticArchive: string; log: Logger; signal?: AbortSignal }): Promise<ClusterMetadata> {
+  const t0 = performance.now();
   const budget = AbortSignal.timeout(METADATA_BUDGET_MS);
   const signal = input.signal ? AbortSignal.any([input.signal, budget]) : budget;
   const [version, staticPodRevisions] = await Promise.all([
     readClusterVersion(cfg, input.revision, input.log, signal),
     cfg.source.type === 'cluster-backup' ? readRevisions(input.staticArchive, input.log, signal) : undefined,
   ]);
+  const seconds = (performance.now() - t0) / 1000;
+  input.log.info({ clusterVersion: version?.version, desiredVersion: version?.desired, from: version?.from, staticPodRevisions, seconds }, 'cluster metadata read');
   return { ...(version ? { version } : {}), ...(staticPodRevisions ? { staticPodRevisions } : {}) };
 }
 

@@ -13,7 +13,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FAKE_CLUSTER_BACKUP, runCli, tempDir, writeConfig } from '../support/cli.js';
-import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
+import { freePort, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { CURRENT_REVISION, makeFakeMaster } from '../support/fake-master.js';
 
 const CV_KEY = '/kubernetes.io/config.openshift.io/clusterversions/version';
@@ -44,7 +44,7 @@ const clusterVersion = (desired: string, history: ReturnType<typeof entry>[]) =>
     status: { desired: { version: desired, image: 'x' }, history, observedGeneration: 2, versionHash: 'abc' },
   });
 
-function openshiftConfig(name: string): string {
+function openshiftConfig(name: string, endpoints = [openshift.endpoints[0]!]): string {
   const d = join(dir, name);
   const m = makeFakeMaster(join(d, 'root'), openshift.endpoints[0]!, openshift.tls);
   return writeConfig(d, {
@@ -52,7 +52,7 @@ function openshiftConfig(name: string): string {
     node: 'master-0',
     workDir: join(d, 'work'),
     source: { type: 'cluster-backup', script: FAKE_CLUSTER_BACKUP, timeout: '60s', env: m.env },
-    etcd: { endpoints: [openshift.endpoints[0]!], caFile: openshift.tls!.caFile, certFile: openshift.tls!.certFile, keyFile: openshift.tls!.keyFile },
+    etcd: { endpoints, caFile: openshift.tls!.caFile, certFile: openshift.tls!.certFile, keyFile: openshift.tls!.keyFile },
     stores: [{ name: 'nfs', type: 'local', path: join(d, 'store') }],
   });
 }
@@ -137,6 +137,20 @@ describe('an OpenShift-shaped cluster', () => {
     expect(m.clusterVersionFrom).toBeUndefined();
     expect(m.staticPodRevisions).toEqual(CURRENT_REVISION);
     expect((await listJson(file))[0]!.clusterVersion).toBeUndefined();
+  });
+
+  it('etcd not answering the read: a warning, no version, the backup still succeeds', async () => {
+    await openshift.put(CV_KEY, clusterVersion('4.17.2', [entry('Completed', '4.17.2')]));
+    // The script snapshots through etcd.env; the daemon's own endpoint answers nothing (preflight forced past it).
+    const file = openshiftConfig('unreachable', [`https://127.0.0.1:${await freePort()}`]);
+    const { id, stderr, json } = await backup(file, '--force');
+    expect(json.result).toBe('success');
+    expect(stderr).toMatch(/cluster-metadata-unreadable/);
+    expect(stderr).toMatch(/cannot read the cluster version from etcd/);
+    const m = manifestOf(file, 'ocp', id);
+    expect(m.clusterVersion).toBeUndefined();
+    expect(m.members).toBeUndefined();
+    expect(m.staticPodRevisions).toEqual(CURRENT_REVISION);
   });
 });
 
