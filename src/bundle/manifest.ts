@@ -4,6 +4,8 @@ import { CODECS } from '../layout.js';
 export const MANIFEST_FORMAT = 1;
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
+/** A version as the parser accepts it (src/etcd/cluster-version.ts): `list` prints it, so a hostile store cannot put control characters on a terminal. */
+const version = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+-]{0,127}$/);
 const member = z
   .object({
     id: z.string(),
@@ -63,11 +65,11 @@ export const manifestSchema = z
      * from etcd at the snapshot's revision (src/etcd/cluster-version.ts).
      * Absent when etcd holds no such object or it could not be read: never a guess.
      */
-    clusterVersion: z.string().optional(),
+    clusterVersion: version.optional(),
     /** Where clusterVersion came from. */
     clusterVersionFrom: z.enum(['openshift', 'kubeadm']).optional(),
     /** OpenShift: status.desired.version when it differs from clusterVersion (an upgrade in progress or one that failed part way). */
-    desiredVersion: z.string().optional(),
+    desiredVersion: version.optional(),
     /** The etcd members as the preflight saw them (the recovery kit and `restore` compare against them). */
     members: z.array(member).optional(),
     /** cluster-backup.sh: the revision of each static pod whose resources the archive holds (static-pod-resources/<name>-pod-<N>). */

@@ -93,6 +93,8 @@ describe('the manifest', () => {
 
   it.each([
     ['clusterVersionFrom', { clusterVersionFrom: 'oc' }],
+    ['clusterVersion with a control character', { clusterVersion: '4.17.2\u001b[2J' }],
+    ['desiredVersion with a space', { desiredVersion: '4.17.3 now' }],
     ['members[].leader', { members: [{ ...NEW.members[0], leader: false }] }],
     ['members[] unknown key', { members: [{ ...NEW.members[0], role: 'x' }] }],
     ['staticPodRevisions bad name', { staticPodRevisions: { 'Kube/API': 7 } }],
