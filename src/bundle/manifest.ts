@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { CODECS } from '../layout.js';
+import { VERSION_TEXT_RE } from '../etcd/cluster-version.js';
 
 export const MANIFEST_FORMAT = 1;
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
-/** A version as the parser accepts it (src/etcd/cluster-version.ts): `list` prints it, so a hostile store cannot put control characters on a terminal. */
-const version = z.string().regex(/^[0-9A-Za-z][0-9A-Za-z.+-]{0,127}$/);
+/** A version as the parser records it (src/etcd/cluster-version.ts). */
+const version = z.string().regex(VERSION_TEXT_RE);
 const member = z
   .object({
     id: z.string(),

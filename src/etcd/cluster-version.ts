@@ -43,9 +43,16 @@ const OPENSHIFT_VERSION_RE = /^\d{1,4}\.\d{1,4}\.\d{1,6}(?:-[0-9A-Za-z][0-9A-Za-
 /** Kubernetes versions as kubeadm records them: v1.30.2, v1.31.0-rc.1. A label (`stable`) is not a version. */
 const KUBE_VERSION_RE = /^v\d{1,4}\.\d{1,4}\.\d{1,6}(?:-[0-9A-Za-z][0-9A-Za-z.-]{0,63})?(?:\+[0-9A-Za-z.-]{1,64})?$/;
 
+/**
+ * What any recorded version must also be (the manifest schema holds it to
+ * this): version characters only, at most 128. `list` prints it, so a
+ * hostile store cannot put control characters on a terminal.
+ */
+export const VERSION_TEXT_RE = /^[0-9A-Za-z][0-9A-Za-z.+-]{0,127}$/;
+
 const no = (why: string): VersionOutcome => ({ ok: false, why });
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
-const versionOrUndefined = (v: unknown, re: RegExp): string | undefined => (typeof v === 'string' && re.test(v) ? v : undefined);
+const versionOrUndefined = (v: unknown, re: RegExp): string | undefined => (typeof v === 'string' && re.test(v) && VERSION_TEXT_RE.test(v) ? v : undefined);
 
 /** The ClusterVersion JSON as OpenShift stores it. */
 export function parseOpenShiftClusterVersion(value: Buffer): VersionOutcome {

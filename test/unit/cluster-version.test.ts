@@ -25,6 +25,7 @@ describe('parseOpenShiftClusterVersion', () => {
     },
     { what: 'an install under way: no completed entry, only where it is going', value: cv({ desired: { version: '4.17.0' }, history: [entry('Partial', '4.17.0')] }), info: { from: 'openshift', desired: '4.17.0' } },
     { what: 'a nightly version', value: cv({ history: [entry('Completed', '4.16.0-0.nightly-2024-06-01-123456')] }), info: { from: 'openshift', version: '4.16.0-0.nightly-2024-06-01-123456' } },
+    { what: 'a version longer than a manifest may hold', value: cv({ history: [entry('Completed', `4.17.2-${'a'.repeat(79)}+${'b'.repeat(64)}`)] }), why: /no valid version/ },
     { what: 'no history, no desired', value: cv({}), why: /no completed version/ },
     { what: 'no status', value: cv(undefined), why: /no status/ },
     { what: 'the newest completed entry has a bad version: nothing (not an older one)', value: cv({ history: [entry('Completed', '4.17; rm -rf /'), entry('Completed', '4.16.9')] }), why: /no valid version/ },
