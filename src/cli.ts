@@ -21,6 +21,7 @@ import { configWarnings } from './config/warnings.js';
 import { loadIdentities } from './bundle/encrypt.js';
 import { createSource } from './source/index.js';
 import { fmtBytes } from './etcd/health.js';
+import { formatClusterVersion } from './etcd/cluster-version.js';
 import { stringify as yamlStringify } from 'yaml';
 import { TOOL_NAME, VERSION } from './version.js';
 import { common, configFrom, daemonCall, err, printedJson, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exitWhenWritten, out, parse, printJson, table, UsageError, withStores } from './cli/io.js';
@@ -88,11 +89,12 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
   return result.result === 'success' ? EXIT_OK : EXIT_FAILED;
 }
 
-type BackupDoc = Pick<RunResult, 'id' | 'result' | 'reason' | 'error' | 'hint' | 'stores' | 'preflight'> & { size?: number; revision?: number; totalKey?: number };
+type BackupDoc = Pick<RunResult, 'id' | 'result' | 'reason' | 'error' | 'hint' | 'stores' | 'preflight'> & { size?: number; revision?: number; totalKey?: number; clusterVersion?: string; desiredVersion?: string };
 
 function printBackupHuman(r: BackupDoc): void {
   if (r.result === 'success') {
-    out(`backup ${r.id} succeeded: ${fmtBytes(r.size ?? 0)}, etcd revision ${r.revision}, ${r.totalKey} keys`);
+    const version = formatClusterVersion(r.clusterVersion, r.desiredVersion);
+    out(`backup ${r.id} succeeded: ${fmtBytes(r.size ?? 0)}, etcd revision ${r.revision}, ${r.totalKey} keys${version ? `, cluster version ${version}` : ''}`);
   } else {
     err(`backup ${r.id} FAILED (${r.reason}): ${r.error}`);
     if (r.hint) err(`  what to do: ${r.hint}`);

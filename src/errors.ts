@@ -67,6 +67,9 @@ export type Reason =
   | 'coord-no-quorum'
   | 'coord-unavailable'
   | 'coord-lost'
+  // Best effort, never fails a backup (a warning in the log): the cluster
+  // version or the static pod revisions could not be read for the manifest.
+  | 'cluster-metadata-unreadable'
   /** The recovery kit could not be refreshed (best effort: never fails a backup). */
   | 'recovery-kit-failed'
   // Restore to a time (src/continuous/): the chain of segments from the base

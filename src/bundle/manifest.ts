@@ -1,9 +1,25 @@
 import { z } from 'zod';
 import { CODECS } from '../layout.js';
+import { VERSION_TEXT_RE } from '../etcd/cluster-version.js';
 
 export const MANIFEST_FORMAT = 1;
 
 const sha256 = z.string().regex(/^[0-9a-f]{64}$/);
+/** A version as the parser records it (src/etcd/cluster-version.ts). */
+const version = z.string().regex(VERSION_TEXT_RE);
+const member = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    peerURLs: z.array(z.string()),
+    clientURLs: z.array(z.string()),
+    /** Present (true) on the member that led when the preflight asked. */
+    leader: z.literal(true).optional(),
+    learner: z.literal(true).optional(),
+    /** The member's etcd version (Maintenance.Status); absent when it did not answer. */
+    version: z.string().optional(),
+  })
+  .strict();
 const artifact = z.object({ name: z.string().regex(/^[A-Za-z0-9._-]+$/), size: z.number().int().nonnegative(), sha256 }).strict();
 
 /**
@@ -44,7 +60,21 @@ export const manifestSchema = z
         totalSize: z.number().int(),
       })
       .strict(),
-    clusterVersion: z.string().optional(),
+    /**
+     * The version the cluster last completed (OpenShift: the newest Completed
+     * entry of the ClusterVersion history; kubeadm: kubernetesVersion), read
+     * from etcd at the snapshot's revision (src/etcd/cluster-version.ts).
+     * Absent when etcd holds no such object or it could not be read: never a guess.
+     */
+    clusterVersion: version.optional(),
+    /** Where clusterVersion came from. */
+    clusterVersionFrom: z.enum(['openshift', 'kubeadm']).optional(),
+    /** OpenShift: status.desired.version when it differs from clusterVersion (an upgrade in progress or one that failed part way). */
+    desiredVersion: version.optional(),
+    /** The etcd members as the preflight saw them (the recovery kit and `restore` compare against them). */
+    members: z.array(member).optional(),
+    /** cluster-backup.sh: the revision of each static pod whose resources the archive holds (static-pod-resources/<name>-pod-<N>). */
+    staticPodRevisions: z.record(z.string().regex(/^[a-z0-9-]{1,63}$/), z.number().int().nonnegative()).optional(),
     artifacts: z.array(artifact).min(1),
     object: z
       .object({
@@ -71,6 +101,7 @@ export const manifestSchema = z
 
 export type Manifest = z.infer<typeof manifestSchema>;
 export type ManifestArtifact = z.infer<typeof artifact>;
+export type ManifestMember = z.infer<typeof member>;
 
 export class ManifestError extends Error {}
 

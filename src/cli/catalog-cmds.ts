@@ -15,6 +15,7 @@ import type { Manifest } from '../bundle/manifest.js';
 import { loadIdentities } from '../bundle/encrypt.js';
 import { type Store } from '../storage/index.js';
 import { fmtBytes } from '../etcd/health.js';
+import { formatClusterVersion } from '../etcd/cluster-version.js';
 import { catalogCacheDir, verifyScratchDir } from '../layout.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
 import { drillSettings, replaySettings } from '../drill/settings.js';
@@ -37,6 +38,12 @@ export async function cmdList(argv: string[]): Promise<number> {
           revision: m.etcd.revision,
           totalKey: m.etcd.totalKey,
           label: m.label ?? null,
+          // Absent when the manifest has none (older backups, clusters whose etcd holds no version): never a guess.
+          ...(m.clusterVersion ? { clusterVersion: m.clusterVersion } : {}),
+          ...(m.clusterVersionFrom ? { clusterVersionFrom: m.clusterVersionFrom } : {}),
+          ...(m.desiredVersion ? { desiredVersion: m.desiredVersion } : {}),
+          ...(m.members ? { members: m.members } : {}),
+          ...(m.staticPodRevisions ? { staticPodRevisions: m.staticPodRevisions } : {}),
           pinned: m.pinned,
           ...(m.pinReason ? { pinReason: m.pinReason } : {}),
           signed: cat.signed.get(m.id) ?? 'none',
@@ -53,12 +60,12 @@ export async function cmdList(argv: string[]): Promise<number> {
       });
       return EXIT_OK;
     }
-    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Label', 'Pinned', 'Signed', 'Dirty']];
+    const rows = [['ID', 'Time', 'Node', 'Size', 'Revision', 'Version', 'Label', 'Pinned', 'Signed', 'Dirty']];
     for (const m of cat.backups) {
       const signed = cat.signed.get(m.id) ?? 'none';
       const mark = m.source.possiblyDirty ? 'POSSIBLY' : '';
       const pin = m.pinned ? (m.pinReason ? `yes: ${m.pinReason.length > 40 ? `${m.pinReason.slice(0, 39)}…` : m.pinReason}` : 'yes') : '';
-      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), m.label ?? '', pin, signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
+      rows.push([m.id, m.createdAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'), m.node, fmtBytes(m.object?.size ?? 0), String(m.etcd.revision), formatClusterVersion(m.clusterVersion, m.desiredVersion), m.label ?? '', pin, signed === 'untrusted' ? 'UNTRUSTED' : signed, mark]);
     }
     out(table(rows));
     const dirty = cat.backups.filter((m) => m.source.possiblyDirty).length;
@@ -136,7 +143,8 @@ export async function cmdFetch(argv: string[], log: Logger): Promise<number> {
     const r = await fetchBackup(store, m, to, identities, interruptSignal());
     if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
     else {
-      out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}) into ${r.dir}; every sha256 matches the manifest:`);
+      const version = formatClusterVersion(m.clusterVersion, m.desiredVersion);
+      out(`fetched backup ${m.id} (${m.createdAt}, revision ${m.etcd.revision}${version ? `, cluster version ${version}` : ''}${m.label ? `, label ${m.label}` : ''}) into ${r.dir}; every sha256 matches the manifest:`);
       for (const f of r.files) out(`  ${f}`);
       out(`restore: on OpenShift run /usr/local/bin/cluster-restore.sh ${r.dir} on the recovery host; elsewhere: etcdctl snapshot restore ${r.snapshot} ...`);
     }

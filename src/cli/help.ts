@@ -28,12 +28,18 @@ ${CONFIG}
                      use it for the backup before an upgrade
 ${JSON_FLAG}
 
-Example: etcd-backupd backup --config /etc/etcd-backupd/config.yaml --label pre-upgrade --pin
+The manifest records the cluster version etcd holds (OpenShift's ClusterVersion,
+kubeadm's kubeadm-config; absent elsewhere), the etcd members and the static pod
+revisions cluster-backup.sh archived: list shows the version beside the label.
+
+Example: etcd-backupd backup --config /etc/etcd-backupd/config.yaml --label pre-upgrade-4.17.3 --pin
 `,
   list: `Usage: etcd-backupd list --config F [--store S] [--json]
 
 Lists the committed backups of this cluster in one store, newest first: id,
-time, node, size, etcd revision, label, pinned, signed, possibly dirty.
+time, node, size, etcd revision, cluster version (\`4.17.2 -> 4.17.3\` when taken
+during an upgrade), label, pinned, signed, possibly dirty. --json adds the etcd
+members and static pod revisions each backup was taken with.
 
 ${CONFIG}
 ${STORE}

@@ -15,7 +15,7 @@ import { loadTrust } from '../catalog/trust.js';
 import { BackupError, messageOf, reasonOf } from '../errors.js';
 import { catalogCacheDir } from '../layout.js';
 import type { Logger } from '../log.js';
-import { DEFAULT_BUMP_REVISION, DEFAULT_CLUSTER_TOKEN, nextSteps, planRestore, type RestoreFlags } from '../restore/plan.js';
+import { DEFAULT_BUMP_REVISION, DEFAULT_CLUSTER_TOKEN, memberWarnings, nextSteps, planRestore, type RestoreFlags } from '../restore/plan.js';
 import { dataDirState, runRestore } from '../restore/run.js';
 import { findExecutable } from '../source/exec.js';
 import type { Store } from '../storage/index.js';
@@ -159,6 +159,8 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
     const store = pickStore(cfg, stores, values.store);
     const chosen = await chooseBackup(cfg, store, positionals[0]!, values);
     const m = chosen.manifest;
+    // The members the backup was taken with, against the ones given: a warning, never a refusal.
+    plan.warnings.push(...memberWarnings(plan, m.members));
     // Before anything is created beside the data dir.
     if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
     const signal = interruptSignal();
@@ -180,6 +182,8 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
         id: m.id,
         store: store.name,
         createdAt: m.createdAt,
+        ...(m.clusterVersion ? { clusterVersion: m.clusterVersion } : {}),
+        ...(m.label ? { label: m.label } : {}),
         ...(atResult && atTime ? atTime.atTimeJson(atResult, chosen.at!.time) : {}),
         dataDir: plan.dataDir,
         tool: plan.tool,
@@ -191,7 +195,8 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
       return EXIT_OK;
     }
     const bumped = plan.bumpRevision > 0 ? `; revision bumped by ${plan.bumpRevision} and older revisions marked compacted` : '';
-    out(`restored backup ${m.id} (${m.createdAt}, revision ${r.revision}, ${r.totalKey} keys) from store ${store.name} into ${plan.dataDir} as member ${plan.name} with ${plan.tool}${bumped}`);
+    const version = m.clusterVersion ? `, cluster version ${m.clusterVersion}` : '';
+    out(`restored backup ${m.id} (${m.createdAt}, revision ${r.revision}, ${r.totalKey} keys${version}) from store ${store.name} into ${plan.dataDir} as member ${plan.name} with ${plan.tool}${bumped}`);
     for (const w of plan.warnings) err(`warning: ${w}`);
     out('next:');
     next.forEach((s, i) => out(`  ${i + 1}. ${s}`));

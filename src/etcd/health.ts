@@ -16,7 +16,7 @@ export interface EtcdFacts {
   leader?: string;
   dbSize?: number;
   revision?: number;
-  members?: { id: string; name: string; reachable: boolean; isLearner: boolean; peerURLs?: string[] }[];
+  members?: { id: string; name: string; reachable: boolean; isLearner: boolean; peerURLs?: string[]; clientURLs?: string[]; /** Its etcd version, when it answered. */ version?: string }[];
 }
 
 export interface PreflightReport {
@@ -116,7 +116,15 @@ export async function checkEtcdHealth(clients: Pick<EtcdClients, 'endpoint' | 't
       return undefined;
     }),
   );
-  facts.members = members.map((m, i) => ({ id: m.id || '?', name: m.name, reachable: statuses[i] !== undefined, isLearner: m.isLearner, peerURLs: m.peerURLs }));
+  facts.members = members.map((m, i) => ({
+    id: m.id || '?',
+    name: m.name,
+    reachable: statuses[i] !== undefined,
+    isLearner: m.isLearner,
+    peerURLs: m.peerURLs,
+    clientURLs: m.clientURLs,
+    ...(statuses[i] ? { version: statuses[i].version } : {}),
+  }));
   const unreachable = facts.members.filter((m) => !m.reachable);
   checks.push({
     name: 'members-reachable',

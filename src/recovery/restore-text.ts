@@ -68,7 +68,16 @@ export function restoreText(i: RestoreTextInput): string {
 }
 
 function preliminaries(i: RestoreTextInput, bin: string, config: string): string[] {
-  const out = ['Which backups there are (newest last), and a check of the newest:', `  ${bin} list --config ${sh(config)}`, `  ${bin} verify --config ${sh(config)} latest`];
+  const out = [
+    'Which backups there are (newest last), and a check of the newest:',
+    `  ${bin} list --config ${sh(config)}`,
+    `  ${bin} verify --config ${sh(config)} latest`,
+    '',
+    'After a failed upgrade restore the backup taken BEFORE it, not latest: `list` shows the',
+    "cluster version each backup was taken on and its label (`backup --label pre-upgrade-<version> --pin`);",
+    'give that backup\'s ID instead of `latest` below. `list --json` also names the etcd members',
+    'and static pod revisions each backup was taken with.',
+  ];
   for (const a of i.plan.ambient) out.push('', `Store ${a.store} takes its credentials from the environment, not from a file in this kit:`, `  ${a.what}.`);
   if (i.cfg.encryption.recipients.length > 0) {
     out.push(

@@ -172,3 +172,33 @@ export function nextSteps(plan: RestorePlan): string[] {
     'OpenShift: do NOT use restore; use `etcd-backupd fetch` and cluster-restore.sh on one host (docs/restore.md)',
   ];
 }
+
+/** A member as the backup's manifest recorded it (src/bundle/manifest.ts `members`). */
+export interface RecordedMember {
+  name: string;
+  peerURLs: string[];
+  learner?: true;
+}
+
+/**
+ * Warnings when the members given to restore differ from those the backup
+ * was taken with. Not an error: restoring onto new hosts (other names, other
+ * URLs) is legitimate; a typo in one member's name is the mistake this
+ * catches, before the members fail to find each other.
+ */
+export function memberWarnings(plan: Pick<RestorePlan, 'name' | 'members'>, recorded: readonly RecordedMember[] | undefined): string[] {
+  const known = (recorded ?? []).filter((m) => m.name !== '' && !m.learner);
+  if (known.length === 0) return [];
+  const was = known.map((m) => m.name).sort();
+  const now = [...plan.members.keys()].sort();
+  const warnings: string[] = [];
+  if (was.join(',') !== now.join(',')) {
+    warnings.push(`the backup was taken on members ${was.join(', ')}; --initial-cluster names ${now.join(', ')}: fine on new hosts, otherwise check the names (etcd members find each other only by the names and URLs given)`);
+  }
+  const own = known.find((m) => m.name === plan.name);
+  const ownUrls = plan.members.get(plan.name) ?? [];
+  if (own && own.peerURLs.length > 0 && [...own.peerURLs].sort().join(',') !== [...ownUrls].sort().join(',')) {
+    warnings.push(`member ${plan.name} had peer URL(s) ${own.peerURLs.join(',')} when the backup was taken; --initial-cluster gives ${ownUrls.join(',')}`);
+  }
+  return warnings;
+}

@@ -12,6 +12,7 @@ import type { Source } from '../source/source.js';
 import type { Store } from '../storage/store.js';
 import { TOOL_NAME, VERSION } from '../version.js';
 import { deliverToStore, type StoreOutcome } from './deliver.js';
+import { manifestMembers, readClusterMetadata, type ClusterMetadata } from './cluster-metadata.js';
 import { acquireRunLock } from './lock.js';
 import { firstAttemptStatus, writeStatus } from './outbox.js';
 import { preflightError, runPreflight, type PreflightOutcome } from './preflight.js';
@@ -183,7 +184,9 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     const seen = checked.pre.etcd.members?.filter((m) => m.name !== '' && (m.peerURLs?.length ?? 0) > 0);
     if (seen?.length) result.members = seen.map((m) => ({ name: m.name, peerURLs: m.peerURLs! }));
     refuseUnlessForced(checked.pre, req, log);
-    const taken: TakenSnapshot = { ...checked, ...(await takeVerifiedSnapshot(deps, req, runDir, log, phase)), signer };
+    const snapshot = await takeVerifiedSnapshot(deps, req, runDir, log, phase);
+    const metadata = await readClusterMetadata(cfg, { revision: snapshot.snap.revision, staticArchive: snapshot.artifacts.staticResources, log, signal: deps.signal });
+    const taken: TakenSnapshot = { ...checked, ...snapshot, metadata, signer };
     const base = manifestBase(cfg, req, deps.source.type, { id, at, startedAt }, taken);
     const files = [taken.artifacts.snapshot, taken.artifacts.staticResources];
     const { manifest, bundlePath } = await sealInOutbox(cfg, base, files, boxDir, taken.signer, now, phase);
@@ -232,6 +235,8 @@ interface TakenSnapshot {
   forced: boolean;
   artifacts: Awaited<ReturnType<Source['produce']>>;
   snap: Awaited<ReturnType<typeof inspectSnapshot>>;
+  /** What etcd and the archive say about the cluster (best effort: src/run/cluster-metadata.ts). */
+  metadata?: ClusterMetadata;
   signer?: Awaited<ReturnType<typeof loadSigningKey>>;
 }
 
@@ -270,7 +275,9 @@ type ManifestBase = Omit<Manifest, 'artifacts' | 'finishedAt' | 'object'>;
 
 /** Everything the manifest says that is known before the bundle is written. Pure. */
 export function manifestBase(cfg: Config, req: BackupRequest, sourceType: Source['type'], run: { id: string; at: Date; startedAt: Date }, taken: TakenSnapshot): ManifestBase {
-  const { pre, forced, artifacts, snap } = taken;
+  const { pre, forced, artifacts, snap, metadata } = taken;
+  const members = manifestMembers(pre.etcd);
+  const version = metadata?.version;
   const base: ManifestBase = {
     format: MANIFEST_FORMAT,
     id: run.id,
@@ -296,6 +303,11 @@ export function manifestBase(cfg: Config, req: BackupRequest, sourceType: Source
       hash: snap.hash,
       totalSize: snap.totalSize,
     },
+    ...(version?.version ? { clusterVersion: version.version } : {}),
+    ...(version ? { clusterVersionFrom: version.from } : {}),
+    ...(version?.desired ? { desiredVersion: version.desired } : {}),
+    ...(members ? { members } : {}),
+    ...(metadata?.staticPodRevisions ? { staticPodRevisions: metadata.staticPodRevisions } : {}),
   };
   stripUndefined(base.etcd);
   return base;

@@ -14,5 +14,7 @@ export function backupJson(r: RunResult): Record<string, unknown> {
     stores: r.stores,
     ...(r.preflight ? { preflight: r.preflight } : {}),
     ...(r.manifest ? { revision: r.manifest.etcd.revision, totalKey: r.manifest.etcd.totalKey, size: r.manifest.object?.size } : {}),
+    ...(r.manifest?.clusterVersion ? { clusterVersion: r.manifest.clusterVersion } : {}),
+    ...(r.manifest?.desiredVersion ? { desiredVersion: r.manifest.desiredVersion } : {}),
   };
 }

@@ -130,7 +130,7 @@ describe('backup with the cluster-backup.sh source into a local store', () => {
   it('lists it as a table and as JSON', async () => {
     const t = await runCli(['list', '--config', env.file]);
     expect(t.code).toBe(0);
-    expect(t.stdout).toMatch(/^ID\s+Time\s+Node\s+Size\s+Revision\s+Label\s+Pinned/m);
+    expect(t.stdout).toMatch(/^ID\s+Time\s+Node\s+Size\s+Revision\s+Version\s+Label\s+Pinned/m);
     expect(t.stdout).toContain(backup.id);
     const j = await runCli(['list', '--config', env.file, '--json']);
     const list = JSON.parse(j.stdout);

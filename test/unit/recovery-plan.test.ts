@@ -141,6 +141,9 @@ describe('restoreText', () => {
     expect(fetch).toBeGreaterThan(0);
     expect(t).toContain('sudo -E /usr/local/bin/cluster-restore.sh /home/core/assets/backup');
     expect(t.indexOf('restore --config')).toBeGreaterThan(fetch);
+    // Issue 19: after a failed upgrade the right backup is the pre-upgrade one, and list shows which.
+    expect(t).toMatch(/After a failed upgrade restore the backup taken BEFORE it, not latest: `list` shows the\ncluster version/);
+    expect(t).toContain('pre-upgrade-<version> --pin');
   });
 
   it('etcdctl source: no OpenShift section, one restore line per member', () => {
