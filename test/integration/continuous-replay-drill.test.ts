@@ -161,6 +161,19 @@ describe('verify --replay', () => {
     expect(readdirSync(join(dir, 'work', 'replay'))).toEqual([]);
   }, 120_000);
 
+  it('a chain with a gap below rev(B2) fails with segment-gap naming the range (never skipped)', async () => {
+    const gap = join(dir, 'store-gap');
+    mkdirSync(gap, { recursive: true, mode: 0o700 });
+    for (const id of [b1.id, b2.id]) cpSync(join(dir, 'store', CLUSTER, id), join(gap, CLUSTER, id), { recursive: true });
+    writeSegment(gap, CLUSTER, b1.id, records.slice(0, 3));
+    writeSegment(gap, CLUSTER, b1.id, records.slice(5));
+    const { code, doc } = await drill(gap, 'gap');
+    expect(code).toBe(1);
+    expect(doc).toMatchObject({ result: 'failed', reason: 'segment-gap' });
+    expect(doc.error).toContain(`misses revisions ${b1.revision + 4}-${b1.revision + 5}, below the revision ${b2.revision} of the next full backup ${b2.id}`);
+    expect(doc.steps.map((s) => s.name)).toEqual(['choose']);
+  }, 60_000);
+
   it('without a pair whose chain reaches the later backup: nothing to drill, exit 1', async () => {
     const { code, doc } = await drill(join(dir, 'store'), 'good', b1.id);
     expect(code).toBe(1);
