@@ -37,7 +37,7 @@ const USAGE = `etcd-backupd ${VERSION} - verified etcd backups for control-plane
 Usage:
   etcd-backupd backup    --config F [--label L] [--reason T] [--pin] [--force] [--json]
   etcd-backupd list      --config F [--store S] [--json]
-  etcd-backupd verify    --config F [--store S] ID|latest [--restore] [--identity FILE] [--allow-untrusted] [--json]
+  etcd-backupd verify    --config F [--store S] ID|latest [--restore|--replay] [--identity FILE] [--allow-untrusted] [--json]
   etcd-backupd fetch     --config F [--store S] ID|latest [--at TIME|now] --to DIR [--identity FILE] [--allow-untrusted] [--json]
   etcd-backupd restore   --config F [--store S] ID|latest [--at TIME|now] --data-dir DIR --name N
                          --initial-cluster S --initial-advertise-peer-urls U [--initial-cluster-token T]

@@ -54,6 +54,10 @@ export type Reason =
   | 'drill-mismatch'
   | 'drill-timeout'
   | 'drill-aborted'
+  // The replay drill (src/drill/replay-drill.ts): a full backup plus its
+  // continuous-backup segments replayed to the next full backup's revision
+  // is not that backup (keys, values or revisions differ).
+  | 'drill-replay-mismatch'
   // `restore` (src/restore/): the target data dir holds something (nothing
   // was touched); neither etcdutl nor etcdctl was found; the restore tool
   // failed or wrote no member dir (what it wrote was removed).

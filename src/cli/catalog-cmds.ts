@@ -20,6 +20,7 @@ import { catalogCacheDir, verifyScratchDir } from '../layout.js';
 import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
 import { drillSettings, replaySettings } from '../drill/settings.js';
 import { parseAt } from '../catalog/at.js';
+import { verifyByReplay } from './replay-drill-cmd.js';
 export async function cmdList(argv: string[]): Promise<number> {
   const { values } = parse(argv, common, 0);
   const cfg = configFrom(values);
@@ -78,11 +79,13 @@ export async function cmdList(argv: string[]): Promise<number> {
 }
 
 export async function cmdVerify(argv: string[], log: Logger): Promise<number> {
-  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
+  const { values, positionals } = parse(argv, { ...common, restore: { type: 'boolean' }, replay: { type: 'boolean' }, identity: { type: 'string' }, 'allow-untrusted': { type: 'boolean' } }, 1);
+  if (values.restore && values.replay) throw new UsageError('--restore and --replay are two drills: run one at a time');
   const cfg = configFrom(values);
   const identities = typeof values.identity === 'string' ? await loadIdentities(values.identity) : undefined;
   return withStores(cfg, async (stores) => {
     const store = pickStore(cfg, stores, values.store);
+    if (values.replay) return verifyByReplay(cfg, store, positionals[0]!, { identities, allowUntrusted: values['allow-untrusted'] === true, json: values.json === true, log });
     const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
     try {

@@ -45,16 +45,24 @@ ${CONFIG}
 ${STORE}
 ${JSON_FLAG}
 `,
-  verify: `Usage: etcd-backupd verify --config F [--store S] ID|latest [--restore] [--identity FILE] [--allow-untrusted] [--json]
+  verify: `Usage: etcd-backupd verify --config F [--store S] ID|latest [--restore|--replay] [--identity FILE] [--allow-untrusted] [--json]
 
 Reads a backup back from the store and checks every sha256, the signature
 (with signing.trustedKeys) and the snapshot inside. With --restore it also
 restores it into a throwaway etcd on free ports and checks that etcd serves
 exactly what the backup holds (a restore drill on demand).
 
+With --replay (continuous backups) it runs the replay drill instead: the full
+backup before ID (latest: the newest pair whose chain reaches it) restored
+into a throwaway etcd, its segments replayed up to ID's revision, and every
+key, value (by digest), create/mod revision and version compared with ID.
+Differences name the keys, never the values. Exit 1 on a difference or
+when there is no such pair.
+
 ${CONFIG}
 ${STORE}
   --restore          also run a restore drill (needs etcd and etcdctl or etcdutl)
+  --replay           run the replay drill ending at ID (needs the same tools)
 ${IDENTITY}
 ${UNTRUSTED}
 ${JSON_FLAG}

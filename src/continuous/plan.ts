@@ -45,6 +45,8 @@ export interface ReplayPlan {
   segments: SegmentRef[];
   /** Replay stops after the last record seen at or before this time. */
   until: Date;
+  /** And, when set, after this revision (the replay drill: the next full backup's revision). */
+  untilRev?: number;
   /** The revision the chain reaches at most (the last segment may stop earlier, at `until`). */
   maxRev: number;
   /** The wall time of the last revision the chain can reach by `until` (the base's time when no segment is used). */

@@ -37,15 +37,17 @@ export function rangeText(s: SegmentRange): string {
  * fromRev..toRev, one record each, in order: anything else is a corrupt
  * segment (never papered over). An already-applied revision is skipped
  * before its time is looked at: the segment that applied it was seen by
- * TIME. A record seen after `until` stops the replay (the records after it
- * were seen later still).
+ * TIME. A record seen after `until`, or past `untilRev` when given, stops
+ * the replay (the records after it were seen later still).
  */
-export function stepRecord(state: StepState, seg: SegmentRange, r: Pick<RevisionRecord, 'rev' | 'time'>, until: Date): StepDecision {
+export function stepRecord(state: StepState, seg: SegmentRange, r: Pick<RevisionRecord, 'rev' | 'time'>, until: Date, untilRev?: number): StepDecision {
   if (r.rev !== state.prevInSegment + 1 || r.rev > seg.toRev) {
     return { action: 'error', reason: 'segment-corrupt', message: `segment ${rangeText(seg)}: record of revision ${r.rev} out of sequence (expected ${Math.min(state.prevInSegment + 1, seg.toRev + 1)}${state.prevInSegment + 1 > seg.toRev ? ', past the end of its range' : ''})` };
   }
   if (r.rev < state.nextRev) return { action: 'skip' };
   if (Date.parse(r.time) > until.getTime()) return { action: 'stop' };
+  // The replay drill stops at the next full backup's revision, whenever it was seen.
+  if (untilRev !== undefined && r.rev > untilRev) return { action: 'stop' };
   if (r.rev > state.nextRev) {
     return { action: 'error', reason: 'segment-gap', message: `segment ${rangeText(seg)} starts replay at revision ${r.rev}, but revisions ${state.nextRev}-${r.rev - 1} were never applied: the chain has a gap` };
   }

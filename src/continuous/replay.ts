@@ -115,7 +115,7 @@ async function replaySegment(o: ReplayOptions, etcd: EtcdEndpoint, m: SegmentMan
   p.state = { ...p.state, prevInSegment: m.fromRev - 1 };
   let used = false;
   for (const r of records) {
-    const d = stepRecord(p.state, m, r, o.plan.until);
+    const d = stepRecord(p.state, m, r, o.plan.until, o.plan.untilRev);
     if (d.action === 'error') throw new BackupError(d.reason, `base ${o.base.id}: ${d.message}`);
     if (d.action === 'stop') {
       if (used) p.segmentsUsed++;

@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DRILL_FAILURE_REASONS, DRILL_STEPS, type DrillResult } from './drill.js';
+import { REPLAY_DRILL_FAILURE_REASONS, type ReplayDrillResult } from './replay-drill.js';
 import { isoSeconds } from '../metrics/metrics.js';
 
 /**
@@ -16,16 +17,30 @@ import { isoSeconds } from '../metrics/metrics.js';
  *   etcd_backup_drill_last_success_timestamp_seconds
  *   etcd_backup_drill_duration_seconds            the last drill, start to end (drills are weekly: a histogram says nothing)
  *   etcd_backup_drill_step_duration_seconds{step} the last time each step ran
- *   etcd_backup_drill_runs_total{result}
- *   etcd_backup_drill_failures_total{reason}
+ *   etcd_backup_drill_runs_total{kind,result}
+ *   etcd_backup_drill_failures_total{kind,reason}
  *   etcd_backup_drill_consecutive_failures        0 after a success
- *   etcd_backup_drill_last_failed{reason}         1, with the reason, while the last drill failed; absent after a
- *                                                 success (EtcdBackupDrillFailing tells "the backup does not
+ *   etcd_backup_drill_last_failed{kind,reason}    1, with the reason, while the last drill of that kind failed; absent
+ *                                                 after a success (EtcdBackupDrillFailing tells "the backup does not
  *                                                 restore" from "the drill could not run" by this reason)
  *   etcd_backup_drill_revision                    etcd revision the last successful drill restored
  *   etcd_backup_drill_keys                        keys the last successful drill's etcd served
+ *   etcd_backup_drill_replay_last_success_timestamp_seconds
+ *   etcd_backup_drill_replay_revisions            revisions the last successful replay drill replayed
+ *
+ * kind: `restore` (drill.ts: one backup restored and checked) or `replay`
+ * (replay-drill.ts: a chain of segments replayed onto one full backup,
+ * compared with the next). Only the families a result or reason lives in
+ * carry it: the timestamps, durations, steps, consecutive failures,
+ * revision and keys are the restore drill's, as before (the DrillMissing
+ * alert and the saved state read them), and the replay drill has its own
+ * two gauges. A replay drill's verdict is not in the state file: after a
+ * restart its last_failed is absent until it runs again.
  */
 const P = 'etcd_backup_drill_';
+
+export type DrillKind = 'restore' | 'replay';
+const DRILL_KINDS: readonly DrillKind[] = ['restore', 'replay'];
 
 export interface DrillState {
   lastAttempt?: string;
@@ -42,12 +57,16 @@ export class DrillMetrics {
   private readonly lastSuccess: Gauge;
   private readonly duration: Gauge;
   private readonly stepDuration: Gauge<'step'>;
-  private readonly runs: Counter<'result'>;
-  private readonly failures: Counter<'reason'>;
+  private readonly runs: Counter<'kind' | 'result'>;
+  private readonly failures: Counter<'kind' | 'reason'>;
   private readonly consecutiveFailures: Gauge;
-  private readonly lastFailed: Gauge<'reason'>;
+  private readonly lastFailed: Gauge<'kind' | 'reason'>;
   private readonly revision: Gauge;
   private readonly keys: Gauge;
+  private readonly replayLastSuccess: Gauge;
+  private readonly replayRevisions: Gauge;
+  /** The reason each kind's last_failed series carries, to remove only that kind's. */
+  private readonly failedReason = new Map<DrillKind, string>();
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -62,15 +81,18 @@ export class DrillMetrics {
     this.lastSuccess = gauge('last_success_timestamp_seconds', 'Unix time the last successful restore drill finished (a backup restored into a throwaway etcd that served exactly its data).');
     this.duration = gauge('duration_seconds', 'Duration of the last restore drill, start to end.');
     this.stepDuration = gauge('step_duration_seconds', 'Duration of each step (fetch, restore, start, check, stop) the last time it ran.', ['step'] as const);
-    this.runs = new Counter({ name: P + 'runs_total', help: 'Restore drills by result.', labelNames: ['result'] as const, registers });
-    this.failures = new Counter({ name: P + 'failures_total', help: 'Failed restore drills by reason (one per failed drill).', labelNames: ['reason'] as const, registers });
+    this.runs = new Counter({ name: P + 'runs_total', help: 'Drills by kind (restore: one backup restored; replay: segments replayed onto a full backup, compared with the next) and result.', labelNames: ['kind', 'result'] as const, registers });
+    this.failures = new Counter({ name: P + 'failures_total', help: 'Failed drills by kind and reason (one per failed drill).', labelNames: ['kind', 'reason'] as const, registers });
     this.consecutiveFailures = gauge('consecutive_failures', 'Restore drills that failed in a row; 0 after a success.', [], true);
-    this.lastFailed = gauge('last_failed', '1 while the last restore drill failed, labelled with its reason; absent after a successful drill.', ['reason'] as const);
+    this.lastFailed = gauge('last_failed', '1 while the last drill of a kind failed, labelled with its kind and reason; absent after a successful drill of that kind.', ['kind', 'reason'] as const);
     this.revision = gauge('revision', 'etcd revision the last successful restore drill restored and served.');
     this.keys = gauge('keys', 'Keys the etcd of the last successful restore drill served.');
+    this.replayLastSuccess = gauge('replay_last_success_timestamp_seconds', 'Unix time the last successful replay drill finished (a full backup plus its segments replayed to the next full backup\'s revision gave exactly that backup).');
+    this.replayRevisions = gauge('replay_revisions', 'Revisions the last successful replay drill replayed.');
 
-    for (const result of ['success', 'failed'] as const) this.runs.inc({ result }, 0);
-    for (const reason of DRILL_FAILURE_REASONS) this.failures.inc({ reason }, 0);
+    for (const result of ['success', 'failed'] as const) for (const kind of DRILL_KINDS) this.runs.inc({ kind, result }, 0);
+    for (const reason of DRILL_FAILURE_REASONS) this.failures.inc({ kind: 'restore', reason }, 0);
+    for (const reason of REPLAY_DRILL_FAILURE_REASONS) this.failures.inc({ kind: 'replay', reason }, 0);
   }
 
   /** Seconds between two scheduled drills (the longest gap for an irregular schedule). */
@@ -90,16 +112,13 @@ export class DrillMetrics {
     const success = isoSeconds(s.lastSuccess);
     if (success !== undefined) this.lastSuccess.set(success);
     if (s.consecutiveFailures !== undefined) this.consecutiveFailures.set(s.consecutiveFailures);
-    if (s.lastFailureReason && (DRILL_FAILURE_REASONS as readonly string[]).includes(s.lastFailureReason)) {
-      this.lastFailed.reset();
-      this.lastFailed.set({ reason: s.lastFailureReason }, 1);
-    }
+    if (s.lastFailureReason && (DRILL_FAILURE_REASONS as readonly string[]).includes(s.lastFailureReason)) this.setFailed('restore', s.lastFailureReason);
   }
 
   recordDrill(r: DrillResult): void {
     const started = isoSeconds(r.startedAt);
     const finished = isoSeconds(r.finishedAt) ?? Date.now() / 1000;
-    this.runs.inc({ result: r.result });
+    this.runs.inc({ kind: 'restore', result: r.result });
     if (started !== undefined) {
       this.lastAttempt.set(started);
       this.duration.set(Math.max(0, finished - started));
@@ -108,7 +127,7 @@ export class DrillMetrics {
       if (DRILL_STEPS.includes(s.name) && Number.isFinite(s.seconds)) this.stepDuration.set({ step: s.name }, s.seconds);
     }
     if (r.result === 'success') {
-      this.lastFailed.reset();
+      this.setFailed('restore', undefined);
       this.lastSuccess.set(finished);
       this.consecutiveFailures.set(0);
       if (r.revision !== undefined) this.revision.set(r.revision);
@@ -116,11 +135,35 @@ export class DrillMetrics {
       return;
     }
     const reason = r.reason ?? 'internal';
-    this.failures.inc({ reason });
+    this.failures.inc({ kind: 'restore', reason });
     // Stopped by a shutdown: it proves nothing either way, so the verdict of the drill before stands.
     if (reason === 'drill-aborted') return;
-    this.lastFailed.reset();
-    this.lastFailed.set({ reason }, 1);
+    this.setFailed('restore', reason);
     this.consecutiveFailures.inc();
+  }
+
+  /** A replay drill's result; a skipped one (no pair to drill) is not a run. */
+  recordReplayDrill(r: ReplayDrillResult): void {
+    if (r.result === 'skipped') return;
+    this.runs.inc({ kind: 'replay', result: r.result });
+    if (r.result === 'success') {
+      this.setFailed('replay', undefined);
+      this.replayLastSuccess.set(isoSeconds(r.finishedAt) ?? Date.now() / 1000);
+      if (r.revisionsReplayed !== undefined) this.replayRevisions.set(r.revisionsReplayed);
+      return;
+    }
+    const reason = r.reason ?? 'internal';
+    this.failures.inc({ kind: 'replay', reason });
+    if (reason !== 'drill-aborted') this.setFailed('replay', reason);
+  }
+
+  /** last_failed of one kind: set to this reason, or removed (undefined). */
+  private setFailed(kind: DrillKind, reason: string | undefined): void {
+    const before = this.failedReason.get(kind);
+    if (before !== undefined) this.lastFailed.remove({ kind, reason: before });
+    this.failedReason.delete(kind);
+    if (reason === undefined) return;
+    this.lastFailed.set({ kind, reason }, 1);
+    this.failedReason.set(kind, reason);
   }
 }

@@ -10,9 +10,10 @@ import type { Store } from '../storage/store.js';
 import { missedWhy, type MissedWhy, type SlotDecision } from '../coord/missed.js';
 import type { SlotClaim } from '../coord/claims.js';
 import { runRestoreDrill, type DrillResult } from './drill.js';
+import { runReplayDrill } from './replay-drill.js';
 import type { DrillMetrics } from './metrics.js';
 import { drillNodeFor } from './turn.js';
-import { drillSettings } from './settings.js';
+import { drillSettings, replayDrillSettings } from './settings.js';
 
 /** What drills need of coordination (the daemon's SlotCoordinator). */
 export interface DrillCoordination {
@@ -98,6 +99,7 @@ async function runDrillSlot(deps: DrillScheduleDeps, schedule: CronSchedule, slo
       return;
     }
     await drillLatest(deps, store, cat, slot, signal);
+    await replayDrill(deps, store, signal);
     return;
   }
   const deadline = schedule.nextRuns(2).find((t) => t.getTime() > slot.getTime()) ?? new Date(slot.getTime() + schedule.intervalSeconds() * 1000);
@@ -112,6 +114,8 @@ async function runDrillSlot(deps: DrillScheduleDeps, schedule: CronSchedule, slo
   let r: DrillResult | undefined;
   try {
     r = await drillLatest(deps, store, cat, slot, signal);
+    // Under the same claim: one node per slot replays too. The slot's recorded result stays the restore drill's.
+    await replayDrill(deps, store, signal);
   } finally {
     await deps.coord.finishSlot(
       d.claim,
@@ -160,4 +164,26 @@ async function drillLatest({ cfg, log, metrics, record }: DrillScheduleDeps, sto
   if (r.result === 'success') log.info({ id: r.id, steps: r.steps, revision: r.revision }, 'restore drill passed');
   else log.error({ id: r.id, reason: r.reason, err: r.error, steps: r.steps }, 'restore drill FAILED');
   return r;
+}
+
+/**
+ * With continuous backups, the slot also proves the newest chain of segments
+ * (replay-drill.ts): replayed onto its full backup up to the next one's
+ * revision, it must give that backup. No pair yet (a new install, a chain
+ * that never reached a next full backup): nothing runs, nothing is counted.
+ */
+async function replayDrill({ cfg, log, metrics }: DrillScheduleDeps, store: Store, signal: AbortSignal): Promise<void> {
+  if (!cfg.continuous.enabled || signal.aborted) return;
+  const identities = cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
+  const r = await runReplayDrill({
+    ...replayDrillSettings(cfg),
+    store,
+    trust: await loadTrust(cfg),
+    cacheDir: catalogCacheDir(cfg.workDir, store.name),
+    ...(identities ? { identities } : {}),
+    log,
+    signal,
+  });
+  metrics.recordReplayDrill(r);
+  if (r.result === 'failed') log.error({ base: r.base, id: r.id, reason: r.reason, err: r.error }, 'replay drill FAILED');
 }

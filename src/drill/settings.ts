@@ -17,3 +17,8 @@ export function drillSettings(cfg: Config) {
 export function replaySettings(cfg: Config) {
   return { scratchDir: replayScratchDir(cfg.workDir), etcdBinary: cfg.drill.etcd, etcdctlBinary: cfg.drill.etcdctl };
 }
+
+/** What the replay drill takes from the config: the drill's tools, timeout and scratch dir, the replay's scratch dir. */
+export function replayDrillSettings(cfg: Config) {
+  return { ...drillSettings(cfg), cluster: cfg.cluster, replayScratchDir: replayScratchDir(cfg.workDir) };
+}

@@ -37,7 +37,7 @@ const TOMBSTONE = 0x74; // 't'
 /** HashKV starts with the key bucket's name. */
 const KEY_BUCKET = Buffer.from('key');
 
-function isTombstone(revKey: Buffer): boolean {
+export function isTombstone(revKey: Buffer): boolean {
   return revKey.length === 18 && revKey[17] === TOMBSTONE;
 }
 
@@ -75,7 +75,7 @@ export function keyOfKeyValue(v: Buffer): Buffer {
 }
 
 /** The top-level buckets by name; the refs are copies (an inline bucket's page outlives the walk). */
-async function topBuckets(walker: BucketWalker, root: number): Promise<Map<string, BucketRef>> {
+export async function topBuckets(walker: BucketWalker, root: number): Promise<Map<string, BucketRef>> {
   const tops = new Map<string, BucketRef>();
   await walker.forEach({ root }, 'root bucket', 0, (name, value, isBucket) => {
     if (!isBucket) throw new BboltFormatError(`top-level key ${name.toString('latin1')} is not a bucket`);

@@ -251,8 +251,8 @@ describe('a restore drill of a good backup', () => {
     dm.setInterval(7 * 86400);
     dm.recordDrill(result);
     const text = await reg.metrics();
-    expect(text).toContain('etcd_backup_drill_runs_total{result="success"} 1');
-    expect(text).toContain('etcd_backup_drill_failures_total{reason="drill-mismatch"} 0');
+    expect(text).toContain('etcd_backup_drill_runs_total{kind="restore",result="success"} 1');
+    expect(text).toContain('etcd_backup_drill_failures_total{kind="restore",reason="drill-mismatch"} 0');
     expect(text).toMatch(/etcd_backup_drill_last_success_timestamp_seconds \d/);
     expect(text).toMatch(/etcd_backup_drill_step_duration_seconds\{step="restore"\} \d/);
     expect(text).toContain('etcd_backup_drill_consecutive_failures 0');

@@ -10,6 +10,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { DRILL_FAILURE_REASONS, type DrillResult } from '../../src/drill/drill.js';
 import { DrillMetrics } from '../../src/drill/metrics.js';
+import { REPLAY_DRILL_FAILURE_REASONS, type ReplayDrillResult } from '../../src/drill/replay-drill.js';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
@@ -40,9 +41,9 @@ describe('DrillMetrics', () => {
   it('shares the daemon registry; counters start at 0, timestamps and the interval are absent until known', async () => {
     const { text } = await setup();
     const t = await text();
-    expect(t).toContain('etcd_backup_drill_runs_total{result="success"} 0');
-    expect(t).toContain('etcd_backup_drill_runs_total{result="failed"} 0');
-    for (const reason of DRILL_FAILURE_REASONS) expect(t).toContain(`etcd_backup_drill_failures_total{reason="${reason}"} 0`);
+    expect(t).toContain('etcd_backup_drill_runs_total{kind="restore",result="success"} 0');
+    expect(t).toContain('etcd_backup_drill_runs_total{kind="restore",result="failed"} 0');
+    for (const reason of DRILL_FAILURE_REASONS) expect(t).toContain(`etcd_backup_drill_failures_total{kind="restore",reason="${reason}"} 0`);
     expect(t).toContain('etcd_backup_drill_consecutive_failures 0');
     for (const absent of ['interval_seconds', 'last_success_timestamp_seconds', 'last_attempt_timestamp_seconds', 'duration_seconds', 'last_failed', 'revision', 'keys']) {
       expect(t).toContain(`# TYPE etcd_backup_drill_${absent} gauge`);
@@ -66,17 +67,17 @@ describe('DrillMetrics', () => {
     d.recordDrill(drill('failed', 'drill-restore-failed'));
     d.recordDrill(drill('failed', 'drill-timeout'));
     t = await text();
-    expect(t).toContain('etcd_backup_drill_failures_total{reason="drill-restore-failed"} 1');
+    expect(t).toContain('etcd_backup_drill_failures_total{kind="restore",reason="drill-restore-failed"} 1');
     expect(t).toContain('etcd_backup_drill_consecutive_failures 2');
     // Only the last drill's reason.
-    expect(t).toContain('etcd_backup_drill_last_failed{reason="drill-timeout"} 1');
-    expect(t).not.toContain('etcd_backup_drill_last_failed{reason="drill-restore-failed"}');
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="restore",reason="drill-timeout"} 1');
+    expect(t).not.toContain('etcd_backup_drill_last_failed{kind="restore",reason="drill-restore-failed"}');
 
     d.recordDrill(drill('success'));
     t = await text();
     expect(t).toContain('etcd_backup_drill_consecutive_failures 0');
     expect(t).not.toMatch(/^etcd_backup_drill_last_failed\{/m);
-    expect(t).toContain('etcd_backup_drill_runs_total{result="success"} 2');
+    expect(t).toContain('etcd_backup_drill_runs_total{kind="restore",result="success"} 2');
   });
 
   it('a drill stopped by a shutdown is counted but changes no verdict', async () => {
@@ -84,8 +85,8 @@ describe('DrillMetrics', () => {
     d.recordDrill(drill('failed', 'drill-mismatch'));
     d.recordDrill(drill('failed', 'drill-aborted'));
     const t = await text();
-    expect(t).toContain('etcd_backup_drill_failures_total{reason="drill-aborted"} 1');
-    expect(t).toContain('etcd_backup_drill_last_failed{reason="drill-mismatch"} 1');
+    expect(t).toContain('etcd_backup_drill_failures_total{kind="restore",reason="drill-aborted"} 1');
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="restore",reason="drill-mismatch"} 1');
     expect(t).toContain('etcd_backup_drill_consecutive_failures 1');
   });
 
@@ -94,8 +95,56 @@ describe('DrillMetrics', () => {
     d.restoreState({ lastAttempt: '2026-11-20T02:00:00Z', lastSuccess: '2026-11-13T02:05:00Z', consecutiveFailures: 1, lastFailureReason: 'snapshot-corrupt' });
     const t = await text();
     expect(t).toContain(`etcd_backup_drill_last_success_timestamp_seconds ${Date.parse('2026-11-13T02:05:00Z') / 1000}`);
-    expect(t).toContain('etcd_backup_drill_last_failed{reason="snapshot-corrupt"} 1');
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="restore",reason="snapshot-corrupt"} 1');
     expect(t).toContain('etcd_backup_drill_consecutive_failures 1');
+  });
+});
+
+describe('DrillMetrics: the replay drill', () => {
+  const replay = (result: ReplayDrillResult['result'], reason?: ReplayDrillResult['reason']): ReplayDrillResult => ({
+    kind: 'replay',
+    result,
+    ...(reason ? { reason } : {}),
+    steps: [{ name: 'replay', seconds: 3 }],
+    startedAt: '2026-11-25T02:01:00.000Z',
+    finishedAt: '2026-11-25T02:01:30.000Z',
+    ...(result === 'success' ? { revisionsReplayed: 4321 } : {}),
+  });
+
+  it('counts by kind, and a replay verdict never clears or sets the restore drill\'s', async () => {
+    const { d, text } = await setup();
+    let t = await text();
+    for (const reason of REPLAY_DRILL_FAILURE_REASONS) expect(t).toContain(`etcd_backup_drill_failures_total{kind="replay",reason="${reason}"} 0`);
+    expect(t).toContain('etcd_backup_drill_runs_total{kind="replay",result="failed"} 0');
+    expect(t).not.toMatch(/^etcd_backup_drill_replay_(last_success_timestamp_seconds|revisions)[ {]/m);
+
+    d.recordDrill(drill('failed', 'drill-timeout'));
+    d.recordReplayDrill(replay('failed', 'drill-replay-mismatch'));
+    t = await text();
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="restore",reason="drill-timeout"} 1');
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="replay",reason="drill-replay-mismatch"} 1');
+    expect(t).toContain('etcd_backup_drill_failures_total{kind="replay",reason="drill-replay-mismatch"} 1');
+    expect(t).toContain('etcd_backup_drill_consecutive_failures 1');
+
+    d.recordDrill(drill('success'));
+    t = await text();
+    expect(t).not.toContain('etcd_backup_drill_last_failed{kind="restore"');
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="replay",reason="drill-replay-mismatch"} 1');
+
+    d.recordReplayDrill(replay('skipped', 'not-found'));
+    d.recordReplayDrill(replay('failed', 'drill-aborted'));
+    t = await text();
+    expect(t).toContain('etcd_backup_drill_last_failed{kind="replay",reason="drill-replay-mismatch"} 1');
+    expect(t).toContain('etcd_backup_drill_runs_total{kind="replay",result="failed"} 2');
+
+    d.recordReplayDrill(replay('success'));
+    t = await text();
+    expect(t).not.toMatch(/^etcd_backup_drill_last_failed\{/m);
+    expect(t).toContain('etcd_backup_drill_runs_total{kind="replay",result="success"} 1');
+    expect(t).toContain(`etcd_backup_drill_replay_last_success_timestamp_seconds ${Date.parse('2026-11-25T02:01:30Z') / 1000}`);
+    expect(t).toContain('etcd_backup_drill_replay_revisions 4321');
+    // The restore drill's own gauges are not the replay's.
+    expect(t).toContain('etcd_backup_drill_revision 1234');
   });
 });
 
@@ -107,6 +156,8 @@ describe('EtcdBackupDrillFailing and the drill reasons', () => {
   }
   const groups = (parse(readFileSync(join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml'), 'utf8')) as { groups: { rules: Rule[] }[] }).groups;
   const failing = groups.flatMap((g) => g.rules).filter((r) => r.alert === 'EtcdBackupDrillFailing');
+  // Both kinds of drill set last_failed{kind,reason}: one pair of rules reads both.
+  const ALL_REASONS: readonly string[] = [...new Set<string>([...DRILL_FAILURE_REASONS, ...REPLAY_DRILL_FAILURE_REASONS])];
   const matcher = (r: Rule): ((reason: string) => boolean) => {
     const m = /reason(=~|!~)"([^"]+)"/.exec(r.expr);
     if (!m) throw new Error(`no reason matcher in ${r.expr}`);
@@ -116,18 +167,18 @@ describe('EtcdBackupDrillFailing and the drill reasons', () => {
 
   it('names only reasons a drill reports', () => {
     for (const r of failing) {
-      for (const name of /reason[=!]~"([^"]+)"/.exec(r.expr)![1]!.split('|')) expect(DRILL_FAILURE_REASONS as readonly string[], name).toContain(name);
+      for (const name of /reason[=!]~"([^"]+)"/.exec(r.expr)![1]!.split('|')) expect(ALL_REASONS, name).toContain(name);
     }
   });
 
   it('sends every failure reason but drill-aborted to exactly one of its rules', () => {
     expect(failing.map((r) => r.labels?.cause).sort()).toEqual(['backup-unrestorable', 'drill-broken']);
-    for (const reason of DRILL_FAILURE_REASONS) {
+    for (const reason of ALL_REASONS) {
       const hits = failing.filter((r) => matcher(r)(reason)).map((r) => r.labels!.cause);
       expect(hits, reason).toEqual(reason === 'drill-aborted' ? [] : [expect.any(String)]);
     }
     const bad = failing.find((r) => r.labels?.cause === 'backup-unrestorable')!;
-    for (const reason of ['checksum-mismatch', 'snapshot-corrupt', 'drill-restore-failed', 'drill-mismatch']) expect(matcher(bad)(reason), reason).toBe(true);
+    for (const reason of ['checksum-mismatch', 'snapshot-corrupt', 'drill-restore-failed', 'drill-mismatch', 'drill-replay-mismatch', 'segment-gap', 'segment-corrupt']) expect(matcher(bad)(reason), reason).toBe(true);
     for (const reason of ['drill-start-failed', 'drill-timeout', 'preflight-disk-space', 'store-unavailable']) expect(matcher(bad)(reason), reason).toBe(false);
   });
 });
