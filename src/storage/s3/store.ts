@@ -349,11 +349,6 @@ export class S3Store implements Store {
   }
 
   /**
-   * Every page within the signal's deadline; a server that keeps answering
-   * "truncated" with a token it gave before, or "truncated" with no token
-   * at all, is refused: the first loops forever, the second hides the rest.
-   */
-  /**
    * S3 lists in key order and has no "stop at" bound: an excluded subtree is
    * left by starting a second listing after it (StartAfter), so it costs at
    * most the one page that reaches into it, however many objects it holds.
@@ -381,7 +376,12 @@ export class S3Store implements Store {
     }
   }
 
-  /** One listing of `prefix` from after `startAfter` (a key relative to the store), every page. */
+  /**
+   * One listing of `prefix` from after `startAfter` (a key relative to the
+   * store): every page within the signal's deadline; a server that keeps
+   * answering "truncated" with a token it gave before, or "truncated" with no
+   * token at all, is refused: the first loops forever, the second hides the rest.
+   */
   private async *listFrom(prefix: string, startAfter: string | undefined, signal: AbortSignal | undefined): AsyncIterable<ObjectInfo> {
     const base = this.base;
     const Prefix = base + prefix;
