@@ -86,7 +86,8 @@ export function isOwnObject(cluster: string, id: string, key: string): boolean {
  * the name within it; undefined for a key outside any backup directory.
  */
 export function splitBackupKey(cluster: string, key: string): { id: string; name: string } | undefined {
-  // Segments of continuous backups are not backups: listing, `latest` and retention never see them as one.
+  // Segments of continuous backups are not backups: listing, `latest` and retention never see them as one
+  // (the catalog's listing leaves them out unread; this keeps any other listing of the cluster honest).
   if (key.startsWith(continuousPrefix(cluster))) return undefined;
   const rest = key.slice(clusterPrefix(cluster).length);
   const slash = rest.indexOf('/');

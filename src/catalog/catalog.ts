@@ -1,6 +1,6 @@
 import { parseManifest, type Manifest } from '../bundle/manifest.js';
 import { BackupError, messageOf } from '../errors.js';
-import { clusterPrefix, isOwnObject } from '../layout.js';
+import { clusterPrefix, continuousPrefix, isOwnObject } from '../layout.js';
 import type { ObjectInfo, Store } from '../storage/store.js';
 import { CatalogCache } from './cache.js';
 import { groupListing, pinnedState, type ListedBackup } from './listing.js';
@@ -72,7 +72,8 @@ export async function readManifest(store: Store, key: string, signal?: AbortSign
 async function listBackups(store: Store, cluster: string, signal?: AbortSignal): Promise<ListedBackup[]> {
   const objects: ObjectInfo[] = [];
   try {
-    for await (const obj of store.list(clusterPrefix(cluster), { signal })) objects.push(obj);
+    // Segments are not backups, and there are thousands a day per base: the stores do not even read them here.
+    for await (const obj of store.list(clusterPrefix(cluster), { signal, exclude: continuousPrefix(cluster) })) objects.push(obj);
   } catch (e) {
     if (e instanceof BackupError) throw e;
     throw new BackupError('store-unavailable', `store ${store.name}: cannot list backups: ${messageOf(e)}`, { cause: e });

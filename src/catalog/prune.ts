@@ -3,12 +3,13 @@ import type { Config } from '../config/load.js';
 import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import type { Logger } from '../log.js';
-import { catalogCacheDir, clusterPrefix, continuousPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
+import { catalogCacheDir, clusterPrefix, manifestKey, nodeOfId, objectKeys } from '../layout.js';
 import { loadCatalog, type Catalog } from './catalog.js';
 import { counts, type Trust } from './trust.js';
 import { clearOfLocks, type LockWait } from './locks.js';
 import type { Store } from '../storage/store.js';
 import { planRetention, type RetentionPlan } from '../retention/plan.js';
+import { listChain, pruneChains, type ChainOutcome } from './prune-chains.js';
 
 export interface PruneOutcome {
   store: string;
@@ -20,6 +21,8 @@ export interface PruneOutcome {
   errors: string[];
   /** Planned for removal but still under Object Lock (stores with caps.objectLock): removed by a prune after `until`. */
   waitingForLock: LockWait[];
+  /** Chains of segments of kept bases decided by continuous.keepWithin (empty when it is unset). */
+  chains: ChainOutcome[];
   catalog: Catalog;
 }
 
@@ -71,19 +74,6 @@ export function protectIds(plan: RetentionPlan, ids: string[]): RetentionPlan {
  * one listing plus this node's manifests, which the cache holds after the
  * first run: a warm plan reads no manifest.
  */
-/** Most segment objects a base is expected to have (a year of 10 s segments, twice): the listing loop's bound. */
-const MAX_SEGMENT_KEYS = 7_000_000;
-
-/** The keys of a base's continuous-backup segments (`<cluster>/continuous/<id>/`), manifests and objects. */
-async function segmentKeysOf(store: Store, cluster: string, id: string): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const o of store.list(`${continuousPrefix(cluster)}${id}/`)) {
-    keys.push(o.key);
-    if (keys.length > MAX_SEGMENT_KEYS) throw new Error(`more than ${MAX_SEGMENT_KEYS} objects under ${continuousPrefix(cluster)}${id}/`);
-  }
-  return keys;
-}
-
 export async function pruneStore(
   cfg: Config,
   store: Store,
@@ -97,7 +87,7 @@ export async function pruneStore(
     want: (b) => inSeries(cfg, b.node),
   });
   const plan = protectIds(planForCatalog(cfg, catalog.backups, now, opts.trust), opts.protect ?? []);
-  const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], waitingForLock: [], catalog };
+  const out: PruneOutcome = { store: store.name, plan, deleted: [], incomplete: [], errors: [], waitingForLock: [], chains: [], catalog };
   const byId = new Map(catalog.backups.map((m) => [m.id, m]));
   const listed = new Map(catalog.listed.map((b) => [b.id, b]));
   for (const p of plan.prune) {
@@ -108,7 +98,7 @@ export async function pruneStore(
     const keys = [manifest, object, ...(listed.get(m.id)?.keys ?? []).filter((k) => k !== manifest && k !== object)];
     let segments: string[];
     try {
-      segments = await segmentKeysOf(store, cfg.cluster, m.id);
+      segments = (await listChain(store, cfg.cluster, m.id)).keys;
     } catch (e) {
       out.errors.push(`${m.id}: listing its continuous-backup segments: ${messageOf(e)}`);
       continue;
@@ -133,6 +123,10 @@ export async function pruneStore(
       log.error({ store: store.name, id: m.id, err: messageOf(e) }, 'prune failed');
     }
   }
+  // Segments of the bases kept: continuous.keepWithin may bound them tighter than their base.
+  const pruned = new Set(plan.prune.map((p) => p.id));
+  const kept = catalog.listed.filter((b) => b.manifest && inSeries(cfg, b.node) && !pruned.has(b.id));
+  out.chains = await pruneChains(cfg, store, log, catalog, kept, out, { dryRun: opts.dryRun, now });
   // Leftovers of failed or interrupted uploads: only this node's, only after the grace period,
   // so an upload in progress on this node (or another) is never touched.
   const cutoff = new Date(now.getTime() - parseDurationSeconds(store.settings.incompleteGrace) * 1000);

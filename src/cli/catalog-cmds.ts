@@ -5,6 +5,7 @@ import { type Logger } from '../log.js';
 import type { ControlRequest } from '../control/protocol.js';
 import { setPinned } from '../catalog/pin.js';
 import { pruneStore } from '../catalog/prune.js';
+import type { ChainOutcome } from '../catalog/prune-chains.js';
 import { formatPlanTable, parseSimulationInput, planRetention, planToJson } from '../retention/plan.js';
 import { readFileSync } from 'node:fs';
 import { findBackup, loadCatalog, loadCatalogFor, untrustedBackups } from '../catalog/catalog.js';
@@ -180,16 +181,27 @@ export async function cmdPrune(argv: string[], log: Logger): Promise<number> {
     const r = await pruneStore(cfg, store, log, { dryRun: values['dry-run'] === true, trust: await loadTrust(cfg) });
     if (values.json) {
       const waitingForLock = r.waitingForLock.map((w) => ({ id: w.id, until: w.until.toISOString(), ...(w.incomplete ? { incomplete: true } : {}), ...(w.estimated ? { estimated: true } : {}) }));
-      printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, waitingForLock, errors: r.errors });
+      const continuous = r.chains.map((c) => ({ base: c.base, objects: c.objects, ...(c.newestAt ? { newestAt: c.newestAt.toISOString() } : {}), ...(c.keep ? { keep: c.keep } : { deleted: c.deleted === true }) }));
+      printJson({ store: store.name, dryRun: values['dry-run'] === true, ...planToJson(r.plan), incomplete: r.incomplete, continuous, waitingForLock, errors: r.errors });
     } else {
       out(`${values['dry-run'] ? 'plan (dry run, nothing deleted)' : 'pruned'} for node ${cfg.node} in store ${store.name}:`);
       out(formatPlanTable(r.plan));
       if (r.incomplete.length) out(`incomplete backups (no manifest, older than the grace period) ${values['dry-run'] ? 'to remove' : 'removed'}: ${r.incomplete.join(', ')}`);
+      for (const line of chainLines(r.chains, values['dry-run'] === true)) out(line);
       // Not an error: the lock is the store's policy; a prune after the date removes them.
       for (const w of r.waitingForLock) out(`waiting for its object lock: ${w.id}${w.incomplete ? ' (incomplete)' : ''} is locked until ${w.estimated ? 'at least ' : ''}${w.until.toISOString()}; not deleted`);
       for (const e of r.errors) err(`error: ${e}`);
     }
     return r.errors.length ? EXIT_FAILED : EXIT_OK;
+  });
+}
+
+/** What continuous.keepWithin decided, one line per chain of segments (none when it is unset). */
+function chainLines(chains: ChainOutcome[], dryRun: boolean): string[] {
+  return chains.map((c) => {
+    const what = `continuous-backup segments of ${c.base} (${c.objects}${c.newestAt ? ` objects, newest stored ${c.newestAt.toISOString()}` : '+ objects'})`;
+    if (c.keep) return `${what}: kept (${c.keep})`;
+    return `${what}: ${dryRun ? 'to delete (older than continuous.keepWithin)' : c.deleted ? 'deleted (older than continuous.keepWithin)' : 'not deleted'}`;
   });
 }
 

@@ -13,13 +13,14 @@ import { configSchema, type RawConfig, type SourceConfig, type StoreConfig } fro
 export type { StoreConfig, SourceConfig };
 
 /** The effective configuration: defaults filled, paths absolute, durations in seconds. */
-export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 'retention' | 'stores'> {
+export interface Config extends Omit<RawConfig, 'node' | 'source' | 'etcd' | 'retention' | 'stores' | 'continuous'> {
   node: string;
   stores: StoreConfig[];
   configPath?: string;
   source: SourceConfig & { timeoutSeconds: number; stallSeconds: number };
   etcd: RawConfig['etcd'] & { timeoutSeconds: number };
   retention: RawConfig['retention'] & { keepWithinSeconds: number };
+  continuous: RawConfig['continuous'] & { keepWithinSeconds: number };
 }
 
 export class ConfigError extends BackupError {
@@ -80,6 +81,7 @@ export function parseConfig(doc: unknown, file = '<config>'): Config {
       timeoutSeconds: parseDurationSeconds(raw.etcd.timeout),
     },
     retention: { ...raw.retention, keepWithinSeconds: parseRetentionDuration(raw.retention.keepWithin) },
+    continuous: { ...raw.continuous, keepWithinSeconds: parseRetentionDuration(raw.continuous.keepWithin) },
     stores: raw.stores.map((s) => {
       // The keys its type names as local paths (the store's folder says which), made absolute.
       const out: Record<string, string | undefined> = { ...s } as never;
@@ -175,6 +177,7 @@ export function configDocument(cfg: Config): Record<string, unknown> {
   delete doc.source!.stallSeconds;
   delete doc.etcd!.timeoutSeconds;
   delete doc.retention!.keepWithinSeconds;
+  delete doc.continuous!.keepWithinSeconds;
   return stripUndefined(doc);
 }
 

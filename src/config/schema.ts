@@ -233,6 +233,20 @@ export const configSchema = z
           .min(64 * 1024)
           .max(256 * 1024 * 1024)
           .default(4 * 1024 * 1024),
+        /**
+         * Segments of a kept base are deleted, whole chain at once, once its newest segment is
+         * older than this (retention's duration syntax); 0 (default): they live as long as their base.
+         */
+        keepWithin: z
+          .string()
+          .default('0s')
+          .superRefine((v, ctx) => {
+            try {
+              parseRetentionDuration(v);
+            } catch (e) {
+              ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+            }
+          }),
       })
       .strict()
       .default({}),

@@ -223,7 +223,7 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
     },
     list(prefix, opts) {
       const what = `listing ${prefix}`;
-      return boundedList(inner, prefix, transfer(`${what} (whole listing)`, opts, Infinity), limits, what);
+      return boundedList(inner, prefix, opts?.exclude, transfer(`${what} (whole listing)`, opts, Infinity), limits, what);
     },
     putFile(key, path, opts?: PutOptions) {
       const what = `upload of ${key}`;
@@ -249,9 +249,9 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
 }
 
 /** A listing where each step (one page at most) is one request and the whole is bounded in time and entries. */
-async function* boundedList(inner: Store, prefix: string, d: Deadline, limits: StoreLimits, what: string): AsyncGenerator<ObjectInfo> {
+async function* boundedList(inner: Store, prefix: string, exclude: string | undefined, d: Deadline, limits: StoreLimits, what: string): AsyncGenerator<ObjectInfo> {
   const name = inner.name;
-  const it = inner.list(prefix, { signal: d.signal })[Symbol.asyncIterator]();
+  const it = inner.list(prefix, { signal: d.signal, ...(exclude !== undefined ? { exclude } : {}) })[Symbol.asyncIterator]();
   let n = 0;
   try {
     for (;;) {

@@ -35,6 +35,18 @@ export interface OpOptions {
   signal?: AbortSignal;
 }
 
+/** A listing may leave out one subtree, unread. */
+export interface ListOptions extends OpOptions {
+  /**
+   * A key prefix under the listed one, ending in '/' (a directory of the
+   * layout, e.g. `<cluster>/continuous/`), whose objects are not listed. The
+   * store does not walk it (local, SFTP) or jumps past it (S3), so a listing
+   * costs the same however many objects it holds: the catalog's listing of a
+   * cluster does not pay for every continuous-backup segment.
+   */
+  exclude?: string;
+}
+
 /** A transfer reports the bytes it moves, so a stall can be told from slow progress. */
 export interface TransferOptions extends OpOptions {
   onProgress?: (bytes: number) => void;
@@ -129,8 +141,11 @@ export interface Store {
    * can (with `caps.readBack`: a local file into one reused buffer; without: get()).
    */
   readBackSha256(key: string, opts?: TransferOptions): Promise<{ bytes: number; sha256: string }>;
-  /** Every object under `prefix`, in key order. A server whose listing never ends is an error, never a hang. */
-  list(prefix: string, opts?: OpOptions): AsyncIterable<ObjectInfo>;
+  /**
+   * Every object under `prefix`, in key order, but none under `opts.exclude`
+   * (checkListExclude). A server whose listing never ends is an error, never a hang.
+   */
+  list(prefix: string, opts?: ListOptions): AsyncIterable<ObjectInfo>;
   /**
    * Removes missing keys silently. With `caps.objectLock`, a key whose lock
    * has not expired fails the call with reason `object-locked` before any of
@@ -146,6 +161,25 @@ export interface Store {
   cleanupIncomplete(prefix: string, olderThan: Date, opts?: OpOptions): Promise<string[]>;
   /** Releases connections and clients; a no-op where there are none. */
   close(): Promise<void>;
+}
+
+/**
+ * The exclude of a listing, checked: a directory strictly under `prefix`
+ * (a backend that walks directories skips exactly that one). Undefined when
+ * there is none. A wrong one is a programming error, never a listing that
+ * silently leaves out something else.
+ */
+export function checkListExclude(storeName: string, prefix: string, exclude: string | undefined): string | undefined {
+  if (exclude === undefined) return undefined;
+  if (!exclude.endsWith('/') || !exclude.startsWith(prefix) || exclude.length <= prefix.length || exclude.split('/').some((seg, i, a) => seg === '' && i < a.length - 1)) {
+    throw new BackupError('internal', `store ${storeName}: listing ${JSON.stringify(prefix)} cannot exclude ${JSON.stringify(exclude)} (a directory under the prefix, ending in '/')`);
+  }
+  return exclude;
+}
+
+/** Whether a listed key lies in the excluded subtree (every backend filters with this too). */
+export function isExcluded(key: string, exclude: string | undefined): boolean {
+  return exclude !== undefined && key.startsWith(exclude);
 }
 
 /** readBackSha256 of a store without `caps.readBack`: the object through get(), hashed, reporting progress. */

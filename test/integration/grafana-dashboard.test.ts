@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
 import type { Manifest } from '../../src/bundle/manifest.js';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
+import { ContinuousMetrics } from '../../src/continuous/metrics.js';
 import type { RunResult } from '../../src/run/backup.js';
 import { VERSION } from '../../src/version.js';
 import { ROOT } from '../support/cli.js';
@@ -23,6 +24,7 @@ interface Panel {
   id: number;
   type: string;
   title: string;
+  fieldConfig?: { defaults: { unit?: string; thresholds?: { steps: { value: number | null }[] }; custom?: { thresholdsStyle?: { mode: string } } } };
   datasource?: { type: string; uid: string };
   targets?: { expr: string; refId: string; datasource?: { uid: string } }[];
   gridPos: { h: number; w: number; x: number; y: number };
@@ -94,6 +96,13 @@ async function exposedNames(): Promise<Set<string>> {
   m.recordSkippedTick('busy');
   m.recordOutboxDropped();
   m.recordPrune('s3', 1);
+  // The continuous-backup series, as the writer node shows them (the lag exists only there).
+  const c = new ContinuousMetrics(m.registry);
+  c.setWriter(true);
+  c.setLag(4.5, 120);
+  c.recordAttempt(true, 2048);
+  c.recordCommitted(new Date('2026-11-25T02:00:10.000Z'));
+  c.setOutbox(0);
   const names = new Set<string>();
   for (const line of (await m.render()).split('\n')) {
     const n = /^([a-zA-Z_:][a-zA-Z0-9_:]*)[{ ]/.exec(line);
@@ -143,7 +152,25 @@ describe('packaging/grafana/etcd-backupd.json', () => {
     }
   });
 
-  it('queries only series that BackupMetrics exposes', async () => {
+  it('shows the continuous-backup lag, seconds and revisions, with the alert threshold of the shipped rule', () => {
+    const lag = queryPanels.filter((p) => (p.targets ?? []).some((t) => t.expr.includes('etcd_backup_continuous_lag_seconds')));
+    expect(lag).toHaveLength(1);
+    const panel = lag[0]!;
+    expect(panel.targets!.map((t) => t.expr).join('\n')).toContain('etcd_backup_continuous_lag_revisions');
+    expect(panel.fieldConfig?.defaults.unit).toBe('s');
+    const rules = readFileSync(join(ROOT, 'packaging/prometheus/etcd-backupd-rules.yaml'), 'utf8');
+    const threshold = Number(/expr: etcd_backup_continuous_lag_seconds > (\d+)/.exec(rules)?.[1]);
+    expect(threshold).toBeGreaterThan(0);
+    expect(panel.fieldConfig?.defaults.thresholds?.steps.map((st) => st.value)).toEqual([null, threshold]);
+    expect(panel.fieldConfig?.defaults.custom?.thresholdsStyle?.mode).not.toBe('off');
+  });
+
+  it('every panel query names at least one etcd_backup_* series', () => {
+    const bare = exprs.filter((e) => !/\betcd_backup_[a-zA-Z0-9_]+/.test(e.expr));
+    expect(bare, JSON.stringify(bare)).toEqual([]);
+  });
+
+  it('queries only series that the daemon exposes (BackupMetrics and ContinuousMetrics)', async () => {
     const exposed = await exposedNames();
     const used = new Set([...exprs.map((e) => e.expr), ...variableQueries].flatMap((q) => q.match(/\betcd_backup_[a-zA-Z0-9_]+/g) ?? []));
     expect(used.size).toBeGreaterThan(20);

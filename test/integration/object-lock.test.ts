@@ -7,6 +7,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../src/config/load.js';
 import { storeSchema } from '../../src/config/schema.js';
 import { S3Store, type S3StoreConfig } from '../../src/storage/s3/store.js';
+import { pruneChains } from '../../src/catalog/prune-chains.js';
+import type { ListedBackup } from '../../src/catalog/listing.js';
+import type { Config } from '../../src/config/load.js';
+import { backupId } from '../../src/layout.js';
+import { silentLogger } from '../../src/log.js';
 import { runCli, tempDir, writeConfig } from '../support/cli.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { startFakeS3, type FakeS3 } from '../support/fake-s3.js';
@@ -276,4 +281,44 @@ describe('backups and retention on a lock bucket (real etcd, the CLI)', () => {
     const list = (await json(['list'])).doc;
     expect(list.backups.map((b: { id: string }) => b.id)).toEqual([ids[1]]);
   }, 120_000);
+});
+
+describe('continuous.keepWithin on a lock bucket', () => {
+  it('a chain to delete waits, whole, while one of its objects is locked; once free it goes, manifests first', async () => {
+    const s = s3Store(s3, 'kw', { retain: '30s' });
+    const DAY = 86_400_000;
+    const now = new Date();
+    const based = (daysAgo: number): ListedBackup => {
+      const time = new Date(Math.floor((now.getTime() - daysAgo * DAY) / 1000) * 1000);
+      const id = backupId(time, 'master-0');
+      return { id, time, node: 'master-0', keys: [`kw/${id}/manifest.json`], manifest: { key: `kw/${id}/manifest.json`, version: 'v' }, pins: [] };
+    };
+    const [newest, old] = [based(0), based(3)];
+    const seg = (id: string, stem: string) => [`kw/continuous/${id}/${stem}.seg.zst`, `kw/continuous/${id}/${stem}.json`];
+    const oldKeys = [...seg(old.id, '00000000000000000011-00000000000000000020'), ...seg(old.id, '00000000000000000021-00000000000000000030')];
+    for (const k of [...oldKeys, ...seg(newest.id, '00000000000000000100-00000000000000000110')]) await s.put(k, Readable.from([Buffer.from(k)]));
+    // The old chain was stored two days ago; its objects are still locked (as with a retain longer than keepWithin).
+    for (const k of oldKeys) s3.objects.get(`kw/${k}`)!.modified = new Date(now.getTime() - 2 * DAY);
+    const cfg = { cluster: 'kw', continuous: { keepWithinSeconds: 86_400 } } as Pick<Config, 'cluster' | 'continuous'>;
+    const catalog = { listed: [newest, old] };
+
+    const out = { errors: [] as string[], waitingForLock: [] as { id: string; until: Date }[] };
+    const first = await pruneChains(cfg, s, silentLogger, catalog, [newest, old], out, { dryRun: false, now });
+    expect(first.map((d) => [d.base, d.keep ?? (d.deleted ? 'deleted' : 'waiting')])).toEqual([[newest.id, 'newest-base'], [old.id, 'waiting']]);
+    expect(out.errors).toEqual([]);
+    expect(out.waitingForLock.map((w) => w.id)).toEqual([`continuous/${old.id}`]);
+    expect(deletesSent('kw/')).toEqual([]);
+
+    for (const k of oldKeys) s3.objects.get(`kw/${k}`)!.lock!.until = new Date(Date.now() - 1000);
+    const out2 = { errors: [] as string[], waitingForLock: [] as { id: string; until: Date }[] };
+    const second = await pruneChains(cfg, s, silentLogger, catalog, [newest, old], out2, { dryRun: false, now });
+    expect(second.find((d) => d.base === old.id)).toMatchObject({ deleted: true });
+    expect(out2).toEqual({ errors: [], waitingForLock: [] });
+    const deleted = deletesSent('kw/').flatMap((r) => r.keys ?? [r.key]);
+    // The manifests went first: a crash between leaves objects no reader takes for segments.
+    expect(deleted.map((k) => k.endsWith('.json'))).toEqual([true, true, false, false]);
+    expect([...s3.objects.keys()].filter((k) => k.startsWith(`kw/kw/continuous/${old.id}/`))).toEqual([]);
+    expect([...s3.objects.keys()].filter((k) => k.startsWith(`kw/kw/continuous/${newest.id}/`))).toHaveLength(2);
+    await s.close();
+  });
 });

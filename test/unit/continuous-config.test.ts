@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseConfig } from '../../src/config/load.js';
+import { ConfigError, configDocument, parseConfig } from '../../src/config/load.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'ebd-continuous-config-'));
 const script = join(dir, 'cluster-backup.sh');
@@ -26,8 +26,15 @@ function problems(extra: Record<string, unknown>): string[] {
 }
 
 describe('continuous config', () => {
-  it('defaults: off, 10 s, 4 MiB', () => {
-    expect(parseConfig(doc({}), join(dir, 'c.yaml')).continuous).toEqual({ enabled: false, interval: '10s', maxSegmentBytes: 4 * 1024 * 1024 });
+  it('defaults: off, 10 s, 4 MiB, segments as long as their base', () => {
+    expect(parseConfig(doc({}), join(dir, 'c.yaml')).continuous).toEqual({ enabled: false, interval: '10s', maxSegmentBytes: 4 * 1024 * 1024, keepWithin: '0s', keepWithinSeconds: 0 });
+  });
+
+  it('keepWithin in retention\'s duration syntax, and back through configDocument', () => {
+    const cfg = parseConfig(doc({ continuous: { keepWithin: '2d12h' } }), join(dir, 'c.yaml'));
+    expect(cfg.continuous).toMatchObject({ keepWithin: '2d12h', keepWithinSeconds: 2.5 * 86_400 });
+    const again = parseConfig(configDocument(cfg), join(dir, 'c.yaml'));
+    expect(again.continuous).toEqual(cfg.continuous);
   });
 
   it('on with coordination (the default mode)', () => {
@@ -41,6 +48,8 @@ describe('continuous config', () => {
     [{ continuous: { interval: 'often' } }, /^continuous\.interval: .*not a duration/],
     [{ continuous: { maxSegmentBytes: 1000 } }, /^continuous\.maxSegmentBytes: /],
     [{ continuous: { every: '1s' } }, /^continuous\.every: unknown key/],
+    [{ continuous: { keepWithin: '6m' } }, /^continuous\.keepWithin: .*\bm\b/],
+    [{ continuous: { keepWithin: 'soon' } }, /^continuous\.keepWithin: /],
   ])('%j is refused, naming the key', (extra, re) => {
     const p = problems(extra);
     expect(p).toHaveLength(1);

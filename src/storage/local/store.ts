@@ -8,8 +8,10 @@ import { BackupError } from '../../errors.js';
 import { commitTemp, fsyncPath, mkdirPrivate, tempNameFor, writeFileAtomic } from '../../fsutil.js';
 import {
   abortedByShutdown,
+  checkListExclude,
   DEFAULT_STORE_SETTINGS,
   ObjectExistsError,
+  type ListOptions,
   type ObjectInfo,
   type OpOptions,
   type PutOptions,
@@ -153,8 +155,10 @@ export class LocalStore implements Store {
     return undefined;
   }
 
-  async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const signal = opts.signal;
+    // The excluded subtree is one directory: never opened.
+    const exclude = checkListExclude(this.name, prefix, opts.exclude);
     const start = prefix.includes('/') ? prefix.slice(0, prefix.lastIndexOf('/')) : '';
     const root = resolve(this.root);
     const walk = async function* (dir: string): AsyncIterable<ObjectInfo> {
@@ -176,6 +180,7 @@ export class LocalStore implements Store {
       for (const name of entries) {
         const full = join(dir, name);
         if (name.endsWith('/')) {
+          if (exclude !== undefined && `${relative(root, full).split(sep).join('/')}/` === exclude) continue;
           yield* walk(full);
           continue;
         }

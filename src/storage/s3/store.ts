@@ -22,7 +22,7 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { BackupError, type Reason } from '../../errors.js';
 import { readFully } from '../file-chunks.js';
 import { settingsOf } from '../registry.js';
-import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { abortedByShutdown, checkListExclude, isExcluded, ObjectExistsError, readBackByGet, type ListOptions, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
 import { s3Capabilities, type S3StoreConfig } from './index.js';
 import { createS3Client } from './client.js';
 import { AUTH_CODES, facts, isNetwork, isNotFound, isPreconditionFailed, isUnsupported } from './errors.js';
@@ -349,20 +349,50 @@ export class S3Store implements Store {
   }
 
   /**
-   * Every page within the signal's deadline; a server that keeps answering
-   * "truncated" with a token it gave before, or "truncated" with no token
-   * at all, is refused: the first loops forever, the second hides the rest.
+   * S3 lists in key order and has no "stop at" bound: an excluded subtree is
+   * left by starting a second listing after it (StartAfter), so it costs at
+   * most the one page that reaches into it, however many objects it holds.
    */
-  async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<ObjectInfo> {
+    const exclude = checkListExclude(this.name, prefix, opts.exclude);
+    let startAfter: string | undefined;
+    for (let jumped = false; ; jumped = true) {
+      let reached = false;
+      const after = startAfter === undefined ? undefined : Buffer.from(startAfter);
+      for await (const o of this.listFrom(prefix, startAfter, opts.signal)) {
+        // A server that ignores StartAfter would give what was listed already: S3's order is the UTF-8 bytes'.
+        if (after && Buffer.compare(Buffer.from(o.key), after) <= 0) continue;
+        if (!isExcluded(o.key, exclude)) {
+          yield o;
+          continue;
+        }
+        // Keys under it are filtered anyway; the jump is made once, so a server that ignores StartAfter cannot loop.
+        if (jumped) continue;
+        reached = true;
+        break;
+      }
+      if (!reached) return;
+      startAfter = afterSubtree(exclude!);
+    }
+  }
+
+  /**
+   * One listing of `prefix` from after `startAfter` (a key relative to the
+   * store): every page within the signal's deadline; a server that keeps
+   * answering "truncated" with a token it gave before, or "truncated" with no
+   * token at all, is refused: the first loops forever, the second hides the rest.
+   */
+  private async *listFrom(prefix: string, startAfter: string | undefined, signal: AbortSignal | undefined): AsyncIterable<ObjectInfo> {
     const base = this.base;
     const Prefix = base + prefix;
+    const StartAfter = startAfter === undefined ? undefined : base + startAfter;
     const seen = new Set<string>();
     let ContinuationToken: string | undefined;
     for (let pages = 1; ; pages++) {
       let page;
       try {
-        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.cfg.bucket, Prefix, ...(ContinuationToken ? { ContinuationToken } : {}) }), {
-          abortSignal: opts.signal,
+        page = await this.client.send(new ListObjectsV2Command({ Bucket: this.cfg.bucket, Prefix, ...(ContinuationToken ? { ContinuationToken } : StartAfter ? { StartAfter } : {}) }), {
+          abortSignal: signal,
         });
       } catch (e) {
         throw this.fail('listing', Prefix, e, 'store-unavailable');
@@ -488,4 +518,15 @@ export class S3Store implements Store {
   async close(): Promise<void> {
     this.client.destroy();
   }
+}
+
+/**
+ * A StartAfter past every key of the subtree `dir` (ending in '/') that a
+ * listing should skip. S3 orders keys by their UTF-8 bytes and U+10FFFF is
+ * the greatest code point: every key of the subtree sorts before it, but
+ * one that continues with U+10FFFF itself (the caller filters those), and
+ * every key outside the subtree that sorts after `dir` sorts after it.
+ */
+export function afterSubtree(dir: string): string {
+  return `${dir}\u{10FFFF}`;
 }

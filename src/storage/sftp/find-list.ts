@@ -1,5 +1,5 @@
 import { BackupError } from '../../errors.js';
-import type { ObjectInfo } from '../store.js';
+import { isExcluded, type ObjectInfo } from '../store.js';
 import { ExecRefused, execStream, shellQuote, type ExecOutcome } from './remote-exec.js';
 import { call, ConnectionLost, describe, errCode, type Session } from './session.js';
 
@@ -37,9 +37,12 @@ const UNSUPPORTED = 97;
  * a directory to either. Every dot-name is left out and never descended,
  * as the walk does (temp files of unfinished puts are `.<name>.tmp-<hex>`).
  * Records are NUL-terminated (`size mtime relative-path`), so any name but
- * one with a NUL (impossible) comes through as it is.
+ * one with a NUL (impossible) comes through as it is. `exclude` (a directory
+ * relative to `dir`, without the trailing '/') is pruned: never descended.
  */
-export function findScript(dir: string, dotFiles = false): string {
+export function findScript(dir: string, dotFiles = false, exclude?: string): string {
+  // The excluded directory, relative to `dir`, as find -path sees it (glob characters taken literally).
+  const skip = exclude === undefined ? '' : `-path ${shellQuote(`./${exclude.replace(/[\\*?[\]]/g, '\\$&')}`)} -prune -o `;
   return [
     `printf '${HELLO}\\0'`,
     `find -L / -maxdepth 0 -printf '' >/dev/null 2>&1 || exit ${UNSUPPORTED}`,
@@ -50,7 +53,7 @@ export function findScript(dir: string, dotFiles = false): string {
     dotFiles
       ? // Only the dot-files (temp files of unfinished puts) in directories that are not dot-names.
         `find -L . -mindepth 1 -name '.*' -type d -prune -o -type f -name '.*' -printf '%s %T@ %P\\0' || exit $?`
-      : `find -L . -mindepth 1 -name '.*' -prune -o -type f -printf '%s %T@ %P\\0' || exit $?`,
+      : `find -L . -mindepth 1 ${skip}-name '.*' -prune -o -type f -printf '%s %T@ %P\\0' || exit $?`,
     `printf '${END}\\0'`,
   ].join('\n');
 }
@@ -142,6 +145,8 @@ export interface ListOptions {
   signal?: AbortSignal;
   /** List the temp files of unfinished puts (dot-files this tells apart) instead of the objects. */
   tempFiles?: (name: string) => boolean;
+  /** A directory key under `prefix`, ending in '/', that is not descended (Store.list's exclude). */
+  exclude?: string;
 }
 
 /** Why a find listing was not used; `unsupported` means this server never will (no exec, no GNU find). */
@@ -171,7 +176,8 @@ export async function listByFind(
   const parser = new FindParser(o.limits, o.tempFiles ?? ((name) => !name.startsWith('.')));
   let r;
   try {
-    r = await execStream(s, findScript(abs, o.tempFiles !== undefined), { where: o.where, limitMs: o.limitMs, signal: o.signal, onData: (d) => parser.push(d) });
+    const skip = o.exclude === undefined ? undefined : o.exclude.slice(o.startRel ? o.startRel.length + 1 : 0, -1);
+    r = await execStream(s, findScript(abs, o.tempFiles !== undefined, skip), { where: o.where, limitMs: o.limitMs, signal: o.signal, onData: (d) => parser.push(d) });
   } catch (e) {
     if (e instanceof ExecRefused) return { miss: 'unsupported', detail: e.message };
     throw e;
@@ -181,7 +187,7 @@ export async function listByFind(
   const out: ObjectInfo[] = [];
   for (const f of parser.found) {
     const key = o.startRel ? `${o.startRel}/${f.rel}` : f.rel;
-    if (key.startsWith(o.prefix)) out.push({ key, size: f.size, modifiedAt: new Date(f.mtime * 1000) });
+    if (key.startsWith(o.prefix) && !isExcluded(key, o.exclude)) out.push({ key, size: f.size, modifiedAt: new Date(f.mtime * 1000) });
   }
   // The walk's order: keys compared as JavaScript strings.
   return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));

@@ -7,7 +7,7 @@ import { parseDurationSeconds } from '../../units/duration.js';
 import { BackupError, type Reason } from '../../errors.js';
 import { fileChunks } from '../file-chunks.js';
 import { settingsOf } from '../registry.js';
-import { abortedByShutdown, ObjectExistsError, readBackByGet, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { abortedByShutdown, checkListExclude, ObjectExistsError, readBackByGet, type ListOptions, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
 import { sftpCapabilities, type SftpStoreConfig } from './index.js';
 import { hasExtension, ioLen, SftpReadStream, writeBody } from './io.js';
 import { execOn, shellQuote } from './remote-exec.js';
@@ -366,20 +366,22 @@ export class SftpStore implements Store {
   }
 
   /** The SFTP walk of walk.ts on this session: the listing where the server runs no commands. */
-  private walk(s: Session, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean): AsyncGenerator<{ key: string; attrs: Stats }> {
+  private walk(s: Session, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean, exclude?: string): AsyncGenerator<{ key: string; attrs: Stats }> {
     const io = { readdir: (rel: string) => this.readdir(s, this.remote(rel)), stat: (rel: string) => this.stat(s, this.remote(rel)) };
-    return walkTree(io, startOfPrefix(this.name, prefix), prefix, wantFile, descendDot);
+    return walkTree(io, startOfPrefix(this.name, prefix), prefix, wantFile, descendDot, exclude);
   }
 
   /** One remote find where the server runs commands (find-list.ts), else the walk. */
-  async *list(prefix: string, opts: OpOptions = {}): AsyncIterable<ObjectInfo> {
+  async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<ObjectInfo> {
     const startRel = startOfPrefix(this.name, prefix);
+    // The excluded directory is pruned by find, skipped by the walk: never read.
+    const exclude = checkListExclude(this.name, prefix, opts.exclude);
     // The first request may meet a connection that died while idle:
     // withSession retries that on a fresh one; the rest of the walk uses the same session.
     const { it, head, s } = await this.conn.withSession(
       async (s) => {
-        const found = await this.finder.list(s, { remoteStart: this.remote(startRel), startRel, prefix, signal: opts.signal });
-        const walk = found ? found.values() : this.walk(s, prefix, (name) => !name.startsWith('.'), false);
+        const found = await this.finder.list(s, { remoteStart: this.remote(startRel), startRel, prefix, signal: opts.signal, ...(exclude !== undefined ? { exclude } : {}) });
+        const walk = found ? found.values() : this.walk(s, prefix, (name) => !name.startsWith('.'), false, exclude);
         return { it: walk, head: await walk.next(), s };
       },
       undefined,

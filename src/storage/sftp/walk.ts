@@ -12,13 +12,14 @@ export interface WalkIo {
 
 /**
  * Walks the tree under `start` (the deepest directory `prefix` names),
- * yielding files whose key starts with `prefix` in key order. Symlinks are
+ * yielding files whose key starts with `prefix` in key order, never
+ * entering the directory `exclude` names. Symlinks are
  * followed (stat); dot-names are skipped unless `wantFile` takes them
  * (dot-directories are entered only with `descendDot`). Sibling directories
  * are read a few at a time ahead of use, so a long listing costs fewer round
  * trips than directories.
  */
-export async function* walkTree(io: WalkIo, start: string, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean): AsyncGenerator<{ key: string; attrs: Stats }> {
+export async function* walkTree(io: WalkIo, start: string, prefix: string, wantFile: (name: string) => boolean, descendDot: boolean, exclude?: string): AsyncGenerator<{ key: string; attrs: Stats }> {
   async function* visit(rel: string, listing: Promise<FileEntryWithStats[] | undefined>): AsyncGenerator<{ key: string; attrs: Stats }> {
     const entries = await listing;
     if (!entries) return;
@@ -37,6 +38,7 @@ export async function* walkTree(io: WalkIo, start: string, prefix: string, wantF
       if (dir) {
         const dkey = `${key}/`;
         if (!dkey.startsWith(prefix) && !prefix.startsWith(dkey)) continue;
+        if (dkey === exclude) continue; // never read (Store.list's exclude)
       } else if (!attrs.isFile() || !key.startsWith(prefix) || !wantFile(entry.filename)) continue;
       items.push({ key, entry, dir });
     }
