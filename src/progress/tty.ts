@@ -1,0 +1,91 @@
+import { createLogUpdate } from 'log-update';
+import { setLiveArea } from '../log.js';
+import { addSample, formatRow, rateOf, type Sample } from './format.js';
+import { rowKey, type ProgressEvent, type ProgressSink } from './model.js';
+
+/** At most this often a frame is drawn: a stream of 1 MiB chunks at 1 GiB/s costs a few string joins a second. */
+export const RENDER_EVERY_MS = 100;
+
+interface LiveRow {
+  last: ProgressEvent;
+  samples: Sample[];
+  startedAt: number;
+}
+
+export interface TtyProgress {
+  sink: ProgressSink;
+  /** Draws what is left as it stands and gives the terminal back (the cursor too). */
+  close(): void;
+}
+
+/**
+ * One live line per running phase on the terminal (stderr), through
+ * log-update; a phase that ends leaves one static line in the scrollback.
+ * Log lines written meanwhile step around the live lines (src/log.ts).
+ */
+export function createTtyProgress(now: () => number = () => performance.now()): TtyProgress {
+  const stderr = process.stderr;
+  // A pseudo-terminal without a size (script(1) run by a program) reports 0 x 0; log-update would
+  // wrap at 0 columns and draw nothing at 0 rows.
+  const screen = {
+    write: (s: string) => stderr.write(s),
+    get columns() {
+      return stderr.columns || 100;
+    },
+    get rows() {
+      return stderr.rows || 24;
+    },
+    isTTY: true,
+  };
+  const draw = createLogUpdate(screen as unknown as NodeJS.WriteStream);
+  const rows = new Map<string, LiveRow>();
+  let timer: NodeJS.Timeout | undefined;
+  let lastDraw = -Infinity;
+  let closed = false;
+
+  const frame = (): string => {
+    const t = now();
+    return [...rows.values()].map((r) => formatRow({ ...r.last, rate: rateOf(r.samples), elapsedMs: t - r.startedAt })).join('\n');
+  };
+  const render = () => {
+    if (timer) clearTimeout(timer);
+    timer = undefined;
+    lastDraw = now();
+    if (rows.size === 0) draw.clear();
+    else draw(frame());
+  };
+  const schedule = () => {
+    if (timer || closed) return;
+    const wait = Math.max(0, RENDER_EVERY_MS - (now() - lastDraw));
+    timer = setTimeout(render, wait);
+    timer.unref();
+  };
+
+  const sink: ProgressSink = (e) => {
+    if (closed) return;
+    const key = rowKey(e);
+    const t = now();
+    let row = rows.get(key);
+    if (!row) rows.set(key, (row = { last: e, samples: [], startedAt: t }));
+    row.last = e;
+    addSample(row.samples, { t, done: e.done });
+    if (!e.end) return schedule();
+    rows.delete(key);
+    draw.persist(formatRow({ ...e, elapsedMs: t - row.startedAt }));
+    render();
+  };
+
+  setLiveArea({ suspend: () => draw.clear(), resume: () => rows.size > 0 && !closed && draw(frame()) });
+  return {
+    sink,
+    close() {
+      if (closed) return;
+      if (timer) clearTimeout(timer);
+      if (rows.size > 0) draw.persist(frame());
+      else draw.clear();
+      draw.done();
+      closed = true;
+      setLiveArea(undefined);
+    },
+  };
+}
