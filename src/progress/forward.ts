@@ -13,6 +13,7 @@ export const FORWARD_EVERY_MS = 250;
  */
 export function throttled(out: ProgressSink, everyMs = FORWARD_EVERY_MS): ProgressSink & { flush(): void } {
   const pending = new Map<string, ProgressEvent>();
+  const seen = new Set<string>();
   let timer: NodeJS.Timeout | undefined;
   const flush = () => {
     if (timer) clearTimeout(timer);
@@ -23,19 +24,15 @@ export function throttled(out: ProgressSink, everyMs = FORWARD_EVERY_MS): Progre
   };
   const sink = ((e: ProgressEvent) => {
     const key = rowKey(e);
-    if (e.end) {
+    // A new phase and an end go out at once: the client shows every phase, however short.
+    if (e.end || !seen.has(key)) {
+      seen.add(key);
       pending.delete(key);
       out(e);
       return;
     }
-    const first = !pending.has(key) && timer === undefined;
     pending.set(key, e);
-    if (first) {
-      // The first report of a quiet stream goes out at once: a new phase shows without delay.
-      flush();
-      timer = setTimeout(flush, everyMs);
-      timer.unref();
-    } else if (!timer) {
+    if (!timer) {
       timer = setTimeout(flush, everyMs);
       timer.unref();
     }

@@ -66,10 +66,12 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
     const key = rowKey(e);
     const t = now();
     let row = rows.get(key);
+    const fresh = !row;
     if (!row) rows.set(key, (row = { last: e, samples: [], startedAt: t }));
     row.last = e;
     addSample(row.samples, { t, done: e.done });
-    if (!e.end) return schedule();
+    // A new phase shows at once, however short it turns out; then at most every RENDER_EVERY_MS.
+    if (!e.end) return fresh ? render() : schedule();
     rows.delete(key);
     draw.persist(formatRow({ ...e, elapsedMs: t - row.startedAt }));
     render();
