@@ -6,7 +6,7 @@ import { callDaemon } from '../control/client.js';
 import type { ControlEvent, ControlRequest } from '../control/protocol.js';
 import { createStores, type Store } from '../storage/index.js';
 import { aroundLiveArea } from '../log.js';
-import { progressEventOf } from '../progress/forward.js';
+import { cliProgress, progressEventOf } from '../progress/forward.js';
 import type { ProgressSink } from '../progress/model.js';
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -142,6 +142,19 @@ export async function daemonCall(cfg: Config, req: ControlRequest, quiet: boolea
       if (p) progress(p);
     }
   });
+}
+
+/**
+ * Runs `fn` with a live progress display when stderr is a terminal and no --json was asked for
+ * (src/progress/forward.ts); the display is gone before `fn`'s caller prints its result.
+ */
+export async function withProgress<T>(json: boolean, fn: (progress: ProgressSink | undefined) => Promise<T>): Promise<T> {
+  const live = cliProgress({ json });
+  try {
+    return await fn(live?.sink);
+  } finally {
+    live?.close();
+  }
 }
 
 /** Ctrl-C / SIGTERM abort the operation; it cleans up after itself (a drill stops its etcd and removes its files). */

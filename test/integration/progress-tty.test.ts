@@ -46,10 +46,15 @@ const PHASES = ['source', 'verify-local', 'bundle', 'deliver nfs', 'deliver s3',
 function expectProgress(out: string): void {
   const text = strip(out);
   expect(out).toMatch(LIVE_ESCAPES);
-  for (const p of PHASES) {
-    expect(text, p).toMatch(new RegExp(`^${p}\\s+\\[[#-]{20}\\] .+ / .+\\s+\\d+%`, 'm'));
-    expect(text, p).toMatch(new RegExp(`^${p}\\s+done \\d`, 'm'));
-  }
+  expect(text).toMatch(/backup \S+ succeeded/);
+  for (const p of PHASES) expectPhase(out, p);
+}
+
+/** `phase` drew a live line and a final one. */
+function expectPhase(out: string, p: string): void {
+  const text = strip(out);
+  expect(text, p).toMatch(new RegExp(`^${p}\\s+\\[[#-]{20}\\] .+ / .+\\s+\\d+%`, 'm'));
+  expect(text, p).toMatch(new RegExp(`^${p}\\s+done \\d`, 'm'));
 }
 
 function expectNoProgress(s: string): void {
@@ -107,6 +112,21 @@ describe('live progress of a backup', () => {
     expect(r.code, r.stderr).toBe(0);
     expectNoProgress(r.stderr);
     expect(r.stderr).toMatch(/"msg":"phase deliver done"/);
+  });
+
+  it('fetch and verify on a terminal: the download per store and the snapshot check; fetch --json: none', async () => {
+    const to = join(tempDir('progress-fetch'), 'r');
+    const f = await runOnTty(['fetch', '--config', file, '--store', 's3', 'latest', '--to', to]);
+    expect(f.code, f.out).toBe(0);
+    expect(f.out).toMatch(LIVE_ESCAPES);
+    expectPhase(f.out, 'download s3');
+    const v = await runOnTty(['verify', '--config', file, '--store', 's3', 'latest']);
+    expect(v.code, v.out).toBe(0);
+    expectPhase(v.out, 'download s3');
+    expectPhase(v.out, 'verify');
+    const j = await runOnTty(['fetch', '--config', file, '--store', 's3', 'latest', '--to', join(tempDir('progress-fetch'), 'j'), '--json']);
+    expect(j.code, j.out).toBe(0);
+    expectNoProgress(j.out);
   });
 
   it('forwarded to a running daemon: the CLI that asked shows the progress', async () => {
