@@ -34,9 +34,19 @@ export function rateOf(samples: readonly Sample[], windowMs = RATE_WINDOW_MS): n
   return Math.max(0, ((last.done - first.done) * 1000) / dt);
 }
 
-/** Keeps the samples a rate needs (one just outside the window, for its start), appending `s`. */
+/** Samples closer together than this are one: the list stays ~50 long however many chunks a second arrive. */
+export const SAMPLE_EVERY_MS = 100;
+
+/**
+ * Keeps the samples a rate needs (one just outside the window, for its
+ * start), adding `s`: a sample within SAMPLE_EVERY_MS of the one before the
+ * last replaces the last, so a stream of small chunks costs no memory and no
+ * array shifting.
+ */
 export function addSample(samples: Sample[], s: Sample, windowMs = RATE_WINDOW_MS): void {
-  samples.push(s);
+  const n = samples.length;
+  if (n >= 2 && s.t - samples[n - 2]!.t < SAMPLE_EVERY_MS) samples[n - 1] = s;
+  else samples.push(s);
   while (samples.length > 2 && s.t - samples[1]!.t >= windowMs) samples.shift();
 }
 

@@ -43,9 +43,15 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
   let lastDraw = -Infinity;
   let closed = false;
 
+  // Sampled when a frame is drawn (at most every RENDER_EVERY_MS), not per chunk: the sink stays a map lookup.
   const frame = (): string => {
     const t = now();
-    return [...rows.values()].map((r) => formatRow({ ...r.last, rate: rateOf(r.samples), elapsedMs: t - r.startedAt })).join('\n');
+    return [...rows.values()]
+      .map((r) => {
+        addSample(r.samples, { t, done: r.last.done });
+        return formatRow({ ...r.last, rate: rateOf(r.samples), elapsedMs: t - r.startedAt });
+      })
+      .join('\n');
   };
   const render = () => {
     if (timer) clearTimeout(timer);
@@ -55,7 +61,7 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
     else draw(frame());
   };
   const schedule = () => {
-    if (timer || closed) return;
+    if (timer !== undefined || closed) return;
     const wait = Math.max(0, RENDER_EVERY_MS - (now() - lastDraw));
     timer = setTimeout(render, wait);
     timer.unref();
@@ -64,16 +70,14 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
   const sink: ProgressSink = (e) => {
     if (closed) return;
     const key = rowKey(e);
-    const t = now();
     let row = rows.get(key);
     const fresh = !row;
-    if (!row) rows.set(key, (row = { last: e, samples: [], startedAt: t }));
+    if (!row) rows.set(key, (row = { last: e, samples: [], startedAt: now() }));
     row.last = e;
-    addSample(row.samples, { t, done: e.done });
     // A new phase shows at once, however short it turns out; then at most every RENDER_EVERY_MS.
     if (!e.end) return fresh ? render() : schedule();
     rows.delete(key);
-    draw.persist(formatRow({ ...e, elapsedMs: t - row.startedAt }));
+    draw.persist(formatRow({ ...e, elapsedMs: now() - row.startedAt }));
     render();
   };
 

@@ -26,6 +26,14 @@ describe('addSample keeps what the window needs, no more', () => {
     expect(s.at(-1)!.t - s[1]!.t).toBeLessThan(5000);
     expect(rateOf(s)).toBeCloseTo(1000, 5);
   });
+
+  it('a chunk every 0.1 ms (10,000 a second) keeps ~50 samples, the newest always last, the rate right', () => {
+    const s: Sample[] = [];
+    for (let i = 0; i <= 200_000; i++) addSample(s, { t: i / 10, done: i * 1000 });
+    expect(s.length).toBeLessThanOrEqual(60);
+    expect(s.at(-1)).toEqual({ t: 20_000, done: 200_000_000 });
+    expect(rateOf(s)).toBeCloseTo(10_000_000, -3);
+  });
 });
 
 describe('etaSeconds', () => {
