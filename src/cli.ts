@@ -71,7 +71,7 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
     force: values.force === true,
   };
   // Live progress lines on a terminal; none with --json or when stderr is not a terminal.
-  const live = cliProgress({ json: values.json === true });
+  const live = await cliProgress({ json: values.json === true });
   try {
     return await backupWith(cfg, req, values.json === true, log, live?.sink, () => live?.close());
   } finally {

@@ -149,7 +149,7 @@ export async function daemonCall(cfg: Config, req: ControlRequest, quiet: boolea
  * (src/progress/forward.ts); the display is gone before `fn`'s caller prints its result.
  */
 export async function withProgress<T>(json: boolean, fn: (progress: ProgressSink | undefined) => Promise<T>): Promise<T> {
-  const live = cliProgress({ json });
+  const live = await cliProgress({ json });
   try {
     return await fn(live?.sink);
   } finally {

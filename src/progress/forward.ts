@@ -1,6 +1,6 @@
 import { isatty } from 'node:tty';
 import { rowKey, type ProgressEvent, type ProgressSink } from './model.js';
-import { createTtyProgress, type TtyProgress } from './tty.js';
+import type { TtyProgress } from './tty.js';
 
 /** How often progress crosses the control socket: enough for a smooth line, a few dozen bytes a second. */
 export const FORWARD_EVERY_MS = 250;
@@ -46,9 +46,11 @@ export function throttled(out: ProgressSink, everyMs = FORWARD_EVERY_MS): Progre
  * terminal) and asked for no `--json`; nothing otherwise (pipes, CI, files:
  * the phase log lines say enough there). isatty, not process.stderr.isTTY:
  * asking the stream creates it (src/log.ts says why that matters on a pipe).
+ * The renderer and log-update load only then: the daemon and pipes never load them.
  */
-export function cliProgress(opts: { json: boolean }): TtyProgress | undefined {
+export async function cliProgress(opts: { json: boolean }): Promise<TtyProgress | undefined> {
   if (opts.json || !isatty(2) || process.env.TERM === 'dumb') return undefined;
+  const { createTtyProgress } = await import('./tty.js');
   return createTtyProgress();
 }
 
