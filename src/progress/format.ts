@@ -92,9 +92,17 @@ export function labelOf(r: Pick<Row, 'phase' | 'store'>): string {
 
 /**
  * One line of progress. Live: `deliver s3   [#####---] 256.0 MiB / 1.0 GiB  25%  85.3 MiB/s  ETA 9s`.
- * Finished: `deliver s3   done 1.0 GiB in 12s (85.3 MiB/s)`.
+ * Finished: `deliver s3   done 1.0 GiB in 12s, 85.3 MiB/s`. Within `width` columns: the bar
+ * goes first, then the end is cut (a wrapped live line would take two rows of the screen).
  */
-export function formatRow(r: Row): string {
+export function formatRow(r: Row, width = Infinity): string {
+  const line = rowText(r, true);
+  if (line.length <= width) return line;
+  const bare = rowText(r, false);
+  return bare.length <= width ? bare : bare.slice(0, Math.max(0, width - 1));
+}
+
+function rowText(r: Row, withBar: boolean): string {
   const label = labelOf(r).padEnd(LABEL_WIDTH);
   if (r.end) {
     const secs = (r.elapsedMs ?? 0) / 1000;
@@ -105,7 +113,8 @@ export function formatRow(r: Row): string {
   const parts: string[] = [];
   if (r.total !== undefined && r.total > 0) {
     const f = Math.min(1, r.done / r.total);
-    parts.push(bar(f), `${fmtBytes(r.done)} / ${fmtBytes(r.total)}`, `${Math.floor(f * 100)}%`.padStart(4));
+    if (withBar) parts.push(bar(f));
+    parts.push(`${fmtBytes(r.done)} / ${fmtBytes(r.total)}`, `${Math.floor(f * 100)}%`.padStart(4));
   } else {
     parts.push(fmtBytes(r.done));
   }

@@ -49,7 +49,7 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
     return [...rows.values()]
       .map((r) => {
         addSample(r.samples, { t, done: r.last.done });
-        return formatRow({ ...r.last, rate: rateOf(r.samples), elapsedMs: t - r.startedAt });
+        return formatRow({ ...r.last, rate: rateOf(r.samples), elapsedMs: t - r.startedAt }, screen.columns - 1);
       })
       .join('\n');
   };
@@ -77,7 +77,7 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
     // A new phase shows at once, however short it turns out; then at most every RENDER_EVERY_MS.
     if (!e.end) return fresh ? render() : schedule();
     rows.delete(key);
-    draw.persist(formatRow({ ...e, elapsedMs: now() - row.startedAt }));
+    draw.persist(formatRow({ ...e, elapsedMs: now() - row.startedAt }, screen.columns - 1));
     render();
   };
 

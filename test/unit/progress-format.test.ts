@@ -95,6 +95,20 @@ describe('formatRow', () => {
     },
   ];
   for (const c of cases) it(c.name, () => expect(formatRow(c.row)).toBe(c.want));
+
+  const wide = { phase: 'read-back', store: 'vault-eu-west', done: 1000 * MiB, total: 1023 * MiB, rate: 999 * MiB };
+  const widths: [number, string][] = [
+    [200, 'read-back vault-eu-west [###################-]  1000.0 MiB / 1023.0 MiB   97%  999.0 MiB/s  ETA 0s'],
+    [79, 'read-back vault-eu-west 1000.0 MiB / 1023.0 MiB   97%  999.0 MiB/s  ETA 0s'],
+    [40, 'read-back vault-eu-west 1000.0 MiB / 10'],
+  ];
+  for (const [w, want] of widths) {
+    it(`within ${w} columns: the bar goes first, then the end is cut`, () => {
+      const got = formatRow(wide, w);
+      expect(got).toBe(want);
+      expect(got.length).toBeLessThanOrEqual(w);
+    });
+  }
 });
 
 describe('meter', () => {
