@@ -104,6 +104,11 @@ export function formatRow(r: Row, width = Infinity): string {
 
 function rowText(r: Row, withBar: boolean): string {
   const label = labelOf(r).padEnd(LABEL_WIDTH);
+  // A phase that moves no bytes we can count (the restore tool): its time only.
+  if (r.total === undefined && r.done === 0) {
+    const took = fmtSeconds((r.elapsedMs ?? 0) / 1000);
+    return `${label} ${r.end === 'ok' ? 'done in' : r.end === 'failed' ? 'FAILED after' : 'running'} ${took}`;
+  }
   if (r.end) {
     const secs = (r.elapsedMs ?? 0) / 1000;
     const avg = secs > 0 ? `, ${fmtBytes(Math.round(r.done / secs))}/s` : '';

@@ -5,6 +5,8 @@ import { rowKey, type ProgressEvent, type ProgressSink } from './model.js';
 
 /** At most this often a frame is drawn: a stream of 1 MiB chunks at 1 GiB/s costs a few string joins a second. */
 export const RENDER_EVERY_MS = 100;
+/** A frame without news: elapsed time, a falling rate. */
+export const TICK_MS = 1000;
 
 interface LiveRow {
   last: ProgressEvent;
@@ -40,6 +42,8 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
   const draw = createLogUpdate(screen as unknown as NodeJS.WriteStream);
   const rows = new Map<string, LiveRow>();
   let timer: NodeJS.Timeout | undefined;
+  let due = Infinity;
+  let fastPending = false;
   let lastDraw = -Infinity;
   let closed = false;
 
@@ -53,18 +57,29 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
       })
       .join('\n');
   };
-  const render = () => {
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    lastDraw = now();
-    if (rows.size === 0) draw.clear();
-    else draw(frame());
-  };
-  const schedule = () => {
-    if (timer !== undefined || closed) return;
-    const wait = Math.max(0, RENDER_EVERY_MS - (now() - lastDraw));
+  const arm = (wait: number) => {
+    const at = now() + wait;
+    if (timer !== undefined && due <= at) return;
+    if (timer !== undefined) clearTimeout(timer);
+    due = at;
     timer = setTimeout(render, wait);
     timer.unref();
+  };
+  const render = () => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+    due = Infinity;
+    fastPending = false;
+    lastDraw = now();
+    if (rows.size === 0) return draw.clear();
+    draw(frame());
+    // Drawn again within a second even without news: a stalled transfer's rate falls, a phase without bytes counts its seconds.
+    if (!closed) arm(TICK_MS);
+  };
+  const schedule = () => {
+    if (fastPending || closed) return;
+    fastPending = true;
+    arm(Math.max(0, RENDER_EVERY_MS - (now() - lastDraw)));
   };
 
   const sink: ProgressSink = (e) => {
@@ -86,7 +101,7 @@ export function createTtyProgress(now: () => number = () => performance.now()): 
     sink,
     close() {
       if (closed) return;
-      if (timer) clearTimeout(timer);
+      if (timer !== undefined) clearTimeout(timer);
       if (rows.size > 0) draw.persist(frame());
       else draw.clear();
       draw.done();

@@ -3,7 +3,7 @@
  * next to the data dir, run the restore tool the plan names, and clean up
  * whatever happens. The decisions are in plan.ts.
  */
-import type { ProgressSink } from '../progress/model.js';
+import { metered, type ProgressSink } from '../progress/model.js';
 import { existsSync } from 'node:fs';
 import { chmod, lstat, mkdir, mkdtemp, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -75,7 +75,7 @@ export async function runRestore(r: RestoreRun): Promise<RestoreOutcome> {
     const emptyMode = before === 'empty' && plan.tool === 'etcdctl' ? (await stat(plan.dataDir)).mode & 0o7777 : undefined;
     if (emptyMode !== undefined) await rmdir(plan.dataDir);
     try {
-      await runTool(r, fetched.snapshot, tmp);
+      await metered(r.progress, 'restore', {}, () => runTool(r, fetched.snapshot, tmp));
     } catch (e) {
       await undoRestore(plan.dataDir, before, emptyMode);
       throw e;

@@ -129,6 +129,17 @@ describe('live progress of a backup', () => {
     expectNoProgress(j.out);
   });
 
+  it('restore on a terminal: download, check, and the restore tool\'s time', async () => {
+    const peer = 'http://127.0.0.1:2380';
+    const dataDir = join(tempDir('progress-restore'), 'data');
+    const r = await runOnTty(['restore', '--config', file, '--store', 's3', 'latest', '--data-dir', dataDir, '--name', 'r1', '--initial-cluster', `r1=${peer}`, '--initial-advertise-peer-urls', peer]);
+    expect(r.code, r.out).toBe(0);
+    expectPhase(r.out, 'download s3');
+    expectPhase(r.out, 'verify');
+    expect(strip(r.out)).toMatch(/^restore\s+running \d+s/m);
+    expect(strip(r.out)).toMatch(/^restore\s+done in \d+s/m);
+  });
+
   it('forwarded to a running daemon: the CLI that asked shows the progress', async () => {
     // A recent success: the daemon does not catch up on its own at start.
     writeFileSync(join(dir, 'work', 'state.json'), JSON.stringify({ lastSuccess: new Date().toISOString(), consecutiveFailures: 0, stores: {} }));

@@ -89,6 +89,16 @@ describe('formatRow', () => {
       want: 'read-back s3           done 1.0 GiB in 16s, 64.0 MiB/s',
     },
     {
+      name: 'a phase without bytes (the restore tool): its time, running and done',
+      row: { phase: 'restore', done: 0, elapsedMs: 12_400 },
+      want: 'restore                running 12s',
+    },
+    {
+      name: 'a phase without bytes, done',
+      row: { phase: 'restore', done: 0, elapsedMs: 65_000, end: 'ok' },
+      want: 'restore                done in 1m05s',
+    },
+    {
       name: 'failed: how far it got',
       row: { phase: 'deliver', store: 's3', done: 5 * MiB, total: 10 * MiB, end: 'failed', elapsedMs: 1000 },
       want: 'deliver s3             FAILED after 5.0 MiB of 10.0 MiB',
