@@ -129,6 +129,14 @@ describe('live progress of a backup', () => {
     expectNoProgress(j.out);
   });
 
+  it('verify --restore (a drill) on a terminal: the download and the snapshot check', async () => {
+    const r = await runOnTty(['verify', '--config', file, '--store', 's3', 'latest', '--restore']);
+    expect(r.code, r.out).toBe(0);
+    expectPhase(r.out, 'download s3');
+    expectPhase(r.out, 'verify');
+    expect(strip(r.out)).toMatch(/restores: a throwaway etcd served/);
+  });
+
   it('restore on a terminal: download, check, and the restore tool\'s time', async () => {
     const peer = 'http://127.0.0.1:2380';
     const dataDir = join(tempDir('progress-restore'), 'data');
