@@ -29,6 +29,9 @@ import { cmdFetch, cmdList, cmdPin, cmdPrune, cmdRetention, cmdVerify } from './
 import { cmdRun } from './cli/run-cmd.js';
 import { helpFor, wantsHelp } from './cli/help.js';
 import { lowerOwnPriority } from './run/priority.js';
+import type { Config } from './config/load.js';
+import { cliProgress } from './progress/forward.js';
+import type { ProgressSink } from './progress/model.js';
 import { recordManualRun } from './run/manual-record.js';
 
 export { EXIT_FAILED, EXIT_OK, EXIT_USAGE };
@@ -68,26 +71,39 @@ async function cmdBackup(argv: string[], log: Logger): Promise<number> {
     pin: values.pin === true,
     force: values.force === true,
   };
+  // Live progress lines on a terminal; none with --json or when stderr is not a terminal.
+  const live = await cliProgress({ json: values.json === true });
+  try {
+    return await backupWith(cfg, req, values.json === true, log, live?.sink, () => live?.close());
+  } finally {
+    live?.close();
+  }
+}
+
+async function backupWith(cfg: Config, req: BackupReq, json: boolean, log: Logger, progress: ProgressSink | undefined, endProgress: () => void): Promise<number> {
   // A running daemon does the work itself: same lock, state and metrics.
-  const viaDaemon = await daemonCall(cfg, { op: 'backup', ...req }, values.json === true);
+  const viaDaemon = await daemonCall(cfg, { op: 'backup', ...req, ...(progress ? { progress: true } : {}) }, json, progress);
   if (viaDaemon) {
+    endProgress();
     if (viaDaemon.type === 'error') throw new BackupError(viaDaemon.reason as never, viaDaemon.message, { hint: viaDaemon.hint });
     if (viaDaemon.type !== 'result') return EXIT_FAILED;
     const doc = viaDaemon.data as BackupDoc;
-    if (values.json) printJson(doc);
+    if (json) printJson(doc);
     else printBackupHuman(doc);
     return viaDaemon.exitCode;
   }
   // This process takes the snapshot itself: at the priority the daemon would have.
   await lowerOwnPriority(cfg.priority, log);
-  const result = await withStores(cfg, async (stores) => (await runCycle(cfg, { source: createSource(cfg), stores, log }, { trigger: 'manual', ...req })).run);
+  const result = await withStores(cfg, async (stores) => (await runCycle(cfg, { source: createSource(cfg), stores, log, progress }, { trigger: 'manual', ...req }, { onRunDone: endProgress })).run);
   // Not claimed (the operator chose this node); recorded for the cluster view, best effort.
   await recordManualRun(cfg, result, log);
   const doc = backupJson(result) as BackupDoc;
-  if (values.json) printJson(doc);
+  if (json) printJson(doc);
   else printBackupHuman(doc);
   return result.result === 'success' ? EXIT_OK : EXIT_FAILED;
 }
+
+type BackupReq = { label?: string; reason?: string; pin: boolean; force: boolean };
 
 type BackupDoc = Pick<RunResult, 'id' | 'result' | 'reason' | 'error' | 'hint' | 'stores' | 'preflight'> & { size?: number; revision?: number; totalKey?: number; clusterVersion?: string; desiredVersion?: string };
 

@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { isatty } from 'node:tty';
 import pino, { type Logger } from 'pino';
-import pretty from 'pino-pretty';
+import { prettyFactory } from 'pino-pretty';
 
 export type { Logger };
 
@@ -26,9 +26,17 @@ export function createLogger(opts: { level?: string; pretty?: boolean; /** Also 
       censor: '<redacted>',
     },
   };
-  const main = usePretty
-    ? pretty({ destination: 2, sync: true, colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' })
-    : pino.destination({ dest: 2, sync: true });
+  const fd2 = pino.destination({ dest: 2, sync: true });
+  // Rendered here, synchronously, rather than by pino-pretty's stream: a live progress area on the
+  // terminal (src/progress/tty.ts) steps aside around exactly this write, or lines would tear it.
+  const prettify = usePretty ? prettyFactory({ colorize: true, translateTime: 'SYS:HH:MM:ss', ignore: 'pid,hostname' }) : undefined;
+  const main = {
+    write(line: string) {
+      liveArea?.suspend();
+      fd2.write(prettify ? prettify(line) : line);
+      liveArea?.resume();
+    },
+  };
   if (!opts.tee) return pino(options, main);
   const tee = opts.tee;
   const side = new Writable({
@@ -38,6 +46,28 @@ export function createLogger(opts: { level?: string; pretty?: boolean; /** Also 
     },
   });
   return pino(options, pino.multistream([{ stream: main, level: 'trace' as pino.Level }, { stream: side, level: 'trace' as pino.Level }]));
+}
+
+/** What owns the bottom lines of the terminal (the live progress): cleared before a log line is written, drawn again after. */
+export interface LiveArea {
+  suspend(): void;
+  resume(): void;
+}
+let liveArea: LiveArea | undefined;
+
+/** Installs (or, with undefined, removes) the live area log lines must step around. */
+export function setLiveArea(area: LiveArea | undefined): void {
+  liveArea = area;
+}
+
+/** Writes something to the terminal that is not a log line of ours (a daemon's forwarded line) around the live area. */
+export function aroundLiveArea(write: () => void): void {
+  liveArea?.suspend();
+  try {
+    write();
+  } finally {
+    liveArea?.resume();
+  }
 }
 
 export const silentLogger: Logger = pino({ level: 'silent' });

@@ -28,6 +28,8 @@ export interface BundleOptions {
   level?: number;
   /** Tests: force the stream path for a plain bundle too. */
   viaStream?: boolean;
+  /** Bytes of the artifacts read so far, chunk by chunk (a live progress line). */
+  onProgress?: (bytes: number) => void;
 }
 
 const READ_CHUNK = 1 << 20;
@@ -68,7 +70,7 @@ export function zstdCompressor(level = 3): Transform {
 export async function writeBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer, opts: BundleOptions = {}): Promise<BundleResult> {
   const codec = opts.codec ?? 'none';
   if (!opts.recipients?.length && codec === 'none' && !opts.viaStream) {
-    const plain = await writePlainBundle(to, files, manifestFor);
+    const plain = await writePlainBundle(to, files, manifestFor, opts.onProgress);
     return { ...plain, rawSize: plain.size };
   }
   const pack = tar.pack();
@@ -81,7 +83,10 @@ export async function writeBundle(to: string, files: string[], manifestFor: (art
       const st = await stat(file);
       const h = new HashingStream();
       const entry = pack.entry({ name: basename(file), size: st.size, mode: 0o600, mtime: st.mtime, type: 'file' });
-      await pipeline(createReadStream(file, { highWaterMark: STREAM_CHUNK }), h, entry);
+      const read = createReadStream(file, { highWaterMark: STREAM_CHUNK });
+      const onProgress = opts.onProgress;
+      if (onProgress) read.on('data', (c) => onProgress(c.length));
+      await pipeline(read, h, entry);
       if (h.bytes !== st.size) throw new Error(`${file} changed size while being bundled (${st.size} -> ${h.bytes})`);
       artifacts.push({ name: basename(file), size: st.size, sha256: h.digest() });
     }
@@ -161,7 +166,12 @@ async function writeFully(fh: FileHandle, buf: Buffer, pos: number): Promise<voi
  * what the stream path writes (a test holds them equal), at about half the
  * CPU: no fresh buffer, page faults and stream hops per chunk.
  */
-async function writePlainBundle(to: string, files: string[], manifestFor: (artifacts: ManifestArtifact[]) => Buffer): Promise<Omit<BundleResult, 'rawSize'>> {
+async function writePlainBundle(
+  to: string,
+  files: string[],
+  manifestFor: (artifacts: ManifestArtifact[]) => Buffer,
+  onProgress?: (bytes: number) => void,
+): Promise<Omit<BundleResult, 'rawSize'>> {
   await mkdirPrivate(dirname(to));
   const tmp = tempNameFor(to);
   const out = await open(tmp, 'wx', 0o600);
@@ -199,7 +209,7 @@ async function writePlainBundle(to: string, files: string[], manifestFor: (artif
         const st = await inp.stat();
         put(await tarBytes({ entry: { name: basename(file), size: st.size, mode: 0o600, mtime: st.mtime, type: 'file' } }));
         const h = createHash('sha256');
-        const n = await copyThrough(inp, ring, writing, h, put, flushAsWeGo);
+        const n = await copyThrough(inp, ring, writing, h, put, flushAsWeGo, onProgress);
         if (n !== st.size) throw new Error(`${file} changed size while being bundled (${st.size} -> ${n})`);
         put(padding(st.size));
         artifacts.push({ name: basename(file), size: st.size, sha256: h.digest('hex') });
@@ -237,6 +247,7 @@ async function copyThrough(
   h: Hash,
   put: (buf: Buffer, slot: number) => void,
   afterChunk: () => Promise<void>,
+  onProgress?: (bytes: number) => void,
 ): Promise<number> {
   let total = 0;
   let i = 0;
@@ -253,6 +264,7 @@ async function copyThrough(
     reading = readInto(next);
     h.update(cur);
     put(cur, i);
+    onProgress?.(bytesRead);
     i = next;
     await afterChunk();
   }

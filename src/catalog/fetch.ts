@@ -7,6 +7,7 @@ import { inspectSnapshot } from '../etcd/snapshot.js';
 import { mkdirPrivate } from '../fsutil.js';
 import type { Store } from '../storage/store.js';
 import { verifyRemoteCopy } from '../storage/verify.js';
+import { metered, type ProgressSink } from '../progress/model.js';
 
 export interface FetchResult {
   id: string;
@@ -21,7 +22,7 @@ export interface FetchResult {
  * the files exactly as cluster-backup.sh wrote them, which is what
  * OpenShift's cluster-restore.sh expects.
  */
-export async function fetchBackup(store: Store, manifest: Manifest, to: string, identities?: string[], signal?: AbortSignal): Promise<FetchResult> {
+export async function fetchBackup(store: Store, manifest: Manifest, to: string, identities?: string[], signal?: AbortSignal, progress?: ProgressSink): Promise<FetchResult> {
   if (!manifest.object) throw new BackupError('manifest-invalid', `manifest of ${manifest.id} lacks its object record`);
   if (manifest.object.encrypted && !identities?.length) throw needIdentity(manifest);
   await mkdirPrivate(to);
@@ -33,7 +34,10 @@ export async function fetchBackup(store: Store, manifest: Manifest, to: string, 
       hint: 'cluster-restore.sh restores the newest snapshot of the directory it is given: use a new, empty directory',
     });
   }
-  const res = await readBundle(await store.get(manifest.object.key, { signal }), manifest, to, identities);
+  const key = manifest.object.key;
+  const res = await metered(progress, 'download', { store: store.name, total: manifest.object.size }, async (m) =>
+    readBundle(await store.get(key, { signal, onProgress: progress && m.add }), manifest, to, identities),
+  );
   const snapshot = res.files.find((f) => /\/snapshot_[^/]*\.db$/.test(f));
   if (!snapshot) throw new BackupError('manifest-invalid', `backup ${manifest.id} holds no snapshot_*.db`);
   return { id: manifest.id, dir: to, files: res.files, snapshot };
@@ -62,8 +66,9 @@ export function needIdentity(m: Manifest): BackupError {
  * The fetched snapshot's own trailer and bbolt structure, compared with what
  * the manifest recorded when the backup was taken (verify and restore).
  */
-export async function checkSnapshot(manifest: Manifest, snapshot: string): Promise<NonNullable<VerifyResult['snapshot']>> {
-  const snap = await inspectSnapshot(snapshot);
+export async function checkSnapshot(manifest: Manifest, snapshot: string, progress?: ProgressSink): Promise<NonNullable<VerifyResult['snapshot']>> {
+  const total = manifest.artifacts.find((a) => snapshot.endsWith(`/${a.name}`))?.size;
+  const snap = await metered(progress, 'verify', { total }, (m) => inspectSnapshot(snapshot, { onProgress: progress && m.add }));
   const e = manifest.etcd;
   const diffs: string[] = [];
   if (snap.trailer !== 'ok') diffs.push(`snapshot sha256 trailer ${snap.trailer}`);
@@ -74,10 +79,10 @@ export async function checkSnapshot(manifest: Manifest, snapshot: string): Promi
   return snap;
 }
 
-export async function verifyBackup(store: Store, manifest: Manifest, scratchDir: string, identities?: string[]): Promise<VerifyResult> {
+export async function verifyBackup(store: Store, manifest: Manifest, scratchDir: string, identities?: string[], progress?: ProgressSink): Promise<VerifyResult> {
   if (manifest.object?.encrypted && !identities?.length) {
     // Without the key only the ciphertext can be checked: its size and sha256 as the store holds it.
-    await verifyRemoteCopy(store, manifest.object.key, manifest.object.size, manifest.object.sha256, 'readback').catch((e: BackupError) => {
+    await verifyRemoteCopy(store, manifest.object.key, manifest.object.size, manifest.object.sha256, 'readback', { progress }).catch((e: BackupError) => {
       throw new BackupError('checksum-mismatch', e.message);
     });
     return { id: manifest.id, objectSha256: manifest.object.sha256, encryptedOnly: true };
@@ -85,8 +90,8 @@ export async function verifyBackup(store: Store, manifest: Manifest, scratchDir:
   await mkdirPrivate(scratchDir);
   const tmp = await mkdtemp(join(scratchDir, `verify-${manifest.id}-`));
   try {
-    const f = await fetchBackup(store, manifest, tmp, identities);
-    const snap = await checkSnapshot(manifest, f.snapshot);
+    const f = await fetchBackup(store, manifest, tmp, identities, undefined, progress);
+    const snap = await checkSnapshot(manifest, f.snapshot, progress);
     return { id: manifest.id, objectSha256: manifest.object!.sha256, snapshot: snap };
   } finally {
     await rm(tmp, { recursive: true, force: true });

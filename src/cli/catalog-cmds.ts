@@ -18,7 +18,7 @@ import { type Store } from '../storage/index.js';
 import { fmtBytes } from '../etcd/health.js';
 import { formatClusterVersion } from '../etcd/cluster-version.js';
 import { catalogCacheDir, verifyScratchDir } from '../layout.js';
-import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withStores } from './io.js';
+import { common, configFrom, daemonCall, err, EXIT_FAILED, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, table, UsageError, withProgress, withStores } from './io.js';
 import { drillSettings, replaySettings } from '../drill/settings.js';
 import { parseAt } from '../catalog/at.js';
 import { verifyByReplay } from './replay-drill-cmd.js';
@@ -90,7 +90,7 @@ export async function cmdVerify(argv: string[], log: Logger): Promise<number> {
     const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
     if (values.restore) return verifyByRestore(cfg, store, m, identities, values.json === true, log);
     try {
-      const r = await verifyBackup(store, m, verifyScratchDir(cfg.workDir), identities);
+      const r = await withProgress(values.json === true, (progress) => verifyBackup(store, m, verifyScratchDir(cfg.workDir), identities, progress));
       if (values.json) printJson({ ...r, result: 'ok', store: store.name });
       else if (r.snapshot) {
         out(`backup ${m.id} in store ${store.name} is good: object sha256, ${m.artifacts.length} artifact sha256s, snapshot trailer and structure (revision ${r.snapshot.revision}, ${r.snapshot.totalKey} keys) all match`);
@@ -109,14 +109,8 @@ export async function cmdVerify(argv: string[], log: Logger): Promise<number> {
 export async function verifyByRestore(cfg: Config, store: Store, m: Manifest, identities: string[] | undefined, json: boolean, log: Logger): Promise<number> {
   if (m.object?.encrypted && !identities?.length) throw needIdentity(m);
   const { runRestoreDrill } = await import('../drill/drill.js');
-  const r = await runRestoreDrill({
-    store,
-    manifest: m,
-    ...drillSettings(cfg),
-    identities,
-    log,
-    signal: interruptSignal(),
-  });
+  const signal = interruptSignal();
+  const r = await withProgress(json, (progress) => runRestoreDrill({ store, manifest: m, ...drillSettings(cfg), identities, log, signal, progress }));
   if (json) printJson({ ...r, store: store.name });
   else {
     const steps = r.steps.map((s) => `${s.name} ${s.seconds.toFixed(1)}s`).join(', ');
@@ -144,7 +138,8 @@ export async function cmdFetch(argv: string[], log: Logger): Promise<number> {
     if (await isOpenToOthers(to)) err(`warning: ${to} is open to other users; the fetched files are 0600, but a private directory (0700) is safer for a snapshot holding every Secret`);
     if (typeof values.at === 'string') return fetchAt(cfg, store, parseAt(values.at, new Date()), to, identities, values, log);
     const m = findBackup(await loadCatalogFor(store, cfg.cluster, positionals[0]!, await loadTrust(cfg), { cacheDir: catalogCacheDir(cfg.workDir, store.name) }), positionals[0]!, store.name, { allowUntrusted: values['allow-untrusted'] === true });
-    const r = await fetchBackup(store, m, to, identities, interruptSignal());
+    const signal = interruptSignal();
+    const r = await withProgress(values.json === true, (progress) => fetchBackup(store, m, to, identities, signal, progress));
     if (values.json) printJson({ id: r.id, result: 'success', dir: r.dir, files: r.files, snapshot: r.snapshot, revision: m.etcd.revision });
     else {
       const version = formatClusterVersion(m.clusterVersion, m.desiredVersion);

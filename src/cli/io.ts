@@ -5,6 +5,9 @@ import { BackupError, messageOf } from '../errors.js';
 import { callDaemon } from '../control/client.js';
 import type { ControlEvent, ControlRequest } from '../control/protocol.js';
 import { createStores, type Store } from '../storage/index.js';
+import { aroundLiveArea } from '../log.js';
+import { cliProgress, progressEventOf } from '../progress/forward.js';
+import type { ProgressSink } from '../progress/model.js';
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
@@ -125,13 +128,33 @@ export async function withStores<T>(cfg: Config, fn: (stores: Store[]) => Promis
   }
 }
 
-/** Sends a request to the daemon when one listens; its log lines are echoed to stderr as they come. */
-export async function daemonCall(cfg: Config, req: ControlRequest, quiet: boolean): Promise<ControlEvent | undefined> {
+/**
+ * Sends a request to the daemon when one listens; its log lines are echoed to stderr as they
+ * come, and its progress events fed to `progress` (the terminal's live lines) when given.
+ */
+export async function daemonCall(cfg: Config, req: ControlRequest, quiet: boolean, progress?: ProgressSink): Promise<ControlEvent | undefined> {
   if (process.env.ETCD_BACKUPD_NO_DAEMON === '1') return undefined;
   return callDaemon(cfg.control.socket, req, (e) => {
-    if (e.type === 'log' && !quiet) err(`[daemon] ${String(e.msg)}${e.reason ? ` (${String(e.reason)})` : ''}`);
+    if (e.type === 'log' && !quiet) aroundLiveArea(() => err(`[daemon] ${String(e.msg)}${e.reason ? ` (${String(e.reason)})` : ''}`));
     else if (e.type === 'log') err(JSON.stringify(e));
+    else if (e.type === 'progress' && progress) {
+      const p = progressEventOf(e);
+      if (p) progress(p);
+    }
   });
+}
+
+/**
+ * Runs `fn` with a live progress display when stderr is a terminal and no --json was asked for
+ * (src/progress/forward.ts); the display is gone before `fn`'s caller prints its result.
+ */
+export async function withProgress<T>(json: boolean, fn: (progress: ProgressSink | undefined) => Promise<T>): Promise<T> {
+  const live = await cliProgress({ json });
+  try {
+    return await fn(live?.sink);
+  } finally {
+    live?.close();
+  }
 }
 
 /** Ctrl-C / SIGTERM abort the operation; it cleans up after itself (a drill stops its etcd and removes its files). */

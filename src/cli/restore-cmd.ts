@@ -20,7 +20,7 @@ import { dataDirState, runRestore } from '../restore/run.js';
 import { findExecutable } from '../source/exec.js';
 import type { Store } from '../storage/index.js';
 import type { Config } from '../config/load.js';
-import { common, configFrom, err, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, UsageError, withStores } from './io.js';
+import { common, configFrom, err, EXIT_OK, interruptSignal, out, parse, pickStore, printJson, UsageError, withProgress, withStores } from './io.js';
 
 export const RESTORE_USAGE = `Usage:
   etcd-backupd restore --config F [--store S] ID|latest [--at TIME|now] --data-dir DIR --name N
@@ -174,7 +174,7 @@ async function restore(argv: string[], log: Logger, json: boolean): Promise<numb
             return { snapshot: atResult.snapshot, replayed: atResult.replayed };
           }
         : undefined;
-    const r = await runRestore({ store, manifest: m, identities, plan, signal, log, produce });
+    const r = await withProgress(json, (progress) => runRestore({ store, manifest: m, identities, plan, signal, log, produce, progress }));
     if (atResult && atTime && !json) err(atTime.atTimeSummary(atResult, chosen.at!.time));
     const next = nextSteps(plan);
     if (json) {

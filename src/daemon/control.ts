@@ -1,6 +1,7 @@
 import type { ControlHandler } from '../control/server.js';
 import { BackupError } from '../errors.js';
 import { createLogger } from '../log.js';
+import { throttled } from '../progress/forward.js';
 import { outboxStatus } from '../run/outbox.js';
 import { setPinned } from '../catalog/pin.js';
 import { backupJson } from '../run/report.js';
@@ -20,13 +21,16 @@ export function controlHandler(ctx: DaemonContext, runner: BackupRunner, schedul
         const runLog = createLogger({ tee: (line) => emit({ type: 'log', ...(safeParse(line) as { level: string; msg: string }) }) });
         // A cycle whose backup is done only tidies up (outbox, retention): wait for it rather than refuse.
         await runner.waitForUpkeep();
-        const p = runner.trigger({ trigger: 'manual', label: req.label, reason: req.reason, pin: req.pin, force: req.force }, runLog);
+        // Only for a client that shows it (a terminal), and a few lines a second at most.
+        const progress = req.progress === true ? throttled((e) => emit({ type: 'progress', ...e })) : undefined;
+        const p = runner.trigger({ trigger: 'manual', label: req.label, reason: req.reason, pin: req.pin, force: req.force }, runLog, progress);
         if (!p) {
           throw new BackupError('lock-busy', runner.isStopping ? 'the daemon is shutting down' : 'a backup is already running in the daemon', {
             hint: 'wait for it to finish (its result shows in the log and in etcd_backup_last_attempt_timestamp_seconds), then try again',
           });
         }
         const cyc = await p;
+        progress?.flush();
         // Manual backups are not claimed; a success is recorded for the cluster view (best effort, bounded).
         await coord?.recordManual(cyc.run);
         return { data: backupJson(cyc.run), exitCode: cyc.run.result === 'success' ? 0 : 1 };

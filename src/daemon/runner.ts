@@ -2,6 +2,7 @@ import { parseDurationSeconds } from '../units/duration.js';
 import { messageOf } from '../errors.js';
 import { parseBackupId } from '../layout.js';
 import type { Logger } from '../log.js';
+import type { ProgressSink } from '../progress/model.js';
 import type { BackupRequest } from '../run/backup.js';
 import { runCycle, type CycleResult } from '../run/cycle.js';
 import type { Source } from '../source/source.js';
@@ -56,12 +57,12 @@ export class BackupRunner {
   }
 
   /** Starts a cycle, or returns undefined when one is running or the daemon is stopping. */
-  trigger(req: BackupRequest, runLog: Logger = this.ctx.log): Promise<CycleResult> | undefined {
+  trigger(req: BackupRequest, runLog: Logger = this.ctx.log, progress?: ProgressSink): Promise<CycleResult> | undefined {
     if (this.current || this.stopping) return undefined;
     const { cfg, stores, metrics, state } = this.ctx;
     this.current = (async () => {
       metrics.setNextRun(this.nextRun());
-      const deps = { source: this.source, stores, log: runLog, signal: this.abort.signal, stopRetries: this.stopRetries.signal };
+      const deps = { source: this.source, stores, log: runLog, signal: this.abort.signal, stopRetries: this.stopRetries.signal, progress };
       const cyc = await runCycle(cfg, deps, req, { onRunDone: () => (this.inUpkeep = true) });
       await state.recordRun(cyc.run);
       metrics.recordRun(cyc.run);

@@ -85,6 +85,7 @@
  * read by etcd/keyspace.ts; processes run through source/exec.ts and HTTP
  * calls to the drill etcd through etcd/client.ts (gRPC).
  */
+import type { ProgressSink } from '../progress/model.js';
 import { access, constants as fsConstants, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Manifest } from '../bundle/manifest.js';
@@ -132,6 +133,8 @@ export interface DrillOptions {
   signal?: AbortSignal;
   /** age identities for an encrypted backup (passed to fetchBackup); without them an encrypted backup fails with 'usage'. */
   identities?: string[];
+  /** Live progress of the download (`verify --restore` on a terminal). */
+  progress?: ProgressSink;
 }
 
 export interface DrillStepTiming {
@@ -277,7 +280,7 @@ async function runSteps(run: DrillRun, limits: { sampleKeys: number; deadline: n
     const dir = await createDrillDir(opts.scratchDir, m, result.startedAt, log, (d) => {
       run.dir = d;
     });
-    const fetched = await fetchVerifiedSnapshot(opts.store, m, dir, opts.identities, signal, log);
+    const fetched = await fetchVerifiedSnapshot(opts.store, m, dir, opts.identities, signal, log, opts.progress);
     result.totalKey = fetched.totalKey;
     return fetched.snapshot;
   });

@@ -51,7 +51,7 @@ const HASH_READ_BYTES = 4 * 1024 * 1024;
  * 'missing' is not corruption by itself: a raw bbolt file copied from
  * member/snap/db has none. Reads the file in fixed-size chunks.
  */
-export async function verifySnapshotTrailer(path: string): Promise<TrailerVerdict> {
+export async function verifySnapshotTrailer(path: string, onProgress?: (bytes: number) => void): Promise<TrailerVerdict> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
@@ -68,6 +68,7 @@ export async function verifySnapshotTrailer(path: string): Promise<TrailerVerdic
       }
       hash.update(buf.subarray(0, bytesRead)); // synchronous: buf can be reused
       off += bytesRead;
+      onProgress?.(bytesRead);
     }
     const trailer = Buffer.alloc(SHA256_TRAILER_SIZE);
     const { bytesRead } = await fh.read(trailer, 0, SHA256_TRAILER_SIZE, dataLen);
@@ -87,10 +88,10 @@ export async function verifySnapshotTrailer(path: string): Promise<TrailerVerdic
  * reported, the caller decides. File-system errors (ENOENT, EACCES, ...)
  * are passed through unchanged.
  */
-export async function inspectSnapshot(path: string): Promise<SnapshotReport> {
+export async function inspectSnapshot(path: string, opts: { /** Bytes of the sha256 pass (the whole file): a live progress line. */ onProgress?: (bytes: number) => void } = {}): Promise<SnapshotReport> {
   // The sha256 pass is sequential I/O plus hashing; the walk is mostly
   // positioned reads: running both at once overlaps them.
-  const [trailer, status] = await Promise.allSettled([verifySnapshotTrailer(path), readSnapshotStatus(path)]);
+  const [trailer, status] = await Promise.allSettled([verifySnapshotTrailer(path, opts.onProgress), readSnapshotStatus(path)]);
   if (status.status === 'rejected') throw asCorrupt(path, status.reason);
   if (trailer.status === 'rejected') throw asCorrupt(path, trailer.reason);
   return { ...status.value, trailer: trailer.value };

@@ -3,6 +3,7 @@
  * next to the data dir, run the restore tool the plan names, and clean up
  * whatever happens. The decisions are in plan.ts.
  */
+import { metered, type ProgressSink } from '../progress/model.js';
 import { existsSync } from 'node:fs';
 import { chmod, lstat, mkdir, mkdtemp, readdir, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -42,6 +43,8 @@ export interface RestoreRun {
    * inspected (trailer, structure); the base alone is compared with its manifest.
    */
   produce?: (dir: string) => Promise<{ snapshot: string; replayed: boolean }>;
+  /** Live progress of the download and the check (an interactive CLI). */
+  progress?: ProgressSink;
 }
 
 export interface RestoreOutcome {
@@ -62,8 +65,8 @@ export async function runRestore(r: RestoreRun): Promise<RestoreOutcome> {
   await mkdirPrivate(parent);
   const tmp = await mkdtemp(join(parent, '.etcd-backupd-restore-'));
   try {
-    const fetched = r.produce ? await r.produce(join(tmp, 'backup')) : { ...(await fetchBackup(r.store, r.manifest, join(tmp, 'backup'), r.identities, r.signal)), replayed: false };
-    const snap = fetched.replayed ? await producedSnapshot(fetched.snapshot) : await checkSnapshot(r.manifest, fetched.snapshot);
+    const fetched = r.produce ? await r.produce(join(tmp, 'backup')) : { ...(await fetchBackup(r.store, r.manifest, join(tmp, 'backup'), r.identities, r.signal, r.progress)), replayed: false };
+    const snap = fetched.replayed ? await producedSnapshot(fetched.snapshot) : await checkSnapshot(r.manifest, fetched.snapshot, r.progress);
     // Checked again just before writing: the fetch can take minutes.
     const before = await dataDirState(plan.dataDir);
     checkDataDir(plan.dataDir, before);
@@ -72,7 +75,7 @@ export async function runRestore(r: RestoreRun): Promise<RestoreOutcome> {
     const emptyMode = before === 'empty' && plan.tool === 'etcdctl' ? (await stat(plan.dataDir)).mode & 0o7777 : undefined;
     if (emptyMode !== undefined) await rmdir(plan.dataDir);
     try {
-      await runTool(r, fetched.snapshot, tmp);
+      await metered(r.progress, 'restore', {}, () => runTool(r, fetched.snapshot, tmp));
     } catch (e) {
       await undoRestore(plan.dataDir, before, emptyMode);
       throw e;

@@ -1,4 +1,4 @@
-import { access, rm } from 'node:fs/promises';
+import { access, rm, stat } from 'node:fs/promises';
 import { MANIFEST_FORMAT, serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { writeBundle } from '../bundle/write.js';
 import { loadSigningKey, signManifest } from '../bundle/sign.js';
@@ -8,6 +8,8 @@ import { inspectSnapshot } from '../etcd/snapshot.js';
 import { mkdirPrivate, writeFileAtomic } from '../fsutil.js';
 import { backupId, manifestKey, objectKeys, outboxBundlePath, outboxEntryDir, outboxManifestPath, runScratchDir, runsDir } from '../layout.js';
 import type { Logger } from '../log.js';
+import { metered, type ProgressSink } from '../progress/model.js';
+import { pollSnapshotGrowth } from '../progress/poll.js';
 import type { Source } from '../source/source.js';
 import type { Store } from '../storage/store.js';
 import { TOOL_NAME, VERSION } from '../version.js';
@@ -57,6 +59,8 @@ export interface RunDeps {
   log: Logger;
   now?: () => Date;
   signal?: AbortSignal;
+  /** Live progress of the byte-moving phases (an interactive CLI's terminal); none by default. */
+  progress?: ProgressSink;
 }
 
 /** Seconds the id search may move forward before the stores' answers count as impossible. */
@@ -184,12 +188,12 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     const seen = checked.pre.etcd.members?.filter((m) => m.name !== '' && (m.peerURLs?.length ?? 0) > 0);
     if (seen?.length) result.members = seen.map((m) => ({ name: m.name, peerURLs: m.peerURLs! }));
     refuseUnlessForced(checked.pre, req, log);
-    const snapshot = await takeVerifiedSnapshot(deps, req, runDir, log, phase);
+    const snapshot = await takeVerifiedSnapshot(deps, req, runDir, log, phase, checked.pre.etcd.dbSize);
     const metadata = await readClusterMetadata(cfg, { revision: snapshot.snap.revision, staticArchive: snapshot.artifacts.staticResources, log, signal: deps.signal });
     const taken: TakenSnapshot = { ...checked, ...snapshot, metadata, signer };
     const base = manifestBase(cfg, req, deps.source.type, { id, at, startedAt }, taken);
     const files = [taken.artifacts.snapshot, taken.artifacts.staticResources];
-    const { manifest, bundlePath } = await sealInOutbox(cfg, base, files, boxDir, taken.signer, now, phase);
+    const { manifest, bundlePath } = await sealInOutbox(cfg, base, files, boxDir, taken.signer, now, phase, deps.progress);
     result.manifest = manifest;
     await rm(runDir, { recursive: true, force: true });
     log.info({ size: manifest.object!.size, rawSize: manifest.object!.rawSize, codec: manifest.object!.codec, sha256: manifest.object!.sha256 }, 'bundle sealed in the outbox');
@@ -197,7 +201,7 @@ export async function runBackup(cfg: Config, deps: RunDeps, req: BackupRequest):
     // Stores are independent (each succeeds or fails on its own): deliver to all at once, so a
     // backup is off the node in the time of the slowest store, not the sum of all.
     const outcomes = await phase('deliver', () =>
-      Promise.all(deps.stores.map((store) => deliverToStore(store, store.settings.verify, bundlePath, manifest, log, deps.signal, { sealedNow: true }))),
+      Promise.all(deps.stores.map((store) => deliverToStore(store, store.settings.verify, bundlePath, manifest, log, deps.signal, { sealedNow: true, progress: deps.progress }))),
     );
     deps.stores.forEach((store, i) => (stores[store.name] = outcomes[i]!));
     try {
@@ -256,12 +260,33 @@ function refuseUnlessForced(pre: PreflightOutcome, req: BackupRequest, log: Logg
 }
 
 /** The source, and the local proof of the snapshot (trailer and bbolt walk). */
-async function takeVerifiedSnapshot(deps: RunDeps, req: BackupRequest, runDir: string, log: Logger, phase: PhaseTimer): Promise<Pick<TakenSnapshot, 'artifacts' | 'snap'>> {
+async function takeVerifiedSnapshot(
+  deps: RunDeps,
+  req: BackupRequest,
+  runDir: string,
+  log: Logger,
+  phase: PhaseTimer,
+  /** etcd's db size from the preflight: about what the snapshot will weigh, the source's progress total. */
+  estimate?: number,
+): Promise<Pick<TakenSnapshot, 'artifacts' | 'snap'>> {
   await rm(runDir, { recursive: true, force: true });
   await mkdirPrivate(runDir);
-  const artifacts = await phase('source', () => deps.source.produce({ runDir, log, force: req.force === true, signal: deps.signal }));
+  const progress = deps.progress;
+  const artifacts = await phase('source', () =>
+    metered(progress, 'source', { total: estimate }, async (m) => {
+      const stop = progress ? pollSnapshotGrowth(runDir, m) : () => undefined;
+      try {
+        const a = await deps.source.produce({ runDir, log, force: req.force === true, signal: deps.signal });
+        if (progress) await stat(a.snapshot).then((s) => m.set(s.size, s.size), () => undefined);
+        return a;
+      } finally {
+        stop();
+      }
+    }),
+  );
 
-  const snap = await phase('verify-local', () => inspectSnapshot(artifacts.snapshot));
+  const size = progress ? (await stat(artifacts.snapshot)).size : undefined;
+  const snap = await phase('verify-local', () => metered(progress, 'verify-local', { total: size }, (m) => inspectSnapshot(artifacts.snapshot, { onProgress: m.add })));
   if (snap.trailer !== 'ok') {
     throw new BackupError('snapshot-corrupt', `snapshot ${artifacts.snapshot}: sha256 trailer ${snap.trailer}`, {
       hint: 'the snapshot file is damaged; check the disk under workDir and etcd logs, then run the backup again',
@@ -319,7 +344,16 @@ export function manifestBase(cfg: Config, req: BackupRequest, sourceType: Source
  * sealed manifest next to it: the same plus the stored object, signed when a
  * key is set. From here on the backup exists on the node.
  */
-async function sealInOutbox(cfg: Config, base: ManifestBase, files: string[], boxDir: string, signer: TakenSnapshot['signer'], now: () => Date, phase: PhaseTimer): Promise<{ manifest: Manifest; bundlePath: string }> {
+async function sealInOutbox(
+  cfg: Config,
+  base: ManifestBase,
+  files: string[],
+  boxDir: string,
+  signer: TakenSnapshot['signer'],
+  now: () => Date,
+  phase: PhaseTimer,
+  progress?: ProgressSink,
+): Promise<{ manifest: Manifest; bundlePath: string }> {
   const recipients = cfg.encryption.recipients;
   const encrypted = recipients.length > 0;
   const codec = cfg.compression.codec;
@@ -327,11 +361,14 @@ async function sealInOutbox(cfg: Config, base: ManifestBase, files: string[], bo
   const bundlePath = outboxBundlePath(boxDir, { codec, encrypted });
   // The manifest inside the tar gets its artifacts and finish time while the tar is written.
   let embedded: Manifest | undefined;
+  const inputBytes = progress ? (await Promise.all(files.map((f) => stat(f)))).reduce((n, s) => n + s.size, 0) : undefined;
   const bundle = await phase('bundle', () =>
-    writeBundle(bundlePath, files, (list) => {
-      embedded = { ...base, finishedAt: now().toISOString(), artifacts: list } as Manifest;
-      return serializeManifest(embedded);
-    }, { recipients, codec, level: cfg.compression.level }).catch((e: NodeJS.ErrnoException) => {
+    metered(progress, 'bundle', { total: inputBytes }, (m) =>
+      writeBundle(bundlePath, files, (list) => {
+        embedded = { ...base, finishedAt: now().toISOString(), artifacts: list } as Manifest;
+        return serializeManifest(embedded);
+      }, { recipients, codec, level: cfg.compression.level, onProgress: progress && m.add }),
+    ).catch((e: NodeJS.ErrnoException) => {
       throw new BackupError('bundle-failed', `cannot write the bundle ${bundlePath}: ${e.code ?? ''} ${e.message}`.replace(/\s+/g, ' '), {
         cause: e,
         hint: e.code === 'ENOSPC' ? 'workDir is full: free space there or raise preflight.freeSpaceFactor so preflight catches it' : undefined,

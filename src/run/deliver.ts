@@ -1,5 +1,6 @@
 import { createReadStream } from 'node:fs';
 import type { Logger } from '../log.js';
+import { meter, type ProgressSink } from '../progress/model.js';
 import { BackupError, messageOf, reasonOf, type Reason } from '../errors.js';
 import { serializeManifest, type Manifest } from '../bundle/manifest.js';
 import { manifestKeyOf } from '../layout.js';
@@ -67,7 +68,7 @@ export async function deliverToStore(
   manifest: Manifest,
   log: Logger,
   signal?: AbortSignal,
-  opts: { sealedNow?: boolean } = {},
+  opts: { sealedNow?: boolean; /** Live progress of the upload and the read-back (an interactive CLI). */ progress?: ProgressSink } = {},
 ): Promise<StoreOutcome> {
   const obj = manifest.object!;
   const manifestKey = manifestKeyOf(obj.key);
@@ -88,15 +89,24 @@ export async function deliverToStore(
     }
     let put;
     wroteObject = true;
-    if (store.caps.putFile) put = await store.putFile(obj.key, bundlePath, { signal });
-    else {
-      body = createReadStream(bundlePath, { highWaterMark: 1 << 20 });
-      put = await store.put(obj.key, body, { size: obj.size, signal });
+    const m = meter(opts.progress, 'deliver', { store: store.name, total: obj.size });
+    try {
+      if (store.caps.putFile) put = await store.putFile(obj.key, bundlePath, { signal, onProgress: m.add });
+      else {
+        body = createReadStream(bundlePath, { highWaterMark: 1 << 20 });
+        put = await store.put(obj.key, body, { size: obj.size, signal, onProgress: m.add });
+      }
+      // A link or a one-request put reports nothing on the way: the line still ends whole.
+      m.set(put.size);
+      m.end(true);
+    } catch (e) {
+      m.end(false);
+      throw e;
     }
     if (put.size !== obj.size) throw new BackupError('upload-failed', `store ${store.name} accepted ${put.size} bytes of ${obj.size}`);
     const t1 = performance.now();
     // A link to a bundle sealed by an earlier process is read back: it may have sat in the outbox for days.
-    const v = await verifyRemoteCopy(store, obj.key, obj.size, obj.sha256, verify, { sameFileAsFreshBundle: put.sameFile === true && opts.sealedNow === true, serverHash: true, signal });
+    const v = await verifyRemoteCopy(store, obj.key, obj.size, obj.sha256, verify, { sameFileAsFreshBundle: put.sameFile === true && opts.sealedNow === true, serverHash: true, signal, progress: opts.progress });
     if (v.note) log.warn({ store: store.name, key: obj.key }, v.note);
     const t2 = performance.now();
     if (signal?.aborted) throw new BackupError('upload-failed', `store ${store.name}: not committed because the daemon is shutting down`);

@@ -136,11 +136,12 @@ class Deadline {
  * when the deadline fires. Its buffer is small: for an upload the rate seen
  * here is the rate the store takes the bytes at, give or take 64 KiB.
  */
-function watched(src: Readable, d: Deadline, onClose: () => void): Transform {
+function watched(src: Readable, d: Deadline, onClose: () => void, onProgress?: (bytes: number) => void): Transform {
   const out = new Transform({
     highWaterMark: 64 * 1024,
     transform(chunk: Buffer, _enc, cb) {
       d.progress(chunk.length);
+      onProgress?.(chunk.length);
       cb(null, chunk);
     },
   });
@@ -158,6 +159,11 @@ function watched(src: Readable, d: Deadline, onClose: () => void): Transform {
   });
   src.pipe(out);
   return out;
+}
+
+/** The watchdog counts every byte; the caller's progress display (src/progress/) sees them too. */
+function both(d: Deadline, caller?: (bytes: number) => void): (bytes: number) => void {
+  return caller ? (n) => (d.progress(n), caller(n)) : (n) => d.progress(n);
 }
 
 /**
@@ -211,12 +217,12 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
       } finally {
         clearTimeout(open);
       }
-      return watched(src, d, () => d.done());
+      return watched(src, d, () => d.done(), opts?.onProgress);
     },
     put(key, body, opts?: PutOptions) {
       const what = `upload of ${key}`;
       const d = transfer(what, opts);
-      const counted = watched(body, d, () => undefined);
+      const counted = watched(body, d, () => undefined, opts?.onProgress);
       return run(d, what, (signal) => inner.put(key, counted, { size: opts?.size, ifAbsent: opts?.ifAbsent, signal })).finally(() => {
         if (!counted.destroyed && !counted.readableEnded) counted.destroy();
       });
@@ -228,7 +234,7 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
     putFile(key, path, opts?: PutOptions) {
       const what = `upload of ${key}`;
       const d = transfer(what, opts, units.putFile ?? 0);
-      return run(d, what, (signal) => inner.putFile(key, path, { ifAbsent: opts?.ifAbsent, signal, onProgress: (n) => d.progress(n) }));
+      return run(d, what, (signal) => inner.putFile(key, path, { ifAbsent: opts?.ifAbsent, signal, onProgress: both(d, opts?.onProgress) }));
     },
     // The server hashes on its own disk and reports nothing until done: a deadline, no rate.
     serverSha256(key, opts) {
@@ -238,7 +244,7 @@ export function guardStore(inner: Store, limits: StoreLimits, units: ProgressUni
     readBackSha256(key, opts) {
       const what = `reading back ${key}`;
       const d = transfer(what, opts);
-      return run(d, what, (signal) => inner.readBackSha256(key, { signal, onProgress: (n) => d.progress(n) }));
+      return run(d, what, (signal) => inner.readBackSha256(key, { signal, onProgress: both(d, opts?.onProgress) }));
     },
     cleanupIncomplete(prefix, olderThan, opts) {
       const what = `cleaning up interrupted uploads under ${prefix}`;

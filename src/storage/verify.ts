@@ -1,5 +1,6 @@
 import { BackupError } from '../errors.js';
 import { sha256Of } from '../bundle/hash.js';
+import { metered, type ProgressSink } from '../progress/model.js';
 import { abortedByShutdown, type Store, type StoreSettings } from './store.js';
 
 export type VerifyMode = StoreSettings['verify'];
@@ -21,6 +22,8 @@ export interface VerifyOptions {
   /** Accept the server's own sha256 when the store can produce one (delivery, not an operator's verify). */
   serverHash?: boolean;
   signal?: AbortSignal;
+  /** Live progress of a read-back (an interactive CLI). */
+  progress?: ProgressSink;
 }
 
 export interface VerifyOutcome {
@@ -56,7 +59,9 @@ export async function verifyRemoteCopy(store: Store, key: string, size: number, 
   }
   // The read-back is one transfer under the store's deadline and stall watchdog (guard.ts): a
   // trickling server fails it with store-timeout instead of holding the run for hours.
-  const got = store.caps.readBack ? await store.readBackSha256(key, { signal }) : await sha256Of(await store.get(key, { signal }));
+  const got = await metered(opts.progress, 'read-back', { store: store.name, total: size }, async (m) =>
+    store.caps.readBack ? store.readBackSha256(key, { signal, onProgress: m.add }) : sha256Of(await store.get(key, { signal, onProgress: m.add })),
+  );
   if (got.bytes !== size || got.sha256 !== sha256) {
     throw new BackupError('remote-verify-failed', `store ${store.name}: ${key} read back as ${got.bytes} bytes with sha256 ${got.sha256}, sent ${size} bytes with ${sha256}`);
   }

@@ -4,6 +4,7 @@ import { BackupError } from '../../errors.js';
 import { inspectSnapshot } from '../../etcd/snapshot.js';
 import type { Logger } from '../../log.js';
 import { fetchBackup } from '../../catalog/fetch.js';
+import { metered, type ProgressSink } from '../../progress/model.js';
 import type { Store } from '../../storage/store.js';
 
 /**
@@ -18,10 +19,12 @@ export async function fetchVerifiedSnapshot(
   identities: string[] | undefined,
   signal: AbortSignal,
   log: Logger,
+  progress?: ProgressSink,
 ): Promise<{ snapshot: string; totalKey: number }> {
-  const fetched = await fetchBackup(store, m, join(dir, 'fetch'), identities, signal);
+  const fetched = await fetchBackup(store, m, join(dir, 'fetch'), identities, signal, progress);
   const snapshot = fetched.snapshot;
-  const snap = await inspectSnapshot(snapshot);
+  const total = m.artifacts.find((a) => snapshot.endsWith(`/${a.name}`))?.size;
+  const snap = await metered(progress, 'verify', { total }, (pm) => inspectSnapshot(snapshot, { onProgress: progress && pm.add }));
   const diffs: string[] = [];
   if (snap.trailer !== 'ok') diffs.push(`snapshot sha256 trailer ${snap.trailer}`);
   for (const k of ['hash', 'revision', 'totalKey', 'totalSize'] as const) {
