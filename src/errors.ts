@@ -54,7 +54,7 @@ export type Reason =
   | 'drill-mismatch'
   | 'drill-timeout'
   | 'drill-aborted'
-  // The replay drill (src/drill/replay-drill.ts): a full backup plus its
+  // The replay drill (src/continuous/replay-drill.ts): a full backup plus its
   // continuous-backup segments replayed to the next full backup's revision
   // is not that backup (keys, values or revisions differ).
   | 'drill-replay-mismatch'

@@ -1,5 +1,5 @@
 import type { Config } from '../config/load.js';
-import { planChains, type ChainDecision, type ChainInfo } from '../continuous/keep-within.js';
+import { planChains, type ChainDecision, type ChainInfo } from '../retention/chains.js';
 import { messageOf } from '../errors.js';
 import { continuousPrefix } from '../layout.js';
 import type { Logger } from '../log.js';
@@ -10,7 +10,7 @@ import { clearOfLocks, type LockWait } from './locks.js';
 
 /*
  * `continuous.keepWithin` applied to one store (the choice is
- * src/continuous/keep-within.ts): whole chains of segments of kept bases go
+ * src/retention/chains.ts): whole chains of segments of kept bases go
  * once their newest segment is older than keepWithin. Listing a chain costs
  * as many objects as it holds, so only what the choice needs is listed:
  * bases taken within keepWithin are only probed (one object: has it a chain

@@ -1,5 +1,5 @@
 /**
- * `verify --replay latest|ID`: the replay drill on demand (src/drill/replay-drill.ts):
+ * `verify --replay latest|ID`: the replay drill on demand (src/continuous/replay-drill.ts):
  * a full backup plus its continuous-backup segments replayed to the next
  * full backup's revision, compared with that backup. ID names the later
  * backup of the pair (B2); `latest` lets the drill pick the newest pair.
@@ -14,7 +14,7 @@ import { err, EXIT_FAILED, EXIT_OK, interruptSignal, out, printJson } from './io
 
 export async function verifyByReplay(cfg: Config, store: Store, which: string, o: { identities?: string[] | undefined; allowUntrusted: boolean; json: boolean; log: Logger }): Promise<number> {
   // Loaded on demand: the replay talks gRPC to its throwaway etcd.
-  const { runReplayDrill } = await import('../drill/replay-drill.js');
+  const { runReplayDrill } = await import('../continuous/replay-drill.js');
   const r = await runReplayDrill({
     ...replayDrillSettings(cfg),
     store,

@@ -12,6 +12,7 @@ import { createStores } from '../storage/index.js';
 import { VERSION } from '../version.js';
 import { DrillMetrics } from '../drill/metrics.js';
 import { startDrillSchedule } from '../drill/schedule.js';
+import { scheduledReplayDrill } from '../continuous/replay-drill.js';
 import type { DaemonContext } from './context.js';
 import { controlHandler } from './control.js';
 import { refreshInventory, refreshOutbox } from './inventory.js';
@@ -99,7 +100,7 @@ async function startServices(
   const retries = startOutboxRetries(ctx, () => !runner.running && !runner.isStopping);
   const drillMetrics = new DrillMetrics(metrics.registry);
   if (state.current.drill) drillMetrics.restoreState(state.current.drill);
-  const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord, onMissedSlot: (slot, why) => metrics.recordMissedSlot('drill', slot, why) });
+  const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord, onMissedSlot: (slot, why) => metrics.recordMissedSlot('drill', slot, why), replayDrill: cfg.continuous.enabled ? (store, signal) => scheduledReplayDrill(cfg, log, store, signal) : undefined });
   // Continuous backups (off by default): the writer election starts now; a node that wins follows etcd.
   const continuous = startContinuous(ctx, runner);
   if (continuous) ctx.continuous = continuous;

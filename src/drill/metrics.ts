@@ -1,6 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { DRILL_FAILURE_REASONS, DRILL_STEPS, type DrillResult } from './drill.js';
-import { REPLAY_DRILL_FAILURE_REASONS, type ReplayDrillResult } from './replay-drill.js';
+import { REPLAY_DRILL_FAILURE_REASONS, type ReplayDrillResult } from './replay-result.js';
 import { isoSeconds } from '../metrics/metrics.js';
 
 /**
@@ -29,7 +29,7 @@ import { isoSeconds } from '../metrics/metrics.js';
  *   etcd_backup_drill_replay_revisions            revisions the last successful replay drill replayed
  *
  * kind: `restore` (drill.ts: one backup restored and checked) or `replay`
- * (replay-drill.ts: a chain of segments replayed onto one full backup,
+ * (continuous/replay-drill.ts: a chain of segments replayed onto one full backup,
  * compared with the next). Only the families a result or reason lives in
  * carry it: the timestamps, durations, steps, consecutive failures,
  * revision and keys are the restore drill's, as before (the DrillMissing

@@ -10,10 +10,10 @@ import type { Store } from '../storage/store.js';
 import { missedWhy, type MissedWhy, type SlotDecision } from '../coord/missed.js';
 import type { SlotClaim } from '../coord/claims.js';
 import { runRestoreDrill, type DrillResult } from './drill.js';
-import { runReplayDrill } from './replay-drill.js';
+import type { ReplayDrillResult } from './replay-result.js';
 import type { DrillMetrics } from './metrics.js';
 import { drillNodeFor } from './turn.js';
-import { drillSettings, replayDrillSettings } from './settings.js';
+import { drillSettings } from './settings.js';
 
 /** What drills need of coordination (the daemon's SlotCoordinator). */
 export interface DrillCoordination {
@@ -33,6 +33,12 @@ export interface DrillScheduleDeps {
   coord?: DrillCoordination | undefined;
   /** A drill slot nobody drills (with coordination): counted for the cluster view. */
   onMissedSlot?: (slot: Date, why: MissedWhy) => void;
+  /**
+   * The replay drill (continuous/replay-drill.ts), run after the restore drill
+   * under the same claim; set by the daemon when continuous backups are on.
+   * Injected: continuous/ builds on drill/, not the reverse.
+   */
+  replayDrill?: ((store: Store, signal: AbortSignal) => Promise<ReplayDrillResult>) | undefined;
 }
 
 export interface DrillSchedule {
@@ -168,22 +174,13 @@ async function drillLatest({ cfg, log, metrics, record }: DrillScheduleDeps, sto
 
 /**
  * With continuous backups, the slot also proves the newest chain of segments
- * (replay-drill.ts): replayed onto its full backup up to the next one's
+ * (continuous/replay-drill.ts): replayed onto its full backup up to the next one's
  * revision, it must give that backup. No pair yet (a new install, a chain
  * that never reached a next full backup): nothing runs, nothing is counted.
  */
-async function replayDrill({ cfg, log, metrics }: DrillScheduleDeps, store: Store, signal: AbortSignal): Promise<void> {
-  if (!cfg.continuous.enabled || signal.aborted) return;
-  const identities = cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
-  const r = await runReplayDrill({
-    ...replayDrillSettings(cfg),
-    store,
-    trust: await loadTrust(cfg),
-    cacheDir: catalogCacheDir(cfg.workDir, store.name),
-    ...(identities ? { identities } : {}),
-    log,
-    signal,
-  });
+async function replayDrill({ log, metrics, replayDrill: run }: DrillScheduleDeps, store: Store, signal: AbortSignal): Promise<void> {
+  if (!run || signal.aborted) return;
+  const r = await run(store, signal);
   metrics.recordReplayDrill(r);
   if (r.result === 'failed') log.error({ base: r.base, id: r.id, reason: r.reason, err: r.error }, 'replay drill FAILED');
 }

@@ -1,7 +1,7 @@
 /**
  * Every key a client sees at a revision, read natively from a snapshot
  * file, and the comparison of two such keyspaces (the replay drill,
- * src/drill/replay-drill.ts: the chain replayed onto one full backup against
+ * src/continuous/replay-drill.ts: the chain replayed onto one full backup against
  * the next full backup).
  *
  * The key bucket holds one entry per revision of a key (mvccpb.KeyValue

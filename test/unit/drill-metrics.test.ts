@@ -10,7 +10,7 @@ import { parse } from 'yaml';
 import { describe, expect, it } from 'vitest';
 import { DRILL_FAILURE_REASONS, type DrillResult } from '../../src/drill/drill.js';
 import { DrillMetrics } from '../../src/drill/metrics.js';
-import { REPLAY_DRILL_FAILURE_REASONS, type ReplayDrillResult } from '../../src/drill/replay-drill.js';
+import { REPLAY_DRILL_FAILURE_REASONS, type ReplayDrillResult } from '../../src/drill/replay-result.js';
 import { BackupMetrics } from '../../src/metrics/metrics.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');

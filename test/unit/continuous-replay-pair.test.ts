@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { BaseRef, SegmentRef } from '../../src/continuous/plan.js';
-import { candidatePairs, chooseReplayPair, MAX_REPLAY_PAIRS } from '../../src/drill/replay-pair.js';
+import { candidatePairs, chooseReplayPair, MAX_REPLAY_PAIRS } from '../../src/continuous/replay-pair.js';
 
 const T0 = Date.UTC(2026, 10, 26, 10, 0, 0);
 const at = (s: number) => new Date(T0 + s * 1000);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { planChains, type ChainInfo } from '../../src/continuous/keep-within.js';
+import { planChains, type ChainInfo } from '../../src/retention/chains.js';
 
 const NOW = new Date('2026-11-27T12:00:00Z');
 const H = 3600;

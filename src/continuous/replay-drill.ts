@@ -30,42 +30,22 @@ import { join } from 'node:path';
 import type { Manifest } from '../bundle/manifest.js';
 import { loadCatalog } from '../catalog/catalog.js';
 import { checkSnapshot, fetchBackup } from '../catalog/fetch.js';
-import { counts, type Trust } from '../catalog/trust.js';
-import type { BaseRef, ReplayPlan } from '../continuous/plan.js';
-import { replayToTime, type ReplayResult } from '../continuous/replay.js';
-import type { SegmentManifest } from '../continuous/segment.js';
-import { listSegments, type BaseSegments } from '../continuous/segments.js';
-import { BackupError, messageOf, type Reason } from '../errors.js';
+import { counts, loadTrust, type Trust } from '../catalog/trust.js';
+import { loadIdentities } from '../bundle/encrypt.js';
+import type { Config } from '../config/load.js';
+import { replayDrillSettings } from '../drill/settings.js';
+import { catalogCacheDir } from '../layout.js';
+import type { BaseRef, ReplayPlan } from './plan.js';
+import { replayToTime, type ReplayResult } from './replay.js';
+import type { SegmentManifest } from './segment.js';
+import { listSegments, type BaseSegments } from './segments.js';
+import { BackupError, messageOf } from '../errors.js';
 import { compareLiveKeys, readLiveKeys, type KeyspaceComparison } from '../etcd/live-keys.js';
 import type { Logger } from '../log.js';
 import type { Store } from '../storage/store.js';
+import { createDrillDir } from '../drill/workdir.js';
+import { type ReplayDrillResult, type ReplayDrillStep } from '../drill/replay-result.js';
 import { candidatePairs, chooseReplayPair } from './replay-pair.js';
-import { createDrillDir } from './workdir.js';
-
-export type ReplayDrillStep = 'choose' | 'replay' | 'fetch' | 'compare' | 'stop';
-export const REPLAY_DRILL_STEPS: readonly ReplayDrillStep[] = ['choose', 'replay', 'fetch', 'compare', 'stop'];
-
-/** Every reason a replay drill can fail with; `etcd_backup_drill_failures_total{kind="replay",reason}` starts at 0 for each. */
-export const REPLAY_DRILL_FAILURE_REASONS = [
-  'usage',
-  'checksum-mismatch',
-  'unsafe-archive',
-  'manifest-invalid',
-  'signature-untrusted',
-  'store-unavailable',
-  'snapshot-corrupt',
-  'preflight-disk-space',
-  'segment-gap',
-  'segment-corrupt',
-  'replay-mismatch',
-  'drill-restore-failed',
-  'drill-start-failed',
-  'restore-failed',
-  'drill-replay-mismatch',
-  'drill-timeout',
-  'drill-aborted',
-  'internal',
-] as const satisfies readonly Reason[];
 
 export interface ReplayDrillOptions {
   store: Store;
@@ -89,30 +69,6 @@ export interface ReplayDrillOptions {
   /** The whole drill; default 3600. */
   timeoutSeconds?: number;
   signal?: AbortSignal;
-}
-
-export interface ReplayDrillResult {
-  kind: 'replay';
-  /** skipped: no pair to drill (no chain reaches a next full backup yet); not counted. */
-  result: 'success' | 'failed' | 'skipped';
-  /** B2, the full backup the replay must reproduce. */
-  id?: string;
-  /** B1, the base replayed onto. */
-  base?: string;
-  reason?: Reason;
-  error?: string;
-  hint?: string;
-  steps: { name: ReplayDrillStep; seconds: number }[];
-  startedAt: string;
-  finishedAt: string;
-  /** rev(B2), which the replay reached. */
-  revision?: number;
-  revisionsReplayed?: number;
-  segmentsUsed?: number;
-  /** Live keys of B2 (and of the replay, when they match). */
-  keys?: number;
-  /** What differed (counts and the first keys) when the keyspaces did not match. */
-  mismatch?: KeyspaceComparison;
 }
 
 interface Choice {
@@ -262,4 +218,18 @@ export async function runReplayDrill(o: ReplayDrillOptions): Promise<ReplayDrill
   if (r.result === 'success') log.info({ ...summary, revision: r.revision, revisionsReplayed: r.revisionsReplayed, keys: r.keys }, 'replay drill passed');
   else if (r.result === 'failed') log.error({ ...summary, err: r.error, mismatch: r.mismatch }, 'replay drill failed');
   return r;
+}
+
+/** The scheduled replay drill of one store, with the options the config gives (the daemon hands it to the drill schedule). */
+export async function scheduledReplayDrill(cfg: Config, log: Logger, store: Store, signal: AbortSignal): Promise<ReplayDrillResult> {
+  const identities = cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
+  return runReplayDrill({
+    ...replayDrillSettings(cfg),
+    store,
+    trust: await loadTrust(cfg),
+    cacheDir: catalogCacheDir(cfg.workDir, store.name),
+    ...(identities ? { identities } : {}),
+    log,
+    signal,
+  });
 }

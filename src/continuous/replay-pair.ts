@@ -23,7 +23,7 @@
  * - The plan holds only the segments that start at or below rev(B2) and has
  *   no time bound: replay stops at rev(B2) exactly (ReplayPlan.untilRev).
  */
-import { chainFor, type BaseRef, type ReplayPlan, type SegmentRef } from '../continuous/plan.js';
+import { chainFor, type BaseRef, type ReplayPlan, type SegmentRef } from './plan.js';
 
 /** How many of the newest pairs are looked at. */
 export const MAX_REPLAY_PAIRS = 3;
