@@ -21,6 +21,18 @@ const cronExpr = z
 
 const count = z.number().int().min(0);
 
+/** Retention's duration syntax (restic's 1y2mo3d4h), default 0s: retention.keepWithin and continuous.keepWithin. */
+const retentionDuration = z
+  .string()
+  .default('0s')
+  .superRefine((v, ctx) => {
+    try {
+      parseRetentionDuration(v);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
+    }
+  });
+
 /** A keepWithin that keeps something (an invalid one is reported by its own check). */
 function keepsWithin(v: string): boolean {
   try {
@@ -125,16 +137,7 @@ export const configSchema = z
         monthly: count.default(0),
         yearly: count.default(0),
         /** restic-style (1y2mo3d4h); a bare `m` is refused because restic reads it as months. */
-        keepWithin: z
-          .string()
-          .default('0s')
-          .superRefine((v, ctx) => {
-            try {
-              parseRetentionDuration(v);
-            } catch (e) {
-              ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-            }
-          }),
+        keepWithin: retentionDuration,
       })
       .strict()
       .refine((r) => r.keepLast + r.hourly + r.daily + r.weekly + r.monthly + r.yearly > 0 || keepsWithin(r.keepWithin), {
@@ -237,16 +240,7 @@ export const configSchema = z
          * Segments of a kept base are deleted, whole chain at once, once its newest segment is
          * older than this (retention's duration syntax); 0 (default): they live as long as their base.
          */
-        keepWithin: z
-          .string()
-          .default('0s')
-          .superRefine((v, ctx) => {
-            try {
-              parseRetentionDuration(v);
-            } catch (e) {
-              ctx.addIssue({ code: z.ZodIssueCode.custom, message: (e as Error).message });
-            }
-          }),
+        keepWithin: retentionDuration,
       })
       .strict()
       .default({}),

@@ -41,8 +41,12 @@ export function isTombstone(revKey: Buffer): boolean {
   return revKey.length === 18 && revKey[17] === TOMBSTONE;
 }
 
-/** Field 1 (`key`) of an mvccpb.KeyValue, bounds-checked; only varint and length-delimited fields occur. */
-export function keyOfKeyValue(v: Buffer): Buffer {
+/**
+ * Walks the fields of an mvccpb.KeyValue, bounds-checked: a varint field's
+ * number, or a length-delimited field's bytes (the only wire types that
+ * occur). `visit` returns true to stop early.
+ */
+export function walkKeyValueFields(v: Buffer, visit: (field: number, value: number | Buffer) => boolean | void): void {
   let i = 0;
   const varint = (): number => {
     let r = 0;
@@ -61,17 +65,29 @@ export function keyOfKeyValue(v: Buffer): Buffer {
     const field = Math.floor(tag / 8);
     const wire = tag % 8;
     if (wire === 0) {
-      varint();
+      if (visit(field, varint())) return;
     } else if (wire === 2) {
       const n = varint();
       if (i + n > v.length) throw new BboltFormatError('mvccpb.KeyValue: field runs past the value');
-      if (field === 1) return v.subarray(i, i + n);
+      const bytes = v.subarray(i, i + n);
       i += n;
+      if (visit(field, bytes)) return;
     } else {
       throw new BboltFormatError(`mvccpb.KeyValue: unexpected wire type ${wire} for field ${field}`);
     }
   }
-  throw new BboltFormatError('mvccpb.KeyValue without a key');
+}
+
+/** Field 1 (`key`) of an mvccpb.KeyValue. */
+export function keyOfKeyValue(v: Buffer): Buffer {
+  let key: Buffer | undefined;
+  walkKeyValueFields(v, (field, value) => {
+    if (field !== 1 || typeof value === 'number') return false;
+    key = value;
+    return true;
+  });
+  if (!key) throw new BboltFormatError('mvccpb.KeyValue without a key');
+  return key;
 }
 
 /** The top-level buckets by name; the refs are copies (an inline bucket's page outlives the walk). */

@@ -19,7 +19,7 @@
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { BboltFormatError, revisionMain } from './bbolt.js';
-import { isTombstone, topBuckets } from './keyspace.js';
+import { isTombstone, topBuckets, walkKeyValueFields } from './keyspace.js';
 import { PageReader } from './page-reader.js';
 import { BucketWalker, openBbolt, printable } from './walker.js';
 
@@ -48,42 +48,18 @@ export interface DecodedKeyValue {
 
 /** An mvccpb.KeyValue: key (1), create_revision (2), mod_revision (3), version (4), value (5); lease (6) and others skipped. Bounds-checked. */
 export function decodeKeyValue(v: Buffer): DecodedKeyValue {
-  let i = 0;
-  const varint = (): number => {
-    let r = 0;
-    let mul = 1;
-    for (let n = 0; n < 10; n++) {
-      if (i >= v.length) throw new BboltFormatError('mvccpb.KeyValue: truncated varint');
-      const b = v[i++]!;
-      r += (b & 0x7f) * mul;
-      if ((b & 0x80) === 0) return r;
-      mul *= 128;
-    }
-    throw new BboltFormatError('mvccpb.KeyValue: varint longer than 10 bytes');
-  };
   const out: DecodedKeyValue = { key: Buffer.alloc(0), value: Buffer.alloc(0), createRevision: 0, modRevision: 0, version: 0 };
   let hasKey = false;
-  while (i < v.length) {
-    const tag = varint();
-    const field = Math.floor(tag / 8);
-    const wire = tag % 8;
-    if (wire === 0) {
-      const n = varint();
-      if (field === 2) out.createRevision = n;
-      else if (field === 3) out.modRevision = n;
-      else if (field === 4) out.version = n;
-    } else if (wire === 2) {
-      const n = varint();
-      if (i + n > v.length) throw new BboltFormatError('mvccpb.KeyValue: field runs past the value');
-      if (field === 1) {
-        out.key = v.subarray(i, i + n);
-        hasKey = true;
-      } else if (field === 5) out.value = v.subarray(i, i + n);
-      i += n;
-    } else {
-      throw new BboltFormatError(`mvccpb.KeyValue: unexpected wire type ${wire} for field ${field}`);
-    }
-  }
+  walkKeyValueFields(v, (field, x) => {
+    if (typeof x === 'number') {
+      if (field === 2) out.createRevision = x;
+      else if (field === 3) out.modRevision = x;
+      else if (field === 4) out.version = x;
+    } else if (field === 1) {
+      out.key = x;
+      hasKey = true;
+    } else if (field === 5) out.value = x;
+  });
   if (!hasKey) throw new BboltFormatError('mvccpb.KeyValue without a key');
   return out;
 }
