@@ -1,9 +1,10 @@
-import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { runCli, tempDir, writeConfig } from '../support/cli.js';
+import { runCli, tempDir } from '../support/cli.js';
+import { masterConfig } from '../support/master-config.js';
 import { metricValue, startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient } from '../support/etcd-grpc.js';
@@ -31,25 +32,14 @@ afterAll(async () => {
 });
 
 function config(store: string): string {
-  const dir = join(root, 'master-0');
-  mkdirSync(join(dir, 'manifests'), { recursive: true });
-  writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
-  return writeConfig(dir, {
-    cluster: 'c1',
-    node: 'master-0',
-    workDir: join(dir, 'work'),
-    schedule: '0 0 1 1 *', // no tick near: the full backups are taken by the CLI
-    source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), timeout: '30s' },
-    etcd: { endpoints: cluster.endpoints, timeout: '5s' },
-    stores: [{ name: 'nfs', type: 'local', path: store }],
-    retention: { keepLast: 1000, daily: 0, weekly: 0, monthly: 0 },
-    metrics: { listen: '127.0.0.1:0' },
-    control: { socket: join(dir, 'ctl', 'control.sock') },
-    recovery: { dir: '' },
-    coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '4s' },
-    continuous: { enabled: true, interval: '1s' },
-    drill: { schedule: '*/10 * * * * *', timeout: '2m', sampleKeys: 10 },
-  });
+  return masterConfig(
+    { dir: join(root, 'master-0'), cluster, i: 0, node: 'master-0', store },
+    {
+      coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '4s' },
+      continuous: { enabled: true, interval: '1s' },
+      drill: { schedule: '*/10 * * * * *', timeout: '2m', sampleKeys: 10 },
+    },
+  );
 }
 
 describe('the drill schedule with continuous backups', () => {

@@ -7,11 +7,11 @@
  * shutdown sealing what it holds): what the fetch finds is what the writer
  * committed on its own, which is what a lost cluster would leave.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { runCli, tempDir, writeConfig } from '../support/cli.js';
+import { runCli, tempDir } from '../support/cli.js';
+import { masterConfig } from '../support/master-config.js';
 import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { restoreSnapshot, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient, within } from '../support/etcd-grpc.js';
@@ -37,26 +37,10 @@ afterAll(async () => {
 });
 
 function config(store: string): string {
-  const dir = join(root, 'master-0');
-  mkdirSync(join(dir, 'manifests'), { recursive: true });
-  writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
-  return writeConfig(dir, {
-    cluster: 'c1',
-    node: 'master-0',
-    workDir: join(dir, 'work'),
-    schedule: '0 0 1 1 *', // no tick near: the base is taken by the CLI first
-    source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), timeout: '30s' },
-    etcd: { endpoints: cluster.endpoints, timeout: '5s' },
-    stores: [{ name: 'nfs', type: 'local', path: store }],
-    retention: { keepLast: 1000, daily: 0, weekly: 0, monthly: 0 },
-    local: { keep: 1, retryMin: '1s', retryMax: '2s' },
-    metrics: { listen: '127.0.0.1:0' },
-    control: { socket: join(dir, 'ctl', 'control.sock') },
-    shutdownTimeout: '20s',
-    recovery: { dir: '' },
-    coordination: { mode: 'etcd', leaderDelay: '1s' },
-    continuous: { enabled: true }, // the default interval, 10 s
-  });
+  return masterConfig(
+    { dir: join(root, 'master-0'), cluster, i: 0, node: 'master-0', store },
+    { coordination: { mode: 'etcd', leaderDelay: '1s' }, continuous: { enabled: true } }, // the default interval, 10 s
+  );
 }
 
 /** Distinct keys, one put each, every EVERY_MS for `ms`: key -> value, and the last revision etcd answered. */

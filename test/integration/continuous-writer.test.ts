@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { zstdDecompressSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { runCli, tempDir, writeConfig } from '../support/cli.js';
+import { runCli, tempDir } from '../support/cli.js';
+import { masterConfig } from '../support/master-config.js';
 import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { restoreSnapshot, runEtcdctl, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient, within } from '../support/etcd-grpc.js';
@@ -34,27 +35,14 @@ afterAll(async () => {
 });
 
 function config(i: number, store: string, test = 'failover', extraStores: Record<string, unknown>[] = []): string {
-  const dir = join(root, test, NODES[i]!);
-  mkdirSync(join(dir, 'manifests'), { recursive: true });
-  writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
-  const endpoints = [cluster.endpoints[i]!, ...cluster.endpoints.filter((_, j) => j !== i)];
-  return writeConfig(dir, {
-    cluster: 'c1',
-    node: NODES[i],
-    workDir: join(dir, 'work'),
-    schedule: '0 0 1 1 *', // no tick near: the base is taken by the CLI first
-    source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), timeout: '30s' },
-    etcd: { endpoints, timeout: '5s' },
-    stores: [{ name: 'nfs', type: 'local', path: store }, ...extraStores],
-    retention: { keepLast: 1000, daily: 0, weekly: 0, monthly: 0 },
-    local: { keep: 1, retryMin: '1s', retryMax: '2s' },
-    metrics: { listen: '127.0.0.1:0' },
-    control: { socket: join(dir, 'ctl', 'control.sock') },
-    shutdownTimeout: '20s',
-    recovery: { dir: '' },
-    coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '4s' }, // 2 s lapses under a loaded test machine
-    continuous: { enabled: true, interval: '1s' },
-  });
+  return masterConfig(
+    { dir: join(root, test, NODES[i]!), cluster, i, node: NODES[i]!, store },
+    {
+      stores: [{ name: 'nfs', type: 'local', path: store }, ...extraStores],
+      coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '4s' }, // 2 s lapses under a loaded test machine
+      continuous: { enabled: true, interval: '1s' },
+    },
+  );
 }
 
 /** The daemon's last 40 lines above debug, for a failing test's output. */

@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runCli, tempDir, writeConfig } from '../support/cli.js';
+import { runCli, tempDir } from '../support/cli.js';
+import { masterConfig } from '../support/master-config.js';
 import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { ensureTool, startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 
@@ -25,28 +26,12 @@ afterAll(async () => {
   await cluster?.stop();
 });
 
-/** Node i's config: its own member first (the local member), then the others; one shared store. */
+/** Node i's config: its own member first (the local member), then the others; one shared store; a backup slot every 3 s. */
 function config(test: string, i: number, store: string, extra: Record<string, unknown> = {}): string {
-  const dir = join(root, test, NODES[i]!);
-  mkdirSync(join(dir, 'manifests'), { recursive: true });
-  writeFileSync(join(dir, 'manifests', 'kube-apiserver.yaml'), 'kind: Pod\n');
-  const endpoints = [cluster.endpoints[i]!, ...cluster.endpoints.filter((_, j) => j !== i)];
-  return writeConfig(dir, {
-    cluster: 'c1',
-    node: NODES[i],
-    workDir: join(dir, 'work'),
-    schedule: '*/3 * * * * *',
-    source: { type: 'etcdctl', staticPodDir: join(dir, 'manifests'), timeout: '30s' },
-    etcd: { endpoints, caFile: cluster.tls!.caFile, certFile: cluster.tls!.certFile, keyFile: cluster.tls!.keyFile, timeout: '5s' },
-    stores: [{ name: 'nfs', type: 'local', path: store }],
-    retention: { keepLast: 1000, daily: 0, weekly: 0, monthly: 0 },
-    local: { keep: 1, retryMin: '1s', retryMax: '2s' },
-    metrics: { listen: '127.0.0.1:0' },
-    control: { socket: join(dir, 'ctl', 'control.sock') },
-    shutdownTimeout: '20s',
-    coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '2s' },
-    ...extra,
-  });
+  return masterConfig(
+    { dir: join(root, test, NODES[i]!), cluster, i, node: NODES[i]!, store },
+    { schedule: '*/3 * * * * *', coordination: { mode: 'etcd', leaderDelay: '1s', leaseTtl: '2s' }, ...extra },
+  );
 }
 
 interface Committed {
