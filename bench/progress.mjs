@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { parseArgs, stripVTControlCharacters } from 'node:util';
 import { spawn } from 'node:child_process';
 import { DATASETS, ensureDataset, staticPodDir } from './lib/dataset.mjs';
 import { startEtcd, startS3rver } from './lib/servers.mjs';
@@ -79,6 +79,7 @@ async function main() {
   const etcd = await startEtcd(ds.etcdDir);
   const s3 = await startS3rver(join(DIR, 's3rver'));
   const samples = [];
+  let ttyScreen = '';
   try {
     await writeFile(join(DIR, 'ak'), 'S3RVER\n', { mode: 0o600 });
     await writeFile(join(DIR, 'sk'), 'S3RVER\n', { mode: 0o600 });
@@ -113,6 +114,7 @@ async function main() {
         if (!ok) throw new Error(`${variant}: backup failed (exit ${r.code}): ${term.slice(-2000)} ${r.stderr.slice(-1000)}`);
         const s = { rep, variant, wall: r.wall, cpu: r.cpu, rssKiB: r.rssKiB, termBytes: Buffer.byteLength(term), frames: term.split('\u001b[?2026h').length - 1 };
         samples.push(s);
+        if (variant === 'tty') ttyScreen = term;
         log(`round ${rep}/${REPEATS} ${variant}: ${fmt(s.wall)} s wall, ${fmt(s.cpu)} s CPU, ${fmt(s.rssKiB / 1024, 0)} MiB RSS, ${s.termBytes} bytes to the terminal, ${s.frames} frames`);
       }
     }
@@ -144,8 +146,19 @@ async function main() {
   await mkdir(dirname(out), { recursive: true });
   await writeFile(out, md + '\n');
   await writeFile(out.replace(/\.md$/, '.json'), JSON.stringify({ size: sizeLabel(SIZE), dataset: opt.dataset, repeats: REPEATS, machine, rows, samples }, null, 2) + '\n');
+  // What a person saw: a few of the tty variant's frames (the last round), escape codes removed.
+  await writeFile(out.replace(/\.md$/, '-screen.txt'), screenSample(ttyScreen));
   console.log(md);
   log(`wrote ${out}`);
+}
+
+/** Frames drawn between log-update's synchronized-output brackets: four spread over the run, as plain text. */
+function screenSample(term) {
+  const frames = term.split('\u001b[?2026h').slice(1).map((f) => stripVTControlCharacters(f.split('\u001b[?2026l')[0] ?? '').replace(/\r/g, '').trim()).filter(Boolean);
+  const pick = [0.1, 0.35, 0.6, 0.85].map((q) => frames[Math.floor(q * (frames.length - 1))]).filter(Boolean);
+  const plain = stripVTControlCharacters(term).replace(/\r/g, '');
+  const finals = plain.split('\n').filter((l) => /done|FAILED|succeeded/.test(l)).slice(-12);
+  return [`${frames.length} frames; four of them:`, ...pick.map((f, i) => `--- frame ${i + 1}\n${f}`), '--- the lines left at the end', ...finals].join('\n') + '\n';
 }
 
 await main();
