@@ -15,7 +15,7 @@
 // See bench/README.md ("Continuous backups").
 import { spawn } from 'node:child_process';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -26,7 +26,7 @@ import { staticPodDir } from './lib/dataset.mjs';
 import { k8sPool } from './lib/k8s-values.mjs';
 import { freePort, startEtcdCluster, startS3rver } from './lib/servers.mjs';
 import { launcherNodeFlags, processCpu } from './lib/stand.mjs';
-import { BENCH, GiB, MiB, ROOT, TMP, fmt, percentile, run, sleep, timed } from './lib/util.mjs';
+import { BENCH, GiB, MiB, ROOT, TMP, fmt, median, percentile, run, sleep, timed } from './lib/util.mjs';
 
 const USAGE = `usage: npm run bench -- continuous [options]
        node bench/continuous.mjs [options]
@@ -38,8 +38,15 @@ const USAGE = `usage: npm run bench -- continuous [options]
   --dir DIR             where etcd's data, s3rver and the daemon's workDir live, in a fresh
                         subdirectory removed at the end (default /dev/shm: see bench/README.md)
   --interval D          continuous.interval (default: not set, the product's 10s)
+  --max-segment-bytes N continuous.maxSegmentBytes (default: not set, the product's 4 MiB)
+  --codec C             compression.codec of the config, zstd | none (default: not set, the product's zstd)
   --restore-revisions N replay about N revisions in the timed fetch --at (default 100000; 0: --at now, all)
   --compact-every D     compact etcd like the API server: every D to the revision of D ago (default 5m; 0: never)
+  --daemon-mem-log      the daemon logs process.memoryUsage() every 5 s (bench/lib/mem-log-hook.mjs): the
+                        report says what its RSS is made of (heap, external, array buffers)
+  --daemon-node-args A  extra node flags for the daemon, space-separated (e.g. --max-old-space-size=48)
+  --daemon-env LIST     extra environment for the daemon, comma-separated K=V (e.g. MALLOC_ARENA_MAX=2)
+  --no-restore          skip the timed fetch --at (quick experiments)
   --keep                keep the run directory (daemon log, store) for a look afterwards
   --no-build            do not run \`npm run build\` first
   --out FILE            Markdown here (default bench/results/<YYYY-MM-DD>-continuous.md; .json beside it)`;
@@ -54,8 +61,14 @@ const { values: opt } = parseArgs({
     members: { type: 'string', default: '3' },
     dir: { type: 'string', default: '/dev/shm' },
     interval: { type: 'string' },
+    'max-segment-bytes': { type: 'string' },
+    codec: { type: 'string' },
     'restore-revisions': { type: 'string', default: '100000' },
     'compact-every': { type: 'string', default: '5m' },
+    'daemon-mem-log': { type: 'boolean', default: false },
+    'daemon-node-args': { type: 'string' },
+    'daemon-env': { type: 'string' },
+    'no-restore': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
     out: { type: 'string' },
@@ -77,6 +90,7 @@ const RESTORE_REVS = Number(opt['restore-revisions']);
 if (![1, 3].includes(MEMBERS)) throw new Error('--members: 1 or 3');
 const CLI = join(ROOT, 'dist', 'cli.js');
 const DIR = join(opt.dir, `ebd-continuous-${process.pid}`);
+const MEM_LOG = join(DIR, 'daemon-memory.ndjson');
 const CLUSTER = 'bench';
 const PREFIX = 'backupd';
 // The daemon and the load, killed if this process exits early (lib/servers.mjs does the same for the servers).
@@ -115,7 +129,8 @@ async function writeConfig(cluster, s3, metricsPort) {
       shutdownTimeout: '60s',
       recovery: { dir: '' },
       coordination: { mode: 'etcd' },
-      continuous: { enabled: true, ...(opt.interval ? { interval: opt.interval } : {}) },
+      ...(opt.codec ? { compression: { codec: opt.codec } } : {}),
+      continuous: { enabled: true, ...(opt.interval ? { interval: opt.interval } : {}), ...(opt['max-segment-bytes'] ? { maxSegmentBytes: Number(opt['max-segment-bytes']) } : {}) },
     }),
     { mode: 0o600 },
   );
@@ -140,9 +155,16 @@ async function fillPool(leader) {
   return pool.bytes;
 }
 
+/** --daemon-env K=V,K2=V2 as an object. */
+function daemonEnv() {
+  return Object.fromEntries((opt['daemon-env'] ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+}
+
 /** The daemon (the binary's node flags, its own process: its pid is the writer's RSS), its JSON log to a file. */
 function startDaemon(config) {
-  const child = spawn(process.execPath, [...launcherNodeFlags(), CLI, 'run', '--config', config], { env: { ...process.env, ETCD_BACKUPD_LOG_LEVEL: 'info' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const extra = [...(opt['daemon-node-args']?.split(/\s+/).filter(Boolean) ?? []), ...(opt['daemon-mem-log'] ? ['--import', join(BENCH, 'lib', 'mem-log-hook.mjs')] : [])];
+  const env = { ...process.env, ETCD_BACKUPD_LOG_LEVEL: 'info', ...(opt['daemon-mem-log'] ? { BENCH_MEM_LOG: MEM_LOG } : {}), ...daemonEnv() };
+  const child = spawn(process.execPath, [...launcherNodeFlags(), ...extra, CLI, 'run', '--config', config], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   children.add(child);
   const file = createWriteStream(join(DIR, 'daemon.log'));
   child.stderr.pipe(file);
@@ -263,7 +285,7 @@ async function main() {
   await mkdir(TMP, { recursive: true });
   await rm(DIR, { recursive: true, force: true });
   await mkdir(DIR, { recursive: true, mode: 0o700 });
-  const out = { rate: RATE, keys: KEYS, members: MEMBERS, dir: opt.dir, durationSeconds: DURATION_MS / 1000, baselineSeconds: BASELINE_MS / 1000, interval: opt.interval ?? '10s (default)', compactEverySeconds: COMPACT_MS / 1000, argv: process.argv.slice(2) };
+  const out = { daemonEnv: daemonEnv(), daemonNodeArgs: opt['daemon-node-args'], rate: RATE, keys: KEYS, members: MEMBERS, dir: opt.dir, durationSeconds: DURATION_MS / 1000, baselineSeconds: BASELINE_MS / 1000, interval: opt.interval ?? '10s (default)', maxSegmentBytes: opt['max-segment-bytes'] ?? '4194304 (default)', codec: opt.codec ?? 'zstd (default)', compactEverySeconds: COMPACT_MS / 1000, argv: process.argv.slice(2) };
   out.uptimeStart = (await run('uptime', [])).trim();
   out.load = { start: loadavg() };
   const etcdVersion = (await run('etcd', ['--version'])).split('\n')[0].trim();
@@ -331,12 +353,15 @@ async function main() {
     compactor.stop();
     await follower.poll();
     out.compactions = compactor.done;
+    if (opt['daemon-mem-log']) out.daemonMemory = await readMemLog(out.windows.writer);
     out.daemonLog = daemon.lines.filter((l) => l.level >= 40 || !/segment (committed|sealed)/.test(l.msg)).slice(-30);
     await cluster.stop();
     measure(out, writes, follower.segments(), sampling);
 
-    log('restore: fetch latest --at');
-    out.restore = await timedFetch(config, writes, out.base.revision);
+    if (!opt['no-restore']) {
+      log('restore: fetch latest --at');
+      out.restore = await timedFetch(config, writes, out.base.revision);
+    }
   } finally {
     sampling?.stop();
     compactor?.stop();
@@ -397,6 +422,10 @@ function measure(out, writes, segments, sampling) {
     last: sampling.metrics.at(-1),
   };
   out.p99PerMinute = perMinuteP99(writes);
+  // Whole minutes inside a window only (a minute straddling the base backup or the daemon's start is left out).
+  const inside = (k) => out.p99PerMinute.p99.filter((x, i) => { const a = out.p99PerMinute.from + i * 60_000; return a >= w[k].from && a + 60_000 <= w[k].to; });
+  out.p99PerMinute.writerMedian = median(inside('writer'));
+  out.p99PerMinute.baselineMedian = median([...inside('before'), ...inside('after')]);
   out.rss = { ...rssFlatness(sampling.rss), samples: sampling.rss };
   const segs = segments.sort((a, b) => a.fromRev - b.fromRev);
   const bytes = segs.reduce((s, x) => s + x.size, 0);
@@ -405,6 +434,14 @@ function measure(out, writes, segments, sampling) {
   const revs = segs.length ? segs.at(-1).toRev - segs[0].fromRev + 1 : 0;
   const spans = segs.slice(1).map((x, i) => (x.committedMs - segs[i].committedMs) / 1000);
   out.segments = { count: segs.length, bases: [...new Set(segs.map((x) => x.base))], bytes, rawBytes: raw, manifestBytes: manifests, revisions: revs, bytesPerWrite: owed.length ? bytes / owed.length : NaN, bytesPerRevision: revs ? bytes / revs : NaN, secondsBetweenP50: percentile(spans, 50), revisionsPerSegmentP50: percentile(segs.map((x) => x.toRev - x.fromRev + 1), 50), list: segs.map((x) => [x.fromRev, x.toRev, Math.round(x.committedMs), x.size]) };
+}
+
+/** The daemon's memoryUsage() lines in the writer window (MiB), and the one at the highest RSS. */
+async function readMemLog(win) {
+  const mib = (o) => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, k === 't' ? v : Math.round((v / MiB) * 10) / 10]));
+  const rows = (await readFile(MEM_LOG, 'utf8').catch(() => '')).split('\n').filter(Boolean).map((l) => mib(JSON.parse(l))).filter((r) => r.t >= win.from && r.t <= win.to);
+  const atMax = rows.reduce((a, r) => (!a || r.rss > a.rss ? r : a), undefined);
+  return { samples: rows, atMaxRss: atMax, nodeArgs: opt['daemon-node-args'] };
 }
 
 /** p99 write latency (ms) per minute of the whole run, from the first write: the machine's noise beside the windows. */

@@ -51,9 +51,11 @@ export function renderContinuous(o, day) {
   ];
   const row = (label, x) => `| ${label} | ${x.n} | ${x.errors} | ${fmt(x.p50)} | **${fmt(x.p99)}** | ${fmt(x.max)} | ${x.etcdCpu ? x.etcdCpu.map((c) => fmt(c, 1)).join(' / ') : ''} |`;
   lines.push(row('without the daemon, before', w.before), row('**with the writer**', w.writer), row('without the daemon, after', w.after), row('without, both windows pooled', w.baselinePooled), '');
-  const minuteOf = (t) => Math.floor((t - o.p99PerMinute.from) / 60_000);
+  const minuteOf = (t) => fmt((t - o.p99PerMinute.from) / 60_000, 1);
+  const m = o.p99PerMinute;
   lines.push(
-    `p99 per minute of the run (ms; the writer ran in minutes ${minuteOf(w.writer.from)}-${minuteOf(w.writer.to)}): ${o.p99PerMinute.p99.map((x) => fmt(x, 0)).join(', ')}.`,
+    `p99 per minute of the run (ms; from the first write: without the daemon in minutes 0-${minuteOf(w.before.to)} and ${minuteOf(w.after.from)}-${minuteOf(w.after.to)}, the writer in ${minuteOf(w.writer.from)}-${minuteOf(w.writer.to)}): ${m.p99.map((x) => fmt(x, 0)).join(', ')}. ` +
+      `Median of the whole minutes' p99: with the writer ${fmt(m.writerMedian, 1)} ms, without ${fmt(m.baselineMedian, 1)} ms (${fmt(m.writerMedian / m.baselineMedian, 2)}×): less sensitive to one bad minute of the shared machine than the pooled p99.`,
     '',
     `With ÷ without (pooled): p50 ${fmt(w.writer.p50 / w.baselinePooled.p50, 2)}×, p99 **${fmt(w.writer.p99 / w.baselinePooled.p99, 2)}×**. The daemon used ${fmt(o.daemonCpuSeconds, 0)} CPU s over the writer window (${fmt((100 * o.daemonCpuSeconds) / ((w.writer.to - w.writer.from) / 1000), 0)} % of one core).`,
     '',
@@ -62,6 +64,7 @@ export function renderContinuous(o, day) {
     `Max ${fmt(o.rss.max, 0)} MiB over ${o.rss.samples.length} samples; second-half slope ${fmt(o.rss.slopePer10Min, 2)} MiB / 10 min; median of the first ${fmt(o.rss.edgeMinutes, 1)} min ${fmt(o.rss.firstMedian, 0)} MiB, of the last ${fmt(o.rss.lastMedian, 0)} MiB.`,
     '',
     `Per minute (median): ${perMinute(o.rss.samples)}.`,
+    ...(o.daemonMemory?.atMaxRss ? ['', `What it is made of (\`--daemon-mem-log\`, process.memoryUsage() at the highest RSS, MiB): ${Object.entries(o.daemonMemory.atMaxRss).filter(([k]) => k !== 't').map(([k, v]) => `${k} ${v}`).join(', ')}; heapUsed per minute (median): ${perMinute(o.daemonMemory.samples.map((r) => [r.t, r.heapUsed]))}; external: ${perMinute(o.daemonMemory.samples.map((r) => [r.t, r.external]))}.${o.daemonMemory.nodeArgs ? ` Extra node flags: \`${o.daemonMemory.nodeArgs}\`.` : ''}`] : []),
     '',
     '## Segments (costs)',
     '',
