@@ -21,7 +21,7 @@ import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { continuousGoals, renderContinuous } from './lib/continuous-report.mjs';
 import { rssMiB, sampleMetrics, segmentFollower } from './lib/continuous-probes.mjs';
-import { parseDurationMs, rssFlatness, windowStats, writeLags } from './lib/continuous-stats.mjs';
+import { maxOf, parseDurationMs, rssFlatness, windowStats, writeLags } from './lib/continuous-stats.mjs';
 import { staticPodDir } from './lib/dataset.mjs';
 import { k8sPool } from './lib/k8s-values.mjs';
 import { freePort, startEtcdCluster, startS3rver } from './lib/servers.mjs';
@@ -356,6 +356,8 @@ async function main() {
     if (opt['daemon-mem-log']) out.daemonMemory = await readMemLog(out.windows.writer);
     out.daemonLog = daemon.lines.filter((l) => l.level >= 40 || !/segment (committed|sealed)/.test(l.msg)).slice(-30);
     await cluster.stop();
+    // The raw samples first: a failure in the figures below must not lose a 30-minute run.
+    await writeFile(join(TMP, `continuous-${process.pid}-raw.json`), JSON.stringify({ out, writes, segments: follower.segments(), metrics: sampling.metrics, rss: sampling.rss }));
     measure(out, writes, follower.segments(), sampling);
 
     if (!opt['no-restore']) {
@@ -401,7 +403,7 @@ function measure(out, writes, segments, sampling) {
   // they are the catch-up, reported apart; the lag is of the writes acked while it followed.
   const owed = writes.filter(([, , ok, rev, ack]) => ok && rev > out.base.revision && ack <= w.writer.to);
   const catchUp = writeLags(owed.filter(([, , , , ack]) => ack < w.writer.from), segments);
-  out.catchUp = { writes: catchUp.lags.length + catchUp.missing.length, uncommitted: catchUp.missing.length, max: catchUp.lags.length ? Math.max(...catchUp.lags) : NaN };
+  out.catchUp = { writes: catchUp.lags.length + catchUp.missing.length, uncommitted: catchUp.missing.length, max: maxOf(catchUp.lags) };
   const { lags, missing } = writeLags(owed.filter(([, , , , ack]) => ack >= w.writer.from), segments);
   out.lag = {
     writes: owed.length,
@@ -409,14 +411,14 @@ function measure(out, writes, segments, sampling) {
     firstUncommitted: missing.slice(0, 5).map(([, , , rev, ack]) => ({ rev, ack: new Date(ack).toISOString() })),
     p50: percentile(lags, 50),
     p99: percentile(lags, 99),
-    max: lags.length ? Math.max(...lags) : NaN,
+    max: maxOf(lags),
   };
   const gauge = sampling.metrics.filter((m) => m.lagSeconds !== undefined);
   out.lagGauge = {
     samples: gauge.length,
     secondsP50: percentile(gauge.map((m) => m.lagSeconds), 50),
     secondsP99: percentile(gauge.map((m) => m.lagSeconds), 99),
-    secondsMax: gauge.length ? Math.max(...gauge.map((m) => m.lagSeconds)) : NaN,
+    secondsMax: maxOf(gauge.map((m) => m.lagSeconds)),
     revisionsP50: percentile(gauge.map((m) => m.lagRevisions), 50),
     revisionsP99: percentile(gauge.map((m) => m.lagRevisions), 99),
     last: sampling.metrics.at(-1),
@@ -471,7 +473,7 @@ async function timedFetch(config, writes, baseRev) {
   }
   const atMs = at === 'now' ? Date.now() : Date.parse(at);
   // Every write acked 5 s before T must be in what was restored (the writer saw it by T).
-  const expectRev = Math.max(0, ...acked.filter(([, , , , ack]) => ack <= atMs - 5000).map(([, , , rev]) => rev));
+  const expectRev = Math.max(0, maxOf(acked.filter(([, , , , ack]) => ack <= atMs - 5000).map(([, , , rev]) => rev)) || 0);
   const replayed = doc.revisionsReplayed ?? NaN;
   return { at, code: r.code, wall: r.wall, cpu: r.cpu, rssKiB: r.rssKiB, json: doc, error: r.code === 0 ? undefined : r.stderr.slice(-1500), expectRevisionAtLeast: expectRev, holdsExpected: doc.revisionReached >= expectRev, secondsPer100k: (r.wall / replayed) * 100_000 };
 }

@@ -2,6 +2,13 @@
 // end-to-end lag of each write, write-latency windows, RSS flatness.
 import { median, percentile } from './util.mjs';
 
+/** The largest of xs, NaN when empty (no spread: a run has ~10^6 writes, more than a call's arguments may be). */
+export function maxOf(xs) {
+  let m = -Infinity;
+  for (const x of xs) if (x > m) m = x;
+  return xs.length ? m : NaN;
+}
+
 /**
  * End-to-end lag of each write: from its ack (the put's response) to the
  * moment the manifest of a segment holding its revision existed in the
@@ -38,7 +45,7 @@ export function writeLags(writes, segments) {
 export function windowStats(writes, from, to) {
   const w = writes.filter(([due]) => due >= from && due <= to);
   const lat = w.filter(([, , ok]) => ok).map(([, l]) => l);
-  return { n: w.length, errors: w.length - lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: lat.length ? Math.max(...lat) : NaN };
+  return { n: w.length, errors: w.length - lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: maxOf(lat) };
 }
 
 /** Least-squares slope of ys over xs (units of y per unit of x); NaN with fewer than 2 points. */
@@ -69,7 +76,7 @@ export function rssFlatness(samples, edgeMs = 5 * 60_000) {
   const edge = Math.min(edgeMs, (t1 - t0) / 4);
   const half = samples.filter(([t]) => t >= t0 + (t1 - t0) / 2);
   return {
-    max: Math.max(...samples.map(([, m]) => m)),
+    max: maxOf(samples.map(([, m]) => m)),
     slopePer10Min: slope(half.map(([t]) => t), half.map(([, m]) => m)) * 600_000,
     firstMedian: median(samples.filter(([t]) => t <= t0 + edge).map(([, m]) => m)),
     lastMedian: median(samples.filter(([t]) => t >= t1 - edge).map(([, m]) => m)),
