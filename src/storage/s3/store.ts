@@ -22,9 +22,10 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { BackupError, type Reason } from '../../errors.js';
 import { readFully } from '../file-chunks.js';
 import { settingsOf } from '../registry.js';
-import { abortedByShutdown, checkListExclude, isExcluded, ObjectExistsError, readBackByGet, type ListOptions, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
+import { abortedByShutdown, checkListExclude, ObjectExistsError, readBackByGet, type ListOptions, type ObjectInfo, type OpOptions, type PutOptions, type PutResult, type Store, type TransferOptions } from '../store.js';
 import { s3Capabilities, type S3StoreConfig } from './index.js';
 import { createS3Client } from './client.js';
+import { listSkippingSubtree } from './list-skip.js';
 import { AUTH_CODES, facts, isNetwork, isNotFound, isPreconditionFailed, isUnsupported } from './errors.js';
 import { assertUnlocked, lockHint, lockInfo, lockParams } from './lock.js';
 
@@ -348,32 +349,9 @@ export class S3Store implements Store {
     return out;
   }
 
-  /**
-   * S3 lists in key order and has no "stop at" bound: an excluded subtree is
-   * left by starting a second listing after it (StartAfter), so it costs at
-   * most the one page that reaches into it, however many objects it holds.
-   */
+  /** Every object under `prefix` but those under `opts.exclude` (list-skip.ts: S3 jumps past it). */
   async *list(prefix: string, opts: ListOptions = {}): AsyncIterable<ObjectInfo> {
-    const exclude = checkListExclude(this.name, prefix, opts.exclude);
-    let startAfter: string | undefined;
-    for (let jumped = false; ; jumped = true) {
-      let reached = false;
-      const after = startAfter === undefined ? undefined : Buffer.from(startAfter);
-      for await (const o of this.listFrom(prefix, startAfter, opts.signal)) {
-        // A server that ignores StartAfter would give what was listed already: S3's order is the UTF-8 bytes'.
-        if (after && Buffer.compare(Buffer.from(o.key), after) <= 0) continue;
-        if (!isExcluded(o.key, exclude)) {
-          yield o;
-          continue;
-        }
-        // Keys under it are filtered anyway; the jump is made once, so a server that ignores StartAfter cannot loop.
-        if (jumped) continue;
-        reached = true;
-        break;
-      }
-      if (!reached) return;
-      startAfter = afterSubtree(exclude!);
-    }
+    yield* listSkippingSubtree((startAfter) => this.listFrom(prefix, startAfter, opts.signal), checkListExclude(this.name, prefix, opts.exclude));
   }
 
   /**
@@ -520,13 +498,3 @@ export class S3Store implements Store {
   }
 }
 
-/**
- * A StartAfter past every key of the subtree `dir` (ending in '/') that a
- * listing should skip. S3 orders keys by their UTF-8 bytes and U+10FFFF is
- * the greatest code point: every key of the subtree sorts before it, but
- * one that continues with U+10FFFF itself (the caller filters those), and
- * every key outside the subtree that sorts after `dir` sorts after it.
- */
-export function afterSubtree(dir: string): string {
-  return `${dir}\u{10FFFF}`;
-}
