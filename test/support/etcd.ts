@@ -220,25 +220,48 @@ export function ensureTool(bin: string): string {
 
 const handedOutPorts = new Set<number>();
 
-/** A free TCP port on 127.0.0.1; never the same one twice in this process. */
+/**
+ * Test ports come from below the kernel's ephemeral range (32768-60999 on
+ * Linux): a stopped member keeps its port until it restarts, and meanwhile
+ * any connection's local port or another test's port-0 server could take a
+ * port from the ephemeral range ("bind: address already in use" on a
+ * restart, seen in CI). Each vitest worker has its own block of ports, so
+ * workers never hand out the same one; within a block they go round from a
+ * random start, each checked free when handed out.
+ */
+const PORT_FIRST = 20_000;
+const PORT_BLOCK = 800;
+const PORT_BLOCKS = 15; // 20000-31999
+let portCursor = -1;
+
+function portBlockStart(): number {
+  const pool = Number(process.env.VITEST_POOL_ID);
+  const id = Number.isInteger(pool) && pool >= 0 ? pool : process.pid;
+  return PORT_FIRST + (id % PORT_BLOCKS) * PORT_BLOCK;
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A free TCP port on 127.0.0.1, outside the ephemeral range; never the same one twice in this process. */
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = net.createServer();
-      srv.unref();
-      srv.once('error', reject);
-      srv.listen({ host: '127.0.0.1', port: 0, exclusive: true }, () => {
-        const addr = srv.address();
-        const p = addr && typeof addr === 'object' ? addr.port : 0;
-        srv.close(() => resolve(p));
-      });
-    });
-    if (port > 0 && !handedOutPorts.has(port)) {
+  const start = portBlockStart();
+  if (portCursor < 0) portCursor = Math.floor(Math.random() * PORT_BLOCK);
+  for (let attempt = 0; attempt < PORT_BLOCK; attempt++) {
+    const port = start + (portCursor++ % PORT_BLOCK);
+    if (handedOutPorts.has(port)) continue;
+    if (await canBind(port)) {
       handedOutPorts.add(port);
       return port;
     }
   }
-  throw new Error('freePort: no unused port found after 100 attempts');
+  throw new Error(`freePort: no free port left in ${start}-${start + PORT_BLOCK - 1}`);
 }
 
 const OPENSSL_CNF = `
