@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { runCli, tempDir } from '../support/cli.js';
 import { masterConfig } from '../support/master-config.js';
-import { metricValue, startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
+import { dumpDaemonLog, metricValue, startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient } from '../support/etcd-grpc.js';
 
@@ -74,7 +74,7 @@ describe('the drill schedule with continuous backups', () => {
       expect(readdirSync(join(root, 'master-0', 'work', 'drill'))).toEqual([]);
       expect(readdirSync(join(root, 'master-0', 'work', 'replay'))).toEqual([]);
     } catch (e) {
-      if (d) console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      dumpDaemonLog(d);
       throw e;
     } finally {
       if (d) await d.stop();

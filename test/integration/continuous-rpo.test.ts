@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { runCli, tempDir } from '../support/cli.js';
 import { masterConfig } from '../support/master-config.js';
-import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
+import { dumpDaemonLog, startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { restoreSnapshot, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient, within } from '../support/etcd-grpc.js';
 import { etcdKeys } from '../support/restored.js';
@@ -95,7 +95,7 @@ describe('continuous backups at the default interval', () => {
       }
       expect(d.lines.filter((l) => l.reason === 'continuous-gap' || l.reason === 'continuous-compacted')).toEqual([]);
     } catch (e) {
-      if (d) console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      dumpDaemonLog(d);
       throw e;
     } finally {
       const code = await d?.stop();

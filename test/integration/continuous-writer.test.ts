@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { runCli, tempDir } from '../support/cli.js';
 import { masterConfig } from '../support/master-config.js';
-import { startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
+import { dumpDaemonLog, startDaemonProcess, type DaemonProcess } from '../support/daemon.js';
 import { restoreSnapshot, runEtcdctl, startEtcdCluster, startEtcdFromDataDir, type EtcdCluster } from '../support/etcd.js';
 import { grpcClient, within } from '../support/etcd-grpc.js';
 import { decodeRecord, segmentManifestSchema, type RevisionRecord, type SegmentManifest } from '../../src/continuous/segment.js';
@@ -45,11 +45,6 @@ function config(i: number, store: string, test = 'failover', extraStores: Record
   );
 }
 
-/** The daemon's last 40 lines above debug, for a failing test's output. */
-function dumpLog(d: DaemonProcess): void {
-  console.error(JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
-}
-
 interface Seg {
   manifest: SegmentManifest;
   records: RevisionRecord[];
@@ -78,6 +73,11 @@ function bases(store: string): { id: string; revision: number }[] {
 }
 
 /** The highest revision the segments under `base` reach from its revision + 1 without a gap. */
+/** Every record of the segments by its revision (overlapping segments give the same record). */
+function recordsByRev(segs: Seg[]): Map<number, RevisionRecord> {
+  return new Map(segs.flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+}
+
 function reach(segs: Seg[], baseRev: number): number {
   let next = baseRev + 1;
   for (const s of [...segs].sort((a, b) => a.manifest.fromRev - b.manifest.fromRev)) {
@@ -187,7 +187,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const trace = [`${NODES[third]}: ${JSON.stringify(daemons[third]!.lines.filter((l) => at(l) >= at(released) - 3000).map((l) => [at(l) - at(released), l.msg, l.err ?? '']))}`];
       expect(at(took) - at(released), trace.join('\n')).toBeLessThan(3_500);
     } catch (e) {
-      for (const [i, d] of daemons.entries()) if (d) console.error(NODES[i], JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      for (const [i, d] of daemons.entries()) dumpDaemonLog(d, NODES[i]);
       throw e;
     } finally {
       const codes = await Promise.all(daemons.map((d) => d?.stop()));
@@ -258,11 +258,11 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const after: Expected = new Map();
       const last2 = await writeSome('after', 10, after);
       await waitUntil(() => reach(segments(store, base.id), base.revision) >= last2, 30_000, `segments up to ${last2} under the new base`);
-      const recs = new Map(segments(store, base.id).flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+      const recs = recordsByRev(segments(store, base.id));
       expect(Math.min(...recs.keys())).toBe(base.revision + 1);
       for (const rev2 of after.keys()) expect(recs.has(rev2), `revision ${rev2}`).toBe(true);
     } catch (e) {
-      dumpLog(d);
+      dumpDaemonLog(d);
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
@@ -291,10 +291,10 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const last = Math.max(...expected.keys());
       await waitUntil(() => reach(segments(store, base.id), base.revision) >= last, 60_000, `segments up to ${last}`);
       for (const d of daemons) expect(d.lines.filter((l) => l.reason === 'continuous-gap' || l.reason === 'continuous-compacted')).toEqual([]);
-      const recs = new Map(segments(store, base.id).flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+      const recs = recordsByRev(segments(store, base.id));
       for (const rev of expected.keys()) expect(recs.has(rev), `revision ${rev}`).toBe(true);
     } catch (e) {
-      for (const [i, d] of daemons.entries()) console.error(NODES[i], JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-30).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+      for (const [i, d] of daemons.entries()) dumpDaemonLog(d, NODES[i]);
       throw e;
     } finally {
       for (const c of clients) c.close();
@@ -324,13 +324,13 @@ describe('continuous writer: three daemons, one elected writer', () => {
       const after: Expected = new Map();
       const last2 = await writeSome('new-base', 10, after);
       await waitUntil(() => reach(segments(store, id2), second.revision) >= last2, 30_000, `segments up to ${last2} under the new base`);
-      const recs = new Map(segments(store, id2).flatMap((s) => s.records.map((r) => [r.rev, r] as const)));
+      const recs = recordsByRev(segments(store, id2));
       expect(Math.min(...recs.keys())).toBe(second.revision + 1);
       for (const rev of after.keys()) expect(recs.has(rev), `revision ${rev}`).toBe(true);
       // The old chain is whole up to where it ended.
       expect(reach(segments(store, first.id), first.revision)).toBeGreaterThanOrEqual(last1);
     } catch (e) {
-      dumpLog(d);
+      dumpDaemonLog(d);
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);
@@ -366,7 +366,7 @@ describe('continuous writer: three daemons, one elected writer', () => {
       while (!/^etcd_backup_continuous_outbox_segments 0$/m.test(await d.metrics()) && Date.now() < end) await new Promise((r) => setTimeout(r, 250));
       expect(await d.metrics()).toMatch(/^etcd_backup_continuous_outbox_segments 0$/m);
     } catch (e) {
-      dumpLog(d);
+      dumpDaemonLog(d);
       throw e;
     } finally {
       expect(await d.stop()).toBe(0);

@@ -13,6 +13,12 @@ export interface DaemonProcess {
 }
 
 /** Starts `etcd-backupd run` as a real process and follows its JSON log (test/support/faults.ts's spawnDaemon, started). */
+/** A daemon's last 40 log lines above debug (message and error, reason or base), for a failing test's output. */
+export function dumpDaemonLog(d: DaemonProcess | undefined, label = ''): void {
+  if (!d) return;
+  console.error(label, JSON.stringify(d.lines.filter((l) => l.level !== 20).slice(-40).map((l) => [l.msg, l.err ?? l.reason ?? l.base ?? ''])));
+}
+
 export async function startDaemonProcess(configFile: string, env: NodeJS.ProcessEnv = {}): Promise<DaemonProcess> {
   const d = await spawnDaemon(configFile, { env });
   return { child: d.child, lines: d.lines, metricsUrl: d.metricsUrl!, waitFor: d.waitFor, metrics: d.metrics, stop: d.stop };
