@@ -17,16 +17,11 @@ import { BENCH, GiB, MiB, ROOT, TMP, fmt, parseSize, run, sizeLabel } from './li
 
 // `npm run bench -- catalog [options]`: the catalog-scale benchmark (bench/catalog.mjs);
 // `npm run bench -- leader-follower [options]`: write latency during a backup from a follower vs
-<<<<<<< HEAD
-// from the leader of a 3-member cluster (bench/leader-follower.mjs). Both opt-in and separate from
-// the backup-path run below; `npm run bench -- progress`: what the live progress lines cost (bench/progress.mjs); this module waits here (top-level await) until the child exits.
-const SUB = { catalog: 'catalog.mjs', 'leader-follower': 'leader-follower.mjs', progress: 'progress.mjs' };
-=======
 // from the leader of a 3-member cluster (bench/leader-follower.mjs); `npm run bench -- continuous
-// [options]`: continuous backups under load (bench/continuous.mjs). All opt-in and separate from
-// the backup-path run below; this module waits here (top-level await) until the child exits.
-const SUB = { catalog: 'catalog.mjs', 'leader-follower': 'leader-follower.mjs', continuous: 'continuous.mjs' };
->>>>>>> h-bench
+// [options]`: continuous backups under load (bench/continuous.mjs); `npm run bench -- progress`: what
+// the live progress lines cost (bench/progress.mjs). All opt-in and separate from the backup-path
+// run below; this module waits here (top-level await) until the child exits.
+const SUB = { catalog: 'catalog.mjs', 'leader-follower': 'leader-follower.mjs', continuous: 'continuous.mjs', progress: 'progress.mjs' };
 if (Object.hasOwn(SUB, process.argv[2] ?? '')) {
   await new Promise(() => {
     const child = spawn(process.execPath, [join(BENCH, SUB[process.argv[2]]), ...process.argv.slice(3)], { stdio: 'inherit' });
@@ -38,11 +33,8 @@ if (Object.hasOwn(SUB, process.argv[2] ?? '')) {
 const USAGE = `usage: npm run bench -- [options]
        npm run bench -- catalog [options]   the catalog benchmark (see bench/catalog.mjs --help)
        npm run bench -- leader-follower [options]   write latency, backup from a follower vs the leader (bench/leader-follower.mjs --help)
-<<<<<<< HEAD
        npm run bench -- progress [options]   whole-process time of a backup with and without a terminal (bench/progress.mjs --help)
-=======
        npm run bench -- continuous [options]   continuous backups under load: lag, write p99, RSS, bytes, restore (bench/continuous.mjs --help)
->>>>>>> h-bench
   --size SIZE          etcd database / snapshot size (default 1GiB; e.g. 256MiB, 4GiB)
   --dataset KIND       incompressible | realistic | both (default both): random values, or
                        Kubernetes-shaped objects (test/support/k8s-data.ts)
