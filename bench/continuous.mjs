@@ -14,7 +14,7 @@
 // Checks the goals and writes bench/results/<date>-continuous.{md,json}.
 // See bench/README.md ("Continuous backups").
 import { spawn } from 'node:child_process';
-import { createWriteStream, existsSync } from 'node:fs';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -45,7 +45,9 @@ const USAGE = `usage: npm run bench -- continuous [options]
   --daemon-mem-log      the daemon logs process.memoryUsage() every 5 s (bench/lib/mem-log-hook.mjs): the
                         report says what its RSS is made of (heap, external, array buffers)
   --daemon-node-args A  extra node flags for the daemon, space-separated (e.g. --max-old-space-size=48)
-  --daemon-env LIST     extra environment for the daemon, comma-separated K=V (e.g. MALLOC_ARENA_MAX=2)
+  --daemon-env LIST     extra environment for the daemon, comma-separated K=V (e.g. MALLOC_ARENA_MAX=4)
+  --no-unit-env         do not give the daemon the MALLOC_* settings of systemd/etcd-backupd.service
+                        (by default it runs with them, as the installed daemon does)
   --no-restore          skip the timed fetch --at (quick experiments)
   --keep                keep the run directory (daemon log, store) for a look afterwards
   --no-build            do not run \`npm run build\` first
@@ -68,6 +70,7 @@ const { values: opt } = parseArgs({
     'daemon-mem-log': { type: 'boolean', default: false },
     'daemon-node-args': { type: 'string' },
     'daemon-env': { type: 'string' },
+    'no-unit-env': { type: 'boolean', default: false },
     'no-restore': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     'no-build': { type: 'boolean', default: false },
@@ -155,9 +158,11 @@ async function fillPool(leader) {
   return pool.bytes;
 }
 
-/** --daemon-env K=V,K2=V2 as an object. */
+/** The unit's Environment=MALLOC_* lines (the daemon as installed), then --daemon-env K=V,K2=V2 over them. */
 function daemonEnv() {
-  return Object.fromEntries((opt['daemon-env'] ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const kv = (s) => [s.slice(0, s.indexOf('=')), s.slice(s.indexOf('=') + 1)];
+  const unit = opt['no-unit-env'] ? [] : [...readFileSync(join(ROOT, 'systemd', 'etcd-backupd.service'), 'utf8').matchAll(/^Environment=(MALLOC_\w+=\S+)$/gm)].map((m) => kv(m[1]));
+  return Object.fromEntries([...unit, ...(opt['daemon-env'] ?? '').split(',').filter(Boolean).map(kv)]);
 }
 
 /** The daemon (the binary's node flags, its own process: its pid is the writer's RSS), its JSON log to a file. */

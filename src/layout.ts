@@ -255,3 +255,11 @@ export function continuousOutboxDir(workDir: string): string {
 export function continuousOutboxEntryDir(workDir: string, baseId: string, fromRev: number, toRev: number): string {
   return join(continuousOutboxDir(workDir), baseId, segmentStem(fromRev, toRev));
 }
+
+/**
+ * A segment being written (its last revision not known yet): `continuous-outbox/<base-id>/.open-<from>/`,
+ * renamed to its entry directory once sealed. Holding no manifest, it is dropped by the outbox's load after a crash.
+ */
+export function continuousOutboxOpenDir(workDir: string, baseId: string, fromRev: number): string {
+  return join(continuousOutboxDir(workDir), baseId, `.open-${padRev(fromRev)}`);
+}

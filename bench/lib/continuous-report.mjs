@@ -23,7 +23,7 @@ export function renderContinuous(o, day) {
   const lines = [
     `# Continuous backups under load, ${day}`,
     '',
-    `Command: \`npm run bench -- continuous ${o.argv.filter((a) => a !== 'continuous').join(' ')}\`. ${o.members}-member etcd (${o.versions.etcd}, plain http on 127.0.0.1, data dirs under ${o.dir}), s3rver as the one store, one daemon (\`dist/cli.js run\`, coordination etcd, continuous on, interval ${o.interval}) after a base backup of ${fmt(o.poolBytes / MiB, 0)} MiB of objects. ` +
+    `Command: \`npm run bench -- continuous ${o.argv.filter((a) => a !== 'continuous').join(' ')}\`. ${o.members}-member etcd (${o.versions.etcd}, plain http on 127.0.0.1, data dirs under ${o.dir}), s3rver as the one store, one daemon (\`dist/cli.js run\` with the launcher's node flags${Object.keys(o.daemonEnv ?? {}).length ? ` and ${Object.entries(o.daemonEnv).map(([k, v]) => `${k}=${v}`).join(' ')}${Object.keys(o.daemonEnv).some((k) => k.startsWith('MALLOC_')) && !o.argv.includes('--no-unit-env') ? ' (the systemd unit\'s)' : ''}` : ''}, coordination etcd, continuous on, interval ${o.interval}) after a base backup of ${fmt(o.poolBytes / MiB, 0)} MiB of objects. ` +
       `Load: ${o.rate} writes/s, open loop, over gRPC to the leader: updates of ${o.keys} Kubernetes-shaped objects round robin (test/support/k8s-data.ts, resourceVersion rewritten each write; bench/latency.mjs --values k8s). ` +
       `Windows: ${mins(o.baselineSeconds)} min without the daemon, the base backup, the daemon for ${mins(o.durationSeconds)} min, the daemon stopped, ${mins(o.baselineSeconds)} min without it. etcd compacted every ${o.compactEverySeconds} s to the revision of the previous tick (as the API server does).`,
     '',

@@ -14,7 +14,7 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from '../fsutil.js';
-import { continuousOutboxDir, continuousOutboxEntryDir } from '../layout.js';
+import { continuousOutboxDir, continuousOutboxEntryDir, continuousOutboxOpenDir } from '../layout.js';
 import type { Logger } from '../log.js';
 import { messageOf } from '../errors.js';
 import type { Store } from '../storage/store.js';
@@ -68,6 +68,11 @@ export class SegmentOutbox {
   /** The entry directory a segment is sealed into. */
   dirFor(baseId: string, fromRev: number, toRev: number): string {
     return continuousOutboxEntryDir(this.workDir, baseId, fromRev, toRev);
+  }
+
+  /** Where a segment starting at `fromRev` streams while it is open (seal.ts OpenSegment). */
+  openDirFor(baseId: string, fromRev: number): string {
+    return continuousOutboxOpenDir(this.workDir, baseId, fromRev);
   }
 
   /** Segments left by a previous life, oldest first, back in the queue (their status says which stores still owe them). */

@@ -5,7 +5,6 @@
  * test/unit/continuous-records.test.ts.
  */
 import type { RevisionRecord, SegmentOp } from './segment.js';
-import { encodeRecord } from './segment.js';
 import type { WriterValue } from '../coord/keys.js';
 
 /** One watch event as etcd gives it (etcd3's IEvent, reduced to what a record holds). */
@@ -55,11 +54,6 @@ export function groupEvents(next: number, events: readonly WatchEvent[], time: D
 
 function opOf(ev: WatchEvent): SegmentOp {
   return ev.type === 'DELETE' ? { del: ev.key } : { put: ev.key, value: ev.value, lease: ev.lease || '0' };
-}
-
-/** The NDJSON bytes of a record (what maxSegmentBytes counts). */
-export function recordBytes(r: RevisionRecord): number {
-  return Buffer.byteLength(encodeRecord(r));
 }
 
 export interface PendingSegment {

@@ -25,9 +25,8 @@ import { listCommittedRanges } from './deliver.js';
 import { becomeWriter, type WriterHold } from './election.js';
 import type { ContinuousMetrics } from './metrics.js';
 import { SegmentOutbox } from './outbox.js';
-import { chainNext, flushDue, groupEvents, recordBytes, WatchProgress, type WatchEvent } from './records.js';
-import { sealSegment } from './seal.js';
-import type { RevisionRecord } from './segment.js';
+import { chainNext, flushDue, groupEvents, WatchProgress, type WatchEvent } from './records.js';
+import { OpenSegment } from './seal.js';
 import { headRevision, watchWholeKeyspace, type WatchEnd } from './watch.js';
 
 export interface WriterDeps {
@@ -37,6 +36,8 @@ export interface WriterDeps {
   client: Etcd3;
   members?: Members | undefined;
   metrics: ContinuousMetrics;
+  /** A segment of `bytes` (before compression) went through: the daemon may give memory back (src/daemon/reclaim.ts). */
+  reclaim?(bytes: number): void;
   /** Takes a full backup now through the daemon's runner; true when one was committed. */
   rebase(why: Reason, signal: AbortSignal): Promise<boolean>;
 }
@@ -80,10 +81,8 @@ export class ContinuousWriter {
   private readonly skipBases = new Set<string>();
   private readonly keys: CoordKeys;
   private lastRebase = 0;
-  // The chain being written.
-  private pending: RevisionRecord[] = [];
-  private pendingBytes = 0;
-  private pendingSince = 0;
+  // The chain being written: the segment streaming now (none while idle), the first revision not recorded.
+  private open: OpenSegment | undefined;
   private next = 0;
   private sealing: Promise<void> = Promise.resolve();
   private sealFailed: string | undefined;
@@ -253,8 +252,7 @@ export class ContinuousWriter {
   /** Follows etcd for one chain until it ends; the records held are sealed before it returns. */
   private follow(chain: Chain, signal: AbortSignal): Promise<FollowEnd> {
     this.next = chain.next;
-    this.pending = [];
-    this.pendingBytes = 0;
+    this.open = undefined;
     this.sealFailed = undefined;
     return new Promise<FollowEnd>((resolve) => {
       let ended = false;
@@ -284,9 +282,8 @@ export class ContinuousWriter {
           const r = groupEvents(this.next, events, new Date());
           if (!r.ok) return finish({ kind: 'gap', error: `revision ${r.expected} expected, the watch gave ${r.got}` });
           for (const rec of r.records) {
-            if (this.pending.length === 0) this.pendingSince = Date.now();
-            this.pending.push(rec);
-            this.pendingBytes += recordBytes(rec);
+            this.open ??= new OpenSegment(this.outbox.openDirFor(chain.baseId, rec.rev), this.sealOptions(chain));
+            this.open.append(rec);
           }
           this.next = r.next;
           if (events.some((ev) => announcesBackup(this.keys, ev))) this.newBaseHint = true;
@@ -294,7 +291,8 @@ export class ContinuousWriter {
         },
       });
       const tick = setInterval(() => {
-        if (this.sealFailed) return finish({ kind: 'gap', error: `a segment could not be sealed on this node: ${this.sealFailed}` });
+        const failed = this.sealFailed ?? this.open?.failed;
+        if (failed) return finish({ kind: 'gap', error: `a segment could not be sealed on this node: ${failed}` });
         if (flushDue(this.pendingState(), Date.now(), this.flushOpts())) this.seal(chain);
         this.reportLag();
         if (this.progress.stuck(this.next, Date.now(), this.stuckMs)) return finish({ kind: 'failed', error: `the watch has not delivered revision ${this.next} for ${Math.round(this.stuckMs / 1000)} s while etcd has it` });
@@ -321,41 +319,47 @@ export class ContinuousWriter {
   }
 
   private pendingState() {
-    return { records: this.pending.length, bytes: this.pendingBytes, startedAt: this.pendingSince };
+    return { records: this.open?.records ?? 0, bytes: this.open?.rawBytes ?? 0, startedAt: this.open?.startedAt ?? 0 };
+  }
+
+  private sealOptions(chain: Chain) {
+    const { cfg } = this.d;
+    return {
+      cluster: cfg.cluster,
+      node: cfg.node,
+      baseId: chain.baseId,
+      codec: cfg.compression.codec,
+      level: cfg.compression.level,
+      recipients: cfg.encryption.recipients,
+      signingKey: this.signingKey,
+    };
   }
 
   private flushOpts() {
     return { intervalMs: this.intervalMs, maxBytes: this.d.cfg.continuous.maxSegmentBytes };
   }
 
-  /** Cuts the records held into a segment: sealed in order, one after the other, then queued for the stores. */
+  /** Cuts the segment streaming now: sealed in order, one after the other, then queued for the stores. */
   private seal(chain: Chain): void {
-    if (this.pending.length === 0) return;
-    const records = this.pending;
-    this.pending = [];
-    this.pendingBytes = 0;
-    const { cfg, log } = this.d;
+    const seg = this.open;
+    if (!seg || seg.records === 0) return;
+    this.open = undefined;
+    const { log } = this.d;
     this.sealing = this.sealing.then(async () => {
-      const first = records[0]!.rev;
-      const last = records[records.length - 1]!.rev;
+      const first = seg.firstRev!;
+      const last = seg.lastRev!;
       if (this.outbox.holds(chain.baseId, first, last)) {
         // Sealed before (this node started over from the store's chain while its outbox still held
         // these revisions): etcd gave the same events, the waiting segment has them.
         log.info({ base: chain.baseId, fromRev: first, toRev: last }, 'continuous: segment already sealed and waiting in the outbox');
+        await seg.discard();
         return;
       }
       try {
-        const seg = await sealSegment(this.outbox.dirFor(chain.baseId, first, last), records, {
-          cluster: cfg.cluster,
-          node: cfg.node,
-          baseId: chain.baseId,
-          codec: cfg.compression.codec,
-          level: cfg.compression.level,
-          recipients: cfg.encryption.recipients,
-          signingKey: this.signingKey,
-        });
-        await this.outbox.add(seg);
-        log.debug({ base: chain.baseId, fromRev: first, toRev: last, size: seg.manifest.object.size }, 'continuous: segment sealed');
+        const sealed = await seg.seal(this.outbox.dirFor(chain.baseId, first, last));
+        await this.outbox.add(sealed);
+        log.debug({ base: chain.baseId, fromRev: first, toRev: last, size: sealed.manifest.object.size }, 'continuous: segment sealed');
+        this.d.reclaim?.(sealed.manifest.object.rawSize);
       } catch (e) {
         // These revisions are not kept anywhere now: the chain cannot go on past them.
         this.sealFailed = messageOf(e);
@@ -367,9 +371,9 @@ export class ContinuousWriter {
   /** Lag: the oldest revision not yet in every store, whether sealed, held, or still unseen (etcd has it, the watch not yet). */
   private reportLag(): void {
     const now = Date.now();
-    const oldest = this.outbox.oldest?.manifest.firstTime ?? this.pending[0]?.time;
+    const oldest = this.outbox.oldest?.manifest.firstTime ?? this.open?.firstTime;
     const heldMs = oldest ? now - Date.parse(oldest) : 0;
-    const waiting = this.outbox.waitingRevisions() + this.pending.length + this.progress.unseenRevisions(this.next);
+    const waiting = this.outbox.waitingRevisions() + (this.open?.records ?? 0) + this.progress.unseenRevisions(this.next);
     this.d.metrics.setLag(Math.max(heldMs, this.progress.unseenAgeMs(this.next, now)) / 1000, waiting);
   }
 }

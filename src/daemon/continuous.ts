@@ -34,6 +34,7 @@ export function startContinuous(ctx: DaemonContext, runner: BackupRunner): Conti
     client,
     members: { clients: members, endpoints: cfg.etcd.endpoints },
     metrics: new ContinuousMetrics(ctx.metrics.registry),
+    reclaim: (bytes) => ctx.reclaim.after(bytes),
     rebase: async (why, signal) => {
       while (!signal.aborted && !runner.isStopping) {
         const p = runner.trigger({ trigger: 'manual', label: 'continuous-rebase', reason: why });

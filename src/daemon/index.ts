@@ -24,6 +24,7 @@ import { DaemonStateFile } from './state.js';
 import { lowerOwnPriority } from '../run/priority.js';
 import { KitRefresher } from './recovery-kit.js';
 import { startContinuous } from './continuous.js';
+import { MemoryReclaimer } from './reclaim.js';
 
 export interface DaemonHandle {
   /** Resolves when the daemon has shut down. */
@@ -65,7 +66,7 @@ async function startServices(
   metrics.initStores(storeNames);
   const state = await DaemonStateFile.load(cfg.workDir, log);
   metrics.restoreState(state.current);
-  const ctx: DaemonContext = { cfg, log, stores, storeNames, metrics, state };
+  const ctx: DaemonContext = { cfg, log, stores, storeNames, metrics, state, reclaim: new MemoryReclaimer(log) };
   if (cfg.recovery.dir) ctx.kit = new KitRefresher(ctx);
 
   // Coordination (mode etcd): one etcd3 client for the daemon's life; mode none makes none.

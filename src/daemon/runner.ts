@@ -74,6 +74,8 @@ export class BackupRunner {
       await refreshInventory(this.ctx);
       // Best effort (it never throws): the kit follows the newest member list and config.
       if (cyc.run.result === 'success') await this.ctx.kit?.refresh('run');
+      // A run streams the whole database through this process: its garbage goes now, not at the next full GC.
+      this.ctx.reclaim.after(Infinity);
       return cyc;
     })().finally(() => {
       this.current = undefined;

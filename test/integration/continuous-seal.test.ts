@@ -8,7 +8,7 @@ import { decryptStream } from '../../src/bundle/encrypt.js';
 import { checkSignature, generateKeyPair, loadSigningKey, loadTrustedKeys } from '../../src/bundle/sign.js';
 import { parseConfig } from '../../src/config/load.js';
 import { SegmentOutbox } from '../../src/continuous/outbox.js';
-import { sealSegment } from '../../src/continuous/seal.js';
+import { OpenSegment, sealSegment } from '../../src/continuous/seal.js';
 import { decodeRecord, segmentManifestSchema, type RevisionRecord } from '../../src/continuous/segment.js';
 import { continuousOutboxDir, segmentKeys } from '../../src/layout.js';
 import { createLogger } from '../../src/log.js';
@@ -117,4 +117,47 @@ describe('segment sealing and the segment outbox', () => {
     expect(box2.holds(base, 11, 13)).toBe(false);
     await box2.stop(0);
   }, 60_000);
+});
+
+describe('a segment streams while open (seal.ts OpenSegment)', () => {
+  const opts = (codec: 'zstd' | 'none') => ({ cluster: 'c1', node: 'master-0', baseId: 'b1', codec, level: 3, recipients: [] as string[] });
+  // Values from empty to past one 64 KiB slab, deletes and multi-op revisions: every slab boundary case.
+  const records: RevisionRecord[] = Array.from({ length: 200 }, (_, i) => ({
+    rev: 100 + i,
+    time: new Date(Date.UTC(2026, 10, 27, 4, 0, 0, i)).toISOString(),
+    ops:
+      i % 7 === 3
+        ? [{ del: Buffer.from(`/registry/k${i - 1}`) }, { put: Buffer.from(`/registry/k${i}`), value: Buffer.alloc(i * 37, i % 256), lease: '0' }]
+        : [{ put: Buffer.from(`/registry/k${i}`), value: i % 50 === 0 ? Buffer.alloc(70_000 + i, 7) : Buffer.alloc((i * 997) % 9000, i % 256), lease: String(i % 3) }],
+  }));
+
+  it.each(['zstd', 'none'] as const)('%s: what was appended is what the sealed object holds, byte for byte, in one entry named by its range', async (codec) => {
+    const root = tempDir('continuous-open');
+    const entry = join(root, 'outbox', 'b1', '00000000000000000100-00000000000000000299');
+    const seg = await sealSegment(entry, records, opts(codec));
+    expect(seg.manifest).toMatchObject({ fromRev: 100, toRev: 299, revisions: 200, firstTime: records[0]!.time, lastTime: records[199]!.time });
+    const stored = readFileSync(seg.objectPath);
+    expect(stored.length).toBe(seg.manifest.object.size);
+    const text = (codec === 'zstd' ? zstdDecompressSync(stored) : stored).toString('utf8');
+    expect(Buffer.byteLength(text)).toBe(seg.manifest.object.rawSize);
+    expect(text.split('\n').filter(Boolean).map(decodeRecord)).toEqual(records);
+    // Only the entry is left: the open directory was renamed into it.
+    expect(readdirSync(join(root, 'outbox', 'b1'))).toEqual(['00000000000000000100-00000000000000000299']);
+  });
+
+  it('a revision out of order is refused; a stream that cannot be written fails the seal and leaves no entry', async () => {
+    const root = tempDir('continuous-open-bad');
+    const s = new OpenSegment(join(root, 'outbox', 'b1', '.open-x'), opts('zstd'));
+    s.append(records[0]!);
+    expect(() => s.append(records[2]!)).toThrow(/revision 102 follows 100/);
+    await s.discard();
+    expect(existsSync(join(root, 'outbox', 'b1', '.open-x'))).toBe(false);
+
+    writeFileSync(join(root, 'file'), 'x');
+    const bad = new OpenSegment(join(root, 'file', 'open'), opts('zstd'));
+    for (const r of records.slice(0, 50)) bad.append(r);
+    await expect(bad.seal(join(root, 'outbox', 'b1', 'entry'))).rejects.toThrow(/ENOTDIR/);
+    expect(bad.failed).toMatch(/ENOTDIR/);
+    expect(existsSync(join(root, 'outbox', 'b1', 'entry'))).toBe(false);
+  });
 });

@@ -131,7 +131,7 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
     expect(st.mode & 0o111).not.toBe(0);
     expect(st.size).toBeGreaterThan(1024 * 1024);
     const head = readFileSync(join(dir, 'etcd-backupd.mjs'), 'utf8').slice(0, 200);
-    expect(head.startsWith('#!/usr/bin/env -S node --initial-old-space-size=64 --max-semi-space-size=1\n')).toBe(true);
+    expect(head.startsWith('#!/usr/bin/env -S node --initial-old-space-size=64 --max-semi-space-size=1 --expose-gc\n')).toBe(true);
   });
 
   it('prints its version and the Node version it runs on', async () => {
@@ -149,7 +149,7 @@ describe('dist-bundle/etcd-backupd.mjs alone in an empty directory', () => {
     const doc = JSON.parse(r.stdout) as { version: string; node: string; execArgv: string[] };
     expect(doc.version).toBe(VERSION);
     expect(Number(doc.node.slice(1).split('.')[0])).toBeGreaterThanOrEqual(24);
-    expect(doc.execArgv).toEqual(expect.arrayContaining(['--initial-old-space-size=64', '--max-semi-space-size=1']));
+    expect(doc.execArgv).toEqual(expect.arrayContaining(['--initial-old-space-size=64', '--max-semi-space-size=1', '--expose-gc']));
   });
 
   it('check-config accepts a valid config and refuses a bad one with exit 2', async () => {
