@@ -90,7 +90,7 @@ async function startServices(
           : { ready: true },
   });
   log.info(
-    { version: VERSION, cluster: cfg.cluster, node: cfg.node, coordination: cfg.coordination.mode, schedule: cfg.schedule, timezone: cfg.timezone, next: schedule.next()?.toISOString(), metrics: `${metricsServer.address}:${metricsServer.port}`, control: cfg.control.socket, stores: storeNames },
+    { version: VERSION, cluster: cfg.cluster, node: cfg.node, coordination: cfg.coordination.mode, schedule: cfg.schedule, timezone: cfg.timezone, next: schedule.next()?.toISOString(), metrics: `${metricsServer.address}:${metricsServer.port}`, control: cfg.control.socket, stores: storeNames, memoryReclaim: ctx.reclaim.available },
     'etcd-backupd daemon started',
   );
   for (const w of configWarnings(cfg)) log.warn(w);
@@ -101,7 +101,8 @@ async function startServices(
   const retries = startOutboxRetries(ctx, () => !runner.running && !runner.isStopping);
   const drillMetrics = new DrillMetrics(metrics.registry);
   if (state.current.drill) drillMetrics.restoreState(state.current.drill);
-  const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord, onMissedSlot: (slot, why) => metrics.recordMissedSlot('drill', slot, why), replayDrill: cfg.continuous.enabled ? (store, signal) => scheduledReplayDrill(cfg, log, store, signal) : undefined });
+  if (state.current.replayDrill) drillMetrics.restoreReplayState(state.current.replayDrill);
+  const drills = startDrillSchedule({ cfg, stores, log, metrics: drillMetrics, record: (r) => state.recordDrill(r), coord, onMissedSlot: (slot, why) => metrics.recordMissedSlot('drill', slot, why), replayDrill: cfg.continuous.enabled ? (store, signal) => scheduledReplayDrill(cfg, log, store, signal) : undefined, recordReplay: (r) => state.recordReplayDrill(r) });
   // Continuous backups (off by default): the writer election starts now; a node that wins follows etcd.
   const continuous = startContinuous(ctx, runner);
   if (continuous) ctx.continuous = continuous;

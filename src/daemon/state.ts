@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import type { DrillResult } from '../drill/drill.js';
-import type { DrillState } from '../drill/metrics.js';
+import type { DrillState, ReplayDrillState } from '../drill/metrics.js';
+import type { ReplayDrillResult } from '../drill/replay-result.js';
 import { UNCOUNTED_FAILURE_REASONS, messageOf, reasonOf } from '../errors.js';
 import { writeFileAtomic } from '../fsutil.js';
 import { statePath } from '../layout.js';
@@ -19,6 +20,8 @@ export interface DaemonState {
   stores: Record<string, { lastAttempt?: string; lastSuccess?: string; lastFailure?: string; lastReason?: string }>;
   /** Restore drills run by this node. */
   drill?: DrillState & { lastId?: string };
+  /** Replay drills (continuous backups) run by this node: their verdict, for the metrics after a restart. */
+  replayDrill?: ReplayDrillState;
   /** The etcd members (name, peer URLs) the last preflight saw, and when: the recovery kit's restore commands. */
   members?: { name: string; peerURLs: string[] }[];
   membersSeenAt?: string;
@@ -79,6 +82,14 @@ function applyDrill(state: DaemonState, r: DrillResult): DaemonState {
   };
 }
 
+/** A skipped replay drill (no pair yet) and one stopped by a shutdown prove nothing: the verdict before stands. */
+function applyReplayDrill(state: DaemonState, r: ReplayDrillResult): DaemonState {
+  if (r.result === 'skipped' || r.reason === 'drill-aborted') return state;
+  const prev = state.replayDrill ?? {};
+  if (r.result === 'success') return { ...state, replayDrill: { lastSuccess: r.finishedAt, ...(r.revisionsReplayed !== undefined ? { revisions: r.revisionsReplayed } : {}) } };
+  return { ...state, replayDrill: { ...prev, lastFailureReason: r.reason ?? 'internal' } };
+}
+
 /** A bundle the outbox delivered late is a success of its store: the store's last success is now. */
 function applyDeliveries(state: DaemonState, retried: readonly RetryDelivery[]): DaemonState {
   const next: DaemonState = { ...state, stores: { ...state.stores } };
@@ -131,6 +142,13 @@ export class DaemonStateFile {
 
   async recordDrill(r: DrillResult): Promise<void> {
     this.state = applyDrill(this.state, r);
+    await this.save();
+  }
+
+  async recordReplayDrill(r: ReplayDrillResult): Promise<void> {
+    const next = applyReplayDrill(this.state, r);
+    if (next === this.state) return;
+    this.state = next;
     await this.save();
   }
 

@@ -34,8 +34,8 @@ import { isoSeconds } from '../metrics/metrics.js';
  * carry it: the timestamps, durations, steps, consecutive failures,
  * revision and keys are the restore drill's, as before (the DrillMissing
  * alert and the saved state read them), and the replay drill has its own
- * two gauges. A replay drill's verdict is not in the state file: after a
- * restart its last_failed is absent until it runs again.
+ * two gauges. Both verdicts survive a restart (the daemon's state file:
+ * restoreState, restoreReplayState).
  */
 const P = 'etcd_backup_drill_';
 
@@ -47,6 +47,15 @@ export interface DrillState {
   lastSuccess?: string;
   consecutiveFailures?: number;
   /** Reason of the last drill when it failed. */
+  lastFailureReason?: string;
+}
+
+/** What the daemon's state file keeps of the replay drill (daemon/state.ts). */
+export interface ReplayDrillState {
+  lastSuccess?: string;
+  /** Revisions the last successful one replayed. */
+  revisions?: number;
+  /** Reason of the last replay drill when it failed (absent once one succeeds). */
   lastFailureReason?: string;
 }
 
@@ -113,6 +122,14 @@ export class DrillMetrics {
     if (success !== undefined) this.lastSuccess.set(success);
     if (s.consecutiveFailures !== undefined) this.consecutiveFailures.set(s.consecutiveFailures);
     if (s.lastFailureReason && (DRILL_FAILURE_REASONS as readonly string[]).includes(s.lastFailureReason)) this.setFailed('restore', s.lastFailureReason);
+  }
+
+  /** The replay drill's verdict, as the state file kept it. */
+  restoreReplayState(s: ReplayDrillState): void {
+    const success = isoSeconds(s.lastSuccess);
+    if (success !== undefined) this.replayLastSuccess.set(success);
+    if (s.revisions !== undefined) this.replayRevisions.set(s.revisions);
+    if (s.lastFailureReason && (REPLAY_DRILL_FAILURE_REASONS as readonly string[]).includes(s.lastFailureReason)) this.setFailed('replay', s.lastFailureReason);
   }
 
   recordDrill(r: DrillResult): void {

@@ -39,6 +39,8 @@ export interface DrillScheduleDeps {
    * Injected: continuous/ builds on drill/, not the reverse.
    */
   replayDrill?: ((store: Store, signal: AbortSignal) => Promise<ReplayDrillResult>) | undefined;
+  /** Remembers the replay drill's verdict across restarts (the daemon state). */
+  recordReplay?: ((r: ReplayDrillResult) => Promise<void>) | undefined;
 }
 
 export interface DrillSchedule {
@@ -178,9 +180,10 @@ async function drillLatest({ cfg, log, metrics, record }: DrillScheduleDeps, sto
  * revision, it must give that backup. No pair yet (a new install, a chain
  * that never reached a next full backup): nothing runs, nothing is counted.
  */
-async function replayDrill({ log, metrics, replayDrill: run }: DrillScheduleDeps, store: Store, signal: AbortSignal): Promise<void> {
+async function replayDrill({ log, metrics, replayDrill: run, recordReplay }: DrillScheduleDeps, store: Store, signal: AbortSignal): Promise<void> {
   if (!run || signal.aborted) return;
   const r = await run(store, signal);
   metrics.recordReplayDrill(r);
+  await recordReplay?.(r);
   if (r.result === 'failed') log.error({ base: r.base, id: r.id, reason: r.reason, err: r.error }, 'replay drill FAILED');
 }

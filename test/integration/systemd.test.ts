@@ -303,6 +303,8 @@ describe('the README install followed by hand: the unit command line as a proces
       const started = await waitFor((l) => l.msg === 'etcd-backupd daemon started', 30_000, 'daemon start');
       // The daemon process is the installed executable itself (sh exec'd it; no node in between).
       expect(readlinkSync(`/proc/${child.pid}/exe`)).toBe(inRoot(INSTALLED));
+      // Its execArgv carries --expose-gc: the daemon can give memory back after work (src/daemon/reclaim.ts).
+      expect(started.memoryReclaim).toBe(true);
       const url = `http://${String(started.metrics)}`;
       const ready = await fetch(`${url}/readyz`);
       expect(ready.status).toBe(200);

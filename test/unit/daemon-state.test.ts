@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DaemonStateFile } from '../../src/daemon/state.js';
 import type { DrillResult } from '../../src/drill/drill.js';
+import type { ReplayDrillResult } from '../../src/drill/replay-result.js';
 import type { Logger } from '../../src/log.js';
 import type { RunResult } from '../../src/run/backup.js';
 
@@ -104,5 +105,23 @@ describe('DaemonStateFile', () => {
       expect(fields).toMatchObject({ reason: 'internal' });
       expect(msg).toBe('cannot save the daemon state (state.json); keeping it in memory');
     }
+  });
+});
+
+describe('DaemonStateFile: the replay drill verdict', () => {
+  const replay = (over: Partial<ReplayDrillResult>): ReplayDrillResult => ({ kind: 'replay', result: 'success', steps: [], startedAt: '2026-11-25T02:01:00.000Z', finishedAt: '2026-11-25T02:01:30.000Z', ...over });
+  it('keeps the last success and the failure after it; skipped and aborted drills change nothing; a restart reads it back', async () => {
+    const dir = workDir();
+    const s = await DaemonStateFile.load(dir, fakeLog());
+    await s.recordReplayDrill(replay({ result: 'skipped', reason: 'not-found' }));
+    expect(s.current.replayDrill).toBeUndefined();
+    await s.recordReplayDrill(replay({ revisionsReplayed: 4321 }));
+    expect(saved(dir).replayDrill).toEqual({ lastSuccess: '2026-11-25T02:01:30.000Z', revisions: 4321 });
+    await s.recordReplayDrill(replay({ result: 'failed', reason: 'drill-replay-mismatch', finishedAt: '2026-11-26T02:01:30.000Z' }));
+    await s.recordReplayDrill(replay({ result: 'failed', reason: 'drill-aborted' }));
+    expect(saved(dir).replayDrill).toEqual({ lastSuccess: '2026-11-25T02:01:30.000Z', revisions: 4321, lastFailureReason: 'drill-replay-mismatch' });
+    expect((await DaemonStateFile.load(dir, fakeLog())).current.replayDrill).toEqual(saved(dir).replayDrill);
+    await s.recordReplayDrill(replay({ finishedAt: '2026-11-27T02:01:30.000Z', revisionsReplayed: 99 }));
+    expect(saved(dir).replayDrill).toEqual({ lastSuccess: '2026-11-27T02:01:30.000Z', revisions: 99 });
   });
 });

@@ -146,6 +146,16 @@ describe('DrillMetrics: the replay drill', () => {
     // The restore drill's own gauges are not the replay's.
     expect(t).toContain('etcd_backup_drill_revision 1234');
   });
+
+  it('restores the replay verdict a restart forgets (the state file), never touching the restore drill\'s', async () => {
+    const { d, text } = await setup();
+    d.restoreReplayState({ lastSuccess: '2026-11-24T02:01:30Z', revisions: 777, lastFailureReason: 'segment-gap' });
+    d.restoreReplayState({ lastFailureReason: 'not-a-reason' }); // an unknown reason sets nothing
+    const t = await text();
+    expect(t).toContain(`etcd_backup_drill_replay_last_success_timestamp_seconds ${Date.parse('2026-11-24T02:01:30Z') / 1000}`);
+    expect(t).toContain('etcd_backup_drill_replay_revisions 777');
+    expect(t.match(/^etcd_backup_drill_last_failed\{.*$/gm)).toEqual(['etcd_backup_drill_last_failed{kind="replay",reason="segment-gap"} 1']);
+  });
 });
 
 describe('EtcdBackupDrillFailing and the drill reasons', () => {
