@@ -5,21 +5,15 @@
  * backup of the pair (B2); `latest` lets the drill pick the newest pair.
  */
 import type { Config } from '../config/load.js';
-import { loadTrust } from '../catalog/trust.js';
-import { replayDrillSettings } from '../drill/settings.js';
 import type { Logger } from '../log.js';
-import { catalogCacheDir } from '../layout.js';
 import type { Store } from '../storage/store.js';
 import { err, EXIT_FAILED, EXIT_OK, interruptSignal, out, printJson } from './io.js';
 
 export async function verifyByReplay(cfg: Config, store: Store, which: string, o: { identities?: string[] | undefined; allowUntrusted: boolean; json: boolean; log: Logger }): Promise<number> {
   // Loaded on demand: the replay talks gRPC to its throwaway etcd.
-  const { runReplayDrill } = await import('../continuous/replay-drill.js');
+  const { runReplayDrill, replayDrillFrom } = await import('../continuous/replay-drill.js');
   const r = await runReplayDrill({
-    ...replayDrillSettings(cfg),
-    store,
-    trust: await loadTrust(cfg),
-    cacheDir: catalogCacheDir(cfg.workDir, store.name),
+    ...(await replayDrillFrom(cfg, store)),
     allowUntrusted: o.allowUntrusted,
     ...(which === 'latest' ? {} : { endingAt: which }),
     ...(o.identities ? { identities: o.identities } : {}),

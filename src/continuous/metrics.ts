@@ -7,7 +7,7 @@ import { Counter, Gauge, type Registry } from 'prom-client';
  *
  *   etcd_backup_continuous_writer                   1 on the node that holds the writer key, else 0
  *   etcd_backup_continuous_lag_seconds              on the writer: age of the oldest revision not yet committed
- *                                                   to every store (sealed, held in memory, or in etcd and not
+ *                                                   to every store (sealed, being written, or in etcd and not
  *                                                   delivered by the watch yet); 0 when all is committed. What
  *                                                   a crash of the writer would lose. Absent on other nodes.
  *   etcd_backup_continuous_lag_revisions            on the writer: revisions not yet committed to every store
@@ -36,7 +36,7 @@ export class ContinuousMetrics {
     };
     this.writer = gauge('writer', '1 on the node that writes continuous-backup segments (holds the writer key), else 0.', true);
     this.writer.set(0);
-    this.lagSeconds = gauge('lag_seconds', 'On the writer: age of the oldest revision not yet committed to every store (sealed, held in memory, or in etcd and not yet delivered by the watch); 0: all committed. Absent on other nodes.', false);
+    this.lagSeconds = gauge('lag_seconds', 'On the writer: age of the oldest revision not yet committed to every store (sealed, in the segment being written, or in etcd and not yet delivered by the watch); 0: all committed. Absent on other nodes.', false);
     this.lagRevisions = gauge('lag_revisions', 'On the writer: revisions not yet committed to every store.', false);
     this.lastSegment = gauge('last_segment_timestamp_seconds', 'When this node last committed a segment to every store.', false);
     this.segments = new Counter({ name: `${P}segments_total`, help: 'Segment deliveries to a store, by result.', labelNames: ['result'], registers });

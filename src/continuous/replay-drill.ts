@@ -223,13 +223,10 @@ export async function runReplayDrill(o: ReplayDrillOptions): Promise<ReplayDrill
 /** The scheduled replay drill of one store, with the options the config gives (the daemon hands it to the drill schedule). */
 export async function scheduledReplayDrill(cfg: Config, log: Logger, store: Store, signal: AbortSignal): Promise<ReplayDrillResult> {
   const identities = cfg.drill.identityFile ? await loadIdentities(cfg.drill.identityFile) : undefined;
-  return runReplayDrill({
-    ...replayDrillSettings(cfg),
-    store,
-    trust: await loadTrust(cfg),
-    cacheDir: catalogCacheDir(cfg.workDir, store.name),
-    ...(identities ? { identities } : {}),
-    log,
-    signal,
-  });
+  return runReplayDrill({ ...(await replayDrillFrom(cfg, store)), ...(identities ? { identities } : {}), log, signal });
+}
+
+/** What every replay drill of this config against `store` starts from: the drill settings, the trust, the catalog cache (the schedule's and `verify --replay`'s). */
+export async function replayDrillFrom(cfg: Config, store: Store) {
+  return { ...replayDrillSettings(cfg), store, trust: await loadTrust(cfg), cacheDir: catalogCacheDir(cfg.workDir, store.name) };
 }
