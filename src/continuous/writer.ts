@@ -270,7 +270,10 @@ export class ContinuousWriter {
           await watch.cancel();
           this.seal(chain);
           await this.sealing;
-          resolve(end);
+          // A segment that could not be sealed is a hole, whatever else ended the watch: resuming after
+          // it (a watch failure, a new base with this chain as fallback) would build on the hole.
+          const failed = this.sealFailed ?? this.open?.failed;
+          resolve(failed && end.kind !== 'stopped' && end.kind !== 'gap' ? { kind: 'gap', error: `a segment could not be sealed on this node: ${failed}` } : end);
         })();
       };
       const onAbort = () => finish({ kind: 'stopped' });
