@@ -12,7 +12,7 @@ import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { createServer, connect } from 'node:net';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, benchLog, buildDist } from './lib/cli.mjs';
 import { seedDirectory, seedIds, seedS3rverDir, SLOT_MS, NODES } from './lib/catalog-seed.mjs';
 import { diffCounters, startDelayProxy } from './lib/delay-proxy.mjs';
 import { staticPodDir } from './lib/dataset.mjs';
@@ -33,8 +33,9 @@ const USAGE = `usage: npm run bench -- catalog [options]     (or: node bench/cat
   --no-build          do not run \`npm run build\` first
   --out FILE          Markdown report (default bench/results/<YYYY-MM-DD>-catalog.md; .json beside it)`;
 
-const { values: opt } = parseArgs({
-  options: {
+const opt = benchArgs(
+  USAGE,
+  {
     sizes: { type: 'string', default: '2001,10000' },
     stores: { type: 'string', default: 's3,sftp' },
     ops: { type: 'string', default: OPS.join(',') },
@@ -42,16 +43,9 @@ const { values: opt } = parseArgs({
     'pin-every': { type: 'string', default: '1000' },
     'op-timeout': { type: 'string', default: '600' },
     concurrent: { type: 'boolean', default: false },
-    'no-build': { type: 'boolean', default: false },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   },
-});
-if (opt.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-const log = (...a) => console.error(`[catalog ${new Date().toISOString().slice(11, 19)}]`, ...a);
+);
+const log = benchLog('catalog');
 const SIZES = opt.sizes.split(',').map(Number);
 const STORES = opt.stores.split(',');
 const RUN_OPS = opt.ops.split(',');
@@ -70,12 +64,6 @@ const S3_PREFIX = 'backupd';
 const SFTP_PATH = 'backupd';
 
 // ------------------------------------------------------------------ helpers
-
-async function build() {
-  log('npm run build');
-  const code = await new Promise((r) => spawn('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: ['ignore', 2, 2] }).on('close', r));
-  if (code !== 0) throw new Error('npm run build failed: the benchmark measures dist/, which must match src/');
-}
 
 /** Process groups of operations still running: killed if the bench exits early. */
 const running = new Set();
@@ -488,7 +476,7 @@ function storeTable(rows, store) {
 
 async function main() {
   const started = Date.now();
-  if (!opt['no-build']) await build();
+  if (!opt['no-build']) await buildDist(log);
   if (!existsSync(CLI)) throw new Error('dist/ is missing: run npm run build');
   const load0 = loadavg();
   const rtt = await calibrate();

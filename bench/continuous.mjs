@@ -18,7 +18,7 @@ import { createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, benchLog, buildDist } from './lib/cli.mjs';
 import { continuousGoals, renderContinuous } from './lib/continuous-report.mjs';
 import { rssMiB, sampleMetrics, segmentFollower } from './lib/continuous-probes.mjs';
 import { maxOf, parseDurationMs, rssFlatness, windowStats, writeLags } from './lib/continuous-stats.mjs';
@@ -53,9 +53,9 @@ const USAGE = `usage: npm run bench -- continuous [options]
   --no-build            do not run \`npm run build\` first
   --out FILE            Markdown here (default bench/results/<YYYY-MM-DD>-continuous.md; .json beside it)`;
 
-const { values: opt } = parseArgs({
-  args: process.argv.slice(2).filter((a, i) => !(i === 0 && a === 'continuous')),
-  options: {
+const opt = benchArgs(
+  USAGE,
+  {
     duration: { type: 'string', default: '30m' },
     baseline: { type: 'string', default: '2m' },
     rate: { type: 'string', default: '500' },
@@ -73,16 +73,10 @@ const { values: opt } = parseArgs({
     'no-unit-env': { type: 'boolean', default: false },
     'no-restore': { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
-    'no-build': { type: 'boolean', default: false },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   },
-});
-if (opt.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-const log = (...a) => console.error(`[continuous ${new Date().toISOString().slice(11, 19)}]`, ...a);
+  { subcommand: 'continuous' },
+);
+const log = benchLog('continuous');
 const DURATION_MS = parseDurationMs(opt.duration);
 const BASELINE_MS = parseDurationMs(opt.baseline);
 const COMPACT_MS = parseDurationMs(opt['compact-every']);
@@ -102,12 +96,6 @@ process.once('exit', () => {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 });
 const cliEnv = { ...process.env, ETCD_BACKUPD_NO_DAEMON: '1', ETCD_BACKUPD_LOG_LEVEL: 'warn' };
-
-async function build() {
-  log('npm run build');
-  const code = await new Promise((r) => spawn('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: ['ignore', 2, 2] }).on('close', r));
-  if (code !== 0) throw new Error('npm run build failed: the benchmark measures dist/, which must match src/');
-}
 
 async function writeConfig(cluster, s3, metricsPort) {
   const creds = join(DIR, 'creds');
@@ -285,7 +273,7 @@ function startSampling(daemon, metricsUrl, follower) {
 
 async function main() {
   const started = Date.now();
-  if (!opt['no-build']) await build();
+  if (!opt['no-build']) await buildDist(log);
   if (!existsSync(CLI)) throw new Error('dist/ is missing: run npm run build');
   await mkdir(TMP, { recursive: true });
   await rm(DIR, { recursive: true, force: true });

@@ -19,7 +19,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, benchLog, buildDist } from './lib/cli.mjs';
 import { DATASETS, fillEtcd, staticPodDir } from './lib/dataset.mjs';
 import { startEtcdCluster } from './lib/servers.mjs';
 import { processCpu } from './lib/stand.mjs';
@@ -40,9 +40,9 @@ const USAGE = `usage: npm run bench -- leader-follower [options]
   --no-build            do not run \`npm run build\` first
   --out FILE            Markdown here (default bench/results/<YYYY-MM-DD>-leader-follower.md; .json beside it)`;
 
-const { values: opt } = parseArgs({
-  args: process.argv.slice(2).filter((a, i) => !(i === 0 && a === 'leader-follower')),
-  options: {
+const opt = benchArgs(
+  USAGE,
+  {
     size: { type: 'string', default: '256MiB' },
     dataset: { type: 'string', default: 'realistic' },
     repeats: { type: 'string', default: '3' },
@@ -50,16 +50,10 @@ const { values: opt } = parseArgs({
     'idle-seconds': { type: 'string', default: '10' },
     method: { type: 'string', default: 'cli' },
     'work-dir': { type: 'string' },
-    'no-build': { type: 'boolean', default: false },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   },
-});
-if (opt.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-const log = (...a) => console.error(`[leader-follower ${new Date().toISOString().slice(11, 19)}]`, ...a);
+  { subcommand: 'leader-follower' },
+);
+const log = benchLog('leader-follower');
 const SIZE = parseSize(opt.size);
 if (SIZE > 7 * GiB) throw new Error('--size: etcd allows at most 8 GiB (--quota-backend-bytes); use 7GiB or less');
 if (!DATASETS.includes(opt.dataset)) throw new Error(`--dataset: ${opt.dataset}? use ${DATASETS.join(' or ')}`);
@@ -71,12 +65,6 @@ const CLI = join(ROOT, 'dist', 'cli.js');
 const DIR = join(TMP, `leader-follower-${process.pid}`);
 // Where the backup writes: under DIR, or a fresh directory under --work-dir.
 const OUT_DIR = opt['work-dir'] ? join(opt['work-dir'], `ebd-leader-follower-${process.pid}`) : join(DIR, 'backup');
-
-async function build() {
-  log('npm run build');
-  const code = await new Promise((r) => spawn('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: ['ignore', 2, 2] }).on('close', r));
-  if (code !== 0) throw new Error('npm run build failed: the benchmark measures dist/, which must match src/');
-}
 
 function windowStats(samples, from, to) {
   const w = samples.filter(([due]) => due >= from && due <= to);
@@ -94,7 +82,7 @@ async function memberCpu(cluster, fn) {
 async function main() {
   const started = Date.now();
   if (opt.method === 'cli') {
-    if (!opt['no-build']) await build();
+    if (!opt['no-build']) await buildDist(log);
     if (!existsSync(CLI)) throw new Error('dist/ is missing: run npm run build');
   }
   await mkdir(TMP, { recursive: true });

@@ -14,8 +14,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs, stripVTControlCharacters } from 'node:util';
-import { spawn } from 'node:child_process';
+import { stripVTControlCharacters } from 'node:util';
+import { benchArgs, benchLog, buildDist } from './lib/cli.mjs';
 import { DATASETS, ensureDataset, staticPodDir } from './lib/dataset.mjs';
 import { startEtcd, startS3rver } from './lib/servers.mjs';
 import { BENCH, GiB, MiB, ROOT, TMP, fmt, median, parseSize, run, sizeLabel } from './lib/util.mjs';
@@ -29,22 +29,16 @@ const USAGE = `usage: npm run bench -- progress [options]
   --no-build        do not run \`npm run build\` first
   --out FILE        Markdown here (default bench/results/<YYYY-MM-DD>-progress.md; .json beside it)`;
 
-const { values: opt } = parseArgs({
-  args: process.argv.slice(2).filter((a, i) => !(i === 0 && a === 'progress')),
-  options: {
+const opt = benchArgs(
+  USAGE,
+  {
     size: { type: 'string', default: '256MiB' },
     dataset: { type: 'string', default: 'incompressible' },
     repeats: { type: 'string', default: '3' },
-    'no-build': { type: 'boolean', default: false },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   },
-});
-if (opt.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-const log = (...a) => console.error(`[progress ${new Date().toISOString().slice(11, 19)}]`, ...a);
+  { subcommand: 'progress' },
+);
+const log = benchLog('progress');
 const SIZE = parseSize(opt.size);
 if (SIZE > 7 * GiB) throw new Error('--size: at most 7GiB');
 if (!DATASETS.includes(opt.dataset)) throw new Error(`--dataset: ${opt.dataset}? use ${DATASETS.join(' or ')}`);
@@ -63,14 +57,8 @@ function commandOf(variant, config) {
   return cli;
 }
 
-async function build() {
-  log('npm run build');
-  const code = await new Promise((r) => spawn('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: ['ignore', 2, 2] }).on('close', r));
-  if (code !== 0) throw new Error('npm run build failed: the benchmark measures dist/, which must match src/');
-}
-
 async function main() {
-  if (!opt['no-build']) await build();
+  if (!opt['no-build']) await buildDist(log);
   if (!existsSync(CLI)) throw new Error('dist/ is missing: run npm run build');
   await rm(DIR, { recursive: true, force: true });
   await mkdir(DIR, { recursive: true });

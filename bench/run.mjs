@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join } from 'node:path';
-import { parseArgs } from 'node:util';
+import { benchArgs, benchLog, buildDist } from './lib/cli.mjs';
 import { ZSTD, defineCases } from './lib/cases.mjs';
 import { DATASETS, ensureDataset } from './lib/dataset.mjs';
 import { evaluateGoals, goalLines, renderGoals } from './lib/goals.mjs';
@@ -52,8 +52,7 @@ const USAGE = `usage: npm run bench -- [options]
   --no-build           do not run \`npm run build\` first
   --out FILE           write the Markdown here (default bench/results/<YYYY-MM-DD>.md)`;
 
-const { values: opt } = parseArgs({
-  options: {
+const opt = benchArgs(USAGE, {
     size: { type: 'string', default: '1GiB' },
     dataset: { type: 'string', default: 'both' },
     codec: { type: 'string' },
@@ -67,17 +66,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     's3-part-size': { type: 'string' },
     's3-queue-size': { type: 'string' },
-    'no-build': { type: 'boolean', default: false },
-    out: { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  },
 });
-if (opt.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
-
-const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
+const log = benchLog('bench');
 const SIZE = parseSize(opt.size);
 const REPEATS = Math.max(1, Number(opt.repeats));
 const RSS_SIZES = opt['rss-sizes'] === 'none' ? [] : (opt['rss-sizes'] ?? `256MiB,${opt.size}`).split(',').map(parseSize);
@@ -90,12 +80,6 @@ const COMPRESSION = opt.codec || opt.level ? { ...(opt.codec ? { codec: opt.code
 const CLI = join(ROOT, 'dist', 'cli.js');
 
 // ------------------------------------------------------------------ build
-
-async function build() {
-  log('npm run build');
-  const code = await new Promise((r) => spawn('npm', ['run', 'build', '--silent'], { cwd: ROOT, stdio: ['ignore', 2, 2] }).on('close', r));
-  if (code !== 0) throw new Error('npm run build failed: the benchmark measures dist/, which must match src/');
-}
 
 async function versions() {
   const v = async (cmd, args, re = /.*/) => {
@@ -243,7 +227,7 @@ function datasetSection(d) {
 
 async function main() {
   const started = Date.now();
-  if (!opt['no-build']) await build();
+  if (!opt['no-build']) await buildDist(log);
   if (!existsSync(CLI)) throw new Error('dist/ is missing: run npm run build');
   await mkdir(TMP, { recursive: true });
   const vers = await versions();
