@@ -160,7 +160,8 @@ export class OpenSegment {
       const encrypted = this.o.recipients.length > 0;
       const shape = { codec: this.o.codec, encrypted };
       const keys = segmentKeys(this.o.cluster, this.o.baseId, first.rev, last.rev, shape);
-      await rename(join(this.dir, PART), join(this.dir, basename(keys.object)));
+      const paths = sealedPaths(this.dir, { fromRev: first.rev, toRev: last.rev, object: shape });
+      await rename(join(this.dir, PART), paths.object);
       let manifest: SegmentManifest = segmentManifestSchema.parse({
         format: SEGMENT_FORMAT,
         kind: 'segment',
@@ -177,7 +178,6 @@ export class OpenSegment {
         object: { key: keys.object, size: this.hash.bytes, sha256: this.hash.digest(), encrypted, recipients: [...this.o.recipients], codec: this.o.codec, rawSize: this.raw },
       });
       if (this.o.signingKey) manifest = signManifest(manifest, this.o.signingKey);
-      const paths = sealedPaths(this.dir, manifest);
       await writeFileAtomic(paths.manifest, serializeSegmentManifest(manifest));
       await rm(entryDir, { recursive: true, force: true });
       await rename(this.dir, entryDir);
